@@ -1,0 +1,15 @@
+"""quantlab: the router. Draws the shared sidebar, then runs the lesson picked in the navigation."""
+import streamlit as st
+
+import lab_ui
+
+st.set_page_config(page_title="quantlab — learn quantization on real tensors", page_icon="🧮", layout="wide")
+
+# Explicit st.Page entries (from the one lesson registry) switch off Streamlit's legacy
+# auto-discovery of the pages/ folder.
+page = st.navigation({
+    "Start": [st.Page("pages/home.py", title="Welcome", icon="🧮", default=True)],
+    "Lessons": [st.Page(l.file, title=l.title, icon=l.icon, url_path=l.url) for l in lab_ui.LESSONS],
+})
+lab_ui.sidebar()
+page.run()

@@ -1,0 +1,114 @@
+"""Error and cost measures of a quantized tensor, each one small function with one meaning.
+
+Errors are computed in float64 so that an 8-bit error is not drowned by the float32 rounding of
+the measurement itself.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+
+from quantlab.quantize import QuantizedTensor, as_groups, expand_params, grid_range
+from quantlab.spec import QuantSpec
+
+SCALE_BITS = 16  # compressed-tensors stores scales in the weight's dtype: bf16/fp16 for LLMs
+
+
+@torch.no_grad()
+def mse(ref: torch.Tensor, approx: torch.Tensor) -> float:
+    return torch.mean((ref.double() - approx.double()) ** 2).item()
+
+
+@torch.no_grad()
+def sqnr_db(ref: torch.Tensor, approx: torch.Tensor) -> float:
+    """Signal-to-quantization-noise ratio, 10·log10(‖x‖² / ‖x − x̂‖²); +inf when exact."""
+    signal = torch.sum(ref.double() ** 2).item()
+    noise = torch.sum((ref.double() - approx.double()) ** 2).item()
+    if noise == 0:
+        return math.inf
+    if signal == 0:
+        return -math.inf
+    return 10 * math.log10(signal / noise)
+
+
+@torch.no_grad()
+def cosine(ref: torch.Tensor, approx: torch.Tensor) -> float:
+    a, b = ref.double().flatten(), approx.double().flatten()
+    denom = (a.norm() * b.norm()).item()
+    return 1.0 if denom == 0 else (a @ b).item() / denom
+
+
+@torch.no_grad()
+def max_abs_error(ref: torch.Tensor, approx: torch.Tensor) -> float:
+    return (ref.double() - approx.double()).abs().max().item()
+
+
+@torch.no_grad()
+def clipped_fraction(x: torch.Tensor, qt: QuantizedTensor) -> float:
+    """Share of values that fell outside the grid and were saturated to qmin/qmax."""
+    spec = qt.spec
+    xs = as_groups(x, spec) if spec.strategy == "group" else x
+    scaled = xs.double() / expand_params(qt.scale, x, spec).double()
+    if qt.zero_point is not None:
+        scaled = scaled + expand_params(qt.zero_point, x, spec).double()
+    qmin, qmax = grid_range(spec)
+    # Half a step beyond the end still rounds onto the end level, so it is rounding, not clipping.
+    outside = (scaled < qmin - 0.5) | (scaled > qmax + 0.5)
+    return outside.double().mean().item()
+
+
+@torch.no_grad()
+def levels_used_fraction(qt: QuantizedTensor) -> float:
+    """Distinct codes present divided by the grid's 2^b levels (INT only): unused levels are waste."""
+    if qt.spec.type == "float":
+        return torch.unique(qt.q.view(torch.uint8)).numel() / 256
+    return torch.unique(qt.q).numel() / qt.spec.levels
+
+
+def bits_per_weight(spec: QuantSpec, shape: tuple[int, ...], scale_bits: int = SCALE_BITS) -> float:
+    """Storage bits per element: b + scale bits / elements-per-scale (+ zero-point bits / same)."""
+    numel = math.prod(shape)
+    n_scales = num_scales(spec, shape)
+    zp_bits = 0 if spec.symmetric else spec.num_bits
+    return spec.num_bits + n_scales * (scale_bits + zp_bits) / numel
+
+
+def num_scales(spec: QuantSpec, shape: tuple[int, ...]) -> int:
+    if spec.strategy == "tensor":
+        return 1
+    rows = math.prod(shape[:-1])
+    if spec.strategy == "group":
+        assert spec.group_size is not None
+        return rows * (shape[-1] // spec.group_size)
+    return rows
+
+
+@dataclass(frozen=True)
+class ErrorReport:
+    mse: float
+    sqnr_db: float
+    cosine: float
+    max_abs_error: float
+    clipped_fraction: float
+    levels_used: float
+    bits_per_weight: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@torch.no_grad()
+def error_report(x: torch.Tensor, qt: QuantizedTensor) -> ErrorReport:
+    """Every measure at once, for tables that compare schemes side by side."""
+    approx = qt.dequantize()
+    return ErrorReport(
+        mse=mse(x, approx),
+        sqnr_db=sqnr_db(x, approx),
+        cosine=cosine(x, approx),
+        max_abs_error=max_abs_error(x, approx),
+        clipped_fraction=clipped_fraction(x, qt),
+        levels_used=levels_used_fraction(qt),
+        bits_per_weight=bits_per_weight(qt.spec, tuple(x.shape)),
+    )

