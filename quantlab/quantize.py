@@ -133,9 +133,14 @@ def quantize_with(
 
 @torch.no_grad()
 def quantize(x: torch.Tensor, spec: QuantSpec) -> QuantizedTensor:
-    """Quantize `x` with min-max parameters observed on `x` itself."""
+    """Quantize `x` with parameters observed on `x` itself (by the spec's observer)."""
     check_tensor(x, spec)
-    lo, hi = observe_minmax(x, spec)
+    if spec.observer == "minmax":
+        lo, hi = observe_minmax(x, spec)
+    else:
+        from quantlab.observers import observe  # observers build on this module
+
+        lo, hi = observe(x, spec)
     scale, zero_point = calculate_qparams(lo, hi, spec)
     return quantize_with(x, scale, zero_point, spec)
 

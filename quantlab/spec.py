@@ -17,7 +17,15 @@ QuantType = Literal["int", "float"]
 Strategy = Literal["tensor", "channel", "group", "token"]
 
 STRATEGIES: tuple[str, ...] = ("tensor", "channel", "group", "token")
-OBSERVERS: tuple[str, ...] = ("minmax",)
+OBSERVERS: tuple[str, ...] = ("minmax", "mse", "percentile")
+# The tunable knobs of each observer (compressed-tensors' `observer_kwargs`), with their defaults:
+# llm-compressor's MSE observer shrinks the range by 1/grid per step down to (1 - maxshrink) and
+# stops after `patience` steps without improvement, scoring each candidate by sum |x - x̂|^norm.
+OBSERVER_KWARGS: dict[str, dict[str, float]] = {
+    "minmax": {},
+    "mse": {"maxshrink": 0.2, "grid": 100.0, "norm": 2.4, "patience": 5.0},
+    "percentile": {"percentile": 99.9},
+}
 FP8_BITS = 8
 
 
@@ -31,6 +39,8 @@ class QuantSpec:
     observer: str = "minmax"
     dynamic: bool = False
     activations: "QuantSpec | None" = None
+    # Sorted (name, value) pairs rather than a dict, so the spec stays hashable; a dict is accepted.
+    observer_kwargs: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.type not in ("int", "float"):
@@ -48,8 +58,35 @@ class QuantSpec:
             raise QuantlabError(f"group_size is only used with strategy 'group', not {self.strategy!r}")
         if self.observer not in OBSERVERS:
             raise QuantlabError(f"unknown observer {self.observer!r}: use one of {', '.join(OBSERVERS)}")
+        self._normalize_observer_kwargs()
         if self.activations is not None and self.activations.activations is not None:
             raise QuantlabError("activation specs cannot carry activation specs of their own")
+
+    def _normalize_observer_kwargs(self) -> None:
+        raw = self.observer_kwargs
+        items = raw.items() if isinstance(raw, Mapping) else raw
+        try:
+            kwargs = tuple(sorted((str(k), float(v)) for k, v in items))
+        except (TypeError, ValueError):
+            raise QuantlabError("observer_kwargs must be (name, number) pairs") from None
+        allowed = OBSERVER_KWARGS[self.observer]
+        for key, value in kwargs:
+            if key not in allowed:
+                hint = ", ".join(allowed) or "none"
+                raise QuantlabError(f"observer {self.observer!r} has no setting {key!r} (settings: {hint})")
+            if key == "percentile" and not 50 < value <= 100:
+                raise QuantlabError(f"percentile must be in (50, 100], not {value:g}")
+            if key in ("grid", "patience") and value < 1:
+                raise QuantlabError(f"{key} must be at least 1, not {value:g}")
+            if key == "maxshrink" and not 0 < value < 1:
+                raise QuantlabError(f"maxshrink must be in (0, 1), not {value:g}")
+            if key == "norm" and value <= 0:
+                raise QuantlabError(f"norm must be positive, not {value:g}")
+        object.__setattr__(self, "observer_kwargs", kwargs)
+
+    def observer_setting(self, key: str) -> float:
+        """One observer setting: the spec's own value, else the observer's default."""
+        return dict(self.observer_kwargs).get(key, OBSERVER_KWARGS[self.observer][key])
 
     # -- the integer grid --------------------------------------------------------------------
     @property
@@ -71,7 +108,8 @@ class QuantSpec:
         fmt = "FP8" if self.type == "float" else f"INT{self.num_bits}"
         mode = "sym" if self.symmetric else "asym"
         gran = f"g{self.group_size}" if self.strategy == "group" else self.strategy
-        return f"{fmt} {mode} {gran}"
+        obs = "" if self.observer == "minmax" else f" {self.observer}"
+        return f"{fmt} {mode} {gran}{obs}"
 
     def with_(self, **changes: object) -> "QuantSpec":
         """A copy with some fields changed (validated again)."""
