@@ -1,0 +1,410 @@
+"""Exact size of a compressed-tensors checkpoint, from tensor shapes alone.
+
+The input is a table of the original checkpoint's tensors (name, shape, dtype). It comes from the
+safetensors headers of a file or folder (no tensor is read), or from a `config.json` instantiated
+by transformers on the meta device (no memory is allocated). The output lists every tensor that
+compressed-tensors 0.20 would write for a given `QuantSpec`, with its dtype and byte count, plus the
+safetensors header, so the total is the size of the `model.safetensors` file byte for byte.
+
+Scope is llm-compressor's usual recipe (`targets="Linear"`, `ignore=["lm_head"]`): the Linear layers
+inside the numbered transformer blocks are quantized; embeddings, lm_head, norms, biases and any
+other tensor stay as they are.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable, Sequence, Union
+
+import torch
+
+from quantlab import models, packing
+from quantlab.errors import QuantlabError
+from quantlab.spec import QuantSpec
+
+CONFIGS = models.ASSETS / "configs"
+
+# safetensors writes tensors sorted by dtype (this enum order, descending) then by name; the order
+# only changes the digits of the offsets in the header, but the header is part of the file size.
+_DTYPE_ORDER = ("BOOL", "F4", "F6_E2M3", "F6_E3M2", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0", "I16",
+                "U16", "F16", "BF16", "I32", "U32", "F32", "C64", "F64", "I64", "U64")
+DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
+               "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8}
+_TORCH_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+                 torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+                 torch.uint8: "U8", torch.bool: "BOOL", torch.float8_e4m3fn: "F8_E4M3",
+                 torch.float8_e5m2: "F8_E5M2"}
+_SCALE_DTYPES = ("F16", "BF16", "F32", "F64")
+_BLOCK = re.compile(r"\.\d+\.")
+
+# Kinds of stored tensors, in the order breakdowns are shown.
+KINDS = ("packed weights", "quantized weights", "scales", "zero points", "shapes", "activation scales",
+         "linear kept", "embeddings", "lm_head", "norms", "biases", "other")
+QUANTIZED_KINDS = KINDS[:6]
+
+Source = Union[models.ModelSource, str, "os.PathLike[str]"]
+
+
+def torch_dtype_code(dtype: torch.dtype) -> str:
+    return _TORCH_DTYPES[dtype]
+
+
+# -- what a checkpoint holds ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SourceTensor:
+    """One tensor of the original checkpoint. `linear` is known from module types for configs and
+    inferred from the name and shape for safetensors files (which carry no module types)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    linear: bool
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * DTYPE_BYTES[self.dtype]
+
+    @property
+    def layer(self) -> str:
+        return self.name.removesuffix(".weight")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    label: str
+    tensors: tuple[SourceTensor, ...]
+    config: dict[str, object] | None  # config.json contents when there is one
+    has_weights: bool  # False for a config-only architecture
+
+
+def shipped_configs() -> dict[str, Path]:
+    """The architectures shipped in assets/configs, by short name (e.g. 'llama-3.1-8b')."""
+    return {p.stem: p for p in sorted(CONFIGS.glob("*.json"))}
+
+
+def _looks_linear(name: str, shape: tuple[int, ...], dtype: str) -> bool:
+    lowered = name.lower()
+    return (name.endswith(".weight") and len(shape) == 2 and dtype in _SCALE_DTYPES
+            and "embed" not in lowered and "norm" not in lowered)
+
+
+def _from_safetensors(source: models.ModelSource) -> Checkpoint:
+    infos = models.list_tensors(source)
+    tensors = tuple(SourceTensor(t.name, t.shape, t.dtype, _looks_linear(t.name, t.shape, t.dtype))
+                    for t in infos.values())
+    path = Path(source.path)
+    config_file = path / "config.json" if path.is_dir() else path.with_name("config.json")
+    config = _read_json(config_file) if config_file.exists() else None
+    return Checkpoint(source.label, tensors, config, has_weights=True)
+
+
+def _read_json(path: Path) -> dict[str, object]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise QuantlabError(f"{path.name} is not readable JSON ({err.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise QuantlabError(f"{path.name} is not a config (expected a JSON object)")
+    return data
+
+
+@lru_cache(maxsize=16)
+def _from_config(path: Path) -> Checkpoint:
+    """Build the model on the meta device: exact names, shapes and dtypes, no memory."""
+    import transformers
+
+    raw = _read_json(path)
+    if "model_type" not in raw:
+        raise QuantlabError(f"{path.name} has no model_type: it is not a transformers config.json")
+    try:
+        config = transformers.AutoConfig.from_pretrained(str(path))
+    except (ValueError, KeyError):
+        raise QuantlabError(
+            f"{path.name}: model_type {raw['model_type']!r} is not an architecture transformers "
+            f"{transformers.__version__} knows"
+        ) from None
+    archs = raw.get("architectures") or []
+    cls = getattr(transformers, str(archs[0]), None) if archs else None
+    dtype = getattr(config, "dtype", None) or torch.float32
+    try:
+        with torch.device("meta"):
+            # The class named in `architectures` decides the head (lm_head or none), as on load.
+            model = (cls._from_config(config, dtype=dtype) if cls is not None
+                     else transformers.AutoModelForCausalLM.from_config(config, dtype=dtype))
+    except (ValueError, TypeError, AttributeError) as err:
+        raise QuantlabError(f"{path.name}: transformers could not build this architecture ({err})") from None
+    linear = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    rows: list[SourceTensor] = []
+    # named_parameters drops tied duplicates (e.g. a tied lm_head), as save_pretrained does.
+    for name, p in model.named_parameters():
+        rows.append(SourceTensor(name, tuple(p.shape), torch_dtype_code(p.dtype), name in linear))
+    for mod_name, module in model.named_modules():
+        for buf_name, buf in module._buffers.items():
+            if buf is not None and buf_name not in module._non_persistent_buffers_set:
+                name = f"{mod_name}.{buf_name}" if mod_name else buf_name
+                rows.append(SourceTensor(name, tuple(buf.shape), torch_dtype_code(buf.dtype), False))
+    label = str(raw.get("_name_or_path") or path.stem)
+    return Checkpoint(label, tuple(rows), raw, has_weights=False)
+
+
+def load_checkpoint(source: Source) -> Checkpoint:
+    """A shipped config name, a config.json, a safetensors file, an HF folder or a ModelSource."""
+    if isinstance(source, models.ModelSource):
+        return _from_safetensors(source)
+    text = str(source)
+    shipped = shipped_configs()
+    if text in shipped:
+        return _from_config(shipped[text])
+    path = Path(text).expanduser()
+    if path.suffix == ".json" and path.is_file():
+        return _from_config(path.resolve())
+    if path.is_dir() and not models.safetensors_files(path) and (path / "config.json").exists():
+        return _from_config((path / "config.json").resolve())
+    if not path.exists():
+        names = ", ".join(shipped)
+        raise QuantlabError(f"{text} is neither a file, a folder nor a shipped config ({names})")
+    return _from_safetensors(models.ModelSource.local(path))
+
+
+# -- what gets quantized ------------------------------------------------------------------------
+
+def _matches(layer: str, pattern: str) -> bool:
+    """compressed-tensors' rule: 're:<regex>' matches from the start, anything else exactly."""
+    if pattern.startswith("re:"):
+        return re.match(pattern[3:], layer) is not None
+    return layer == pattern
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which Linear layers get quantized, which are kept and why."""
+
+    quantized: tuple[SourceTensor, ...]
+    ignore: tuple[str, ...]  # every Linear left in full precision, as written in quantization_config
+    skipped: tuple[str, ...]  # layers the spec cannot quantize (group size), kept and ignored
+
+    @property
+    def notes(self) -> list[str]:
+        if not self.skipped:
+            return []
+        head = ", ".join(self.skipped[:3]) + (f" and {len(self.skipped) - 3} more" if len(self.skipped) > 3 else "")
+        return [f"group size does not divide the input dimension of {len(self.skipped)} layer(s) ({head}): "
+                "they were kept unquantized and added to the ignore list"]
+
+
+def plan(checkpoint: Checkpoint, spec: QuantSpec, ignore: Sequence[str] | None = None) -> Plan:
+    patterns = tuple(ignore) if ignore is not None else ("lm_head",)
+    quantized, kept, skipped = [], [], []
+    for t in checkpoint.tensors:
+        if not t.linear:
+            continue
+        if not _BLOCK.search(t.name) or any(_matches(t.layer, p) for p in patterns):
+            kept.append(t.layer)
+        elif spec.strategy == "group" and t.shape[-1] % (spec.group_size or 1):
+            kept.append(t.layer)
+            skipped.append(f"{t.layer} ({t.shape[-1]} columns)")
+        else:
+            quantized.append(t)
+    if not quantized:
+        raise QuantlabError(_nothing_to_quantize(checkpoint, spec, skipped))
+    return Plan(tuple(quantized), tuple(kept), tuple(skipped))
+
+
+def _nothing_to_quantize(checkpoint: Checkpoint, spec: QuantSpec, skipped: list[str]) -> str:
+    if skipped:
+        return (f"group size {spec.group_size} divides none of the Linear layers of {checkpoint.label} "
+                f"(e.g. {skipped[0]}): pick a smaller group or strategy 'channel'")
+    return f"{checkpoint.label} has no Linear layer inside numbered transformer blocks to quantize"
+
+
+# -- what compressed-tensors writes --------------------------------------------------------------
+
+def storage_format(spec: QuantSpec) -> str:
+    """The compressed-tensors format a spec is saved in (its `infer_module_format` rule)."""
+    acts = spec.activations
+    if spec.type == "int" and acts is not None:
+        return "int-quantized"
+    if spec.type == "int":
+        return "pack-quantized"
+    if acts is not None and acts.type == "float":
+        return "float-quantized"
+    return "naive-quantized"
+
+
+@dataclass(frozen=True)
+class OutTensor:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    kind: str
+    weights: int = 0  # original weights this tensor stands for (for bits per weight)
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * DTYPE_BYTES[self.dtype]
+
+
+def scale_shape(spec: QuantSpec, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if spec.strategy == "tensor":
+        return (1,)
+    if spec.strategy == "group":
+        assert spec.group_size is not None
+        return (shape[0], shape[1] // spec.group_size)
+    return (shape[0], 1)
+
+
+def scale_dtype(weight_dtype: str) -> str:
+    """compressed-tensors keeps scales in the weight's float dtype (float16 for anything else)."""
+    return weight_dtype if weight_dtype in _SCALE_DTYPES else "F16"
+
+
+def layer_layout(t: SourceTensor, spec: QuantSpec) -> list[OutTensor]:
+    """The tensors compressed-tensors writes for one quantized Linear weight."""
+    spec.check_shape(t.shape)
+    fmt, layer, rows = storage_format(spec), t.layer, t.shape[0]
+    sshape, sdtype = scale_shape(spec, t.shape), scale_dtype(t.dtype)
+    out: list[OutTensor] = []
+    if fmt == "pack-quantized":
+        out.append(OutTensor(f"{layer}.weight_packed", (rows, packing.packed_width(t.shape[1], spec.num_bits)),
+                             "I32", "packed weights", t.numel))
+        out.append(OutTensor(f"{layer}.weight_shape", (2,), "I64", "shapes"))
+    else:
+        code = "F8_E4M3" if spec.type == "float" else "I8"
+        out.append(OutTensor(f"{layer}.weight", t.shape, code, "quantized weights", t.numel))
+    out.append(OutTensor(f"{layer}.weight_scale", sshape, sdtype, "scales"))
+    if not spec.symmetric:
+        if fmt == "pack-quantized" and spec.strategy in ("group", "channel"):
+            zshape = (packing.packed_width(rows, spec.num_bits), sshape[1])
+            out.append(OutTensor(f"{layer}.weight_zero_point", zshape, "I32", "zero points"))
+        else:
+            out.append(OutTensor(f"{layer}.weight_zero_point", sshape, "I8", "zero points"))
+    acts = spec.activations
+    if acts is not None and not acts.dynamic:
+        if acts.strategy != "tensor":
+            raise QuantlabError(f"static activation quantization needs strategy 'tensor', not {acts.strategy!r}")
+        out.append(OutTensor(f"{layer}.input_scale", (1,), sdtype, "activation scales"))
+        if not acts.symmetric:
+            out.append(OutTensor(f"{layer}.input_zero_point", (1,), "I8", "activation scales"))
+    return out
+
+
+def kept_kind(t: SourceTensor) -> str:
+    lowered = t.name.lower()
+    if "norm" in lowered or re.search(r"(^|\.)ln_?\w*\.", lowered):
+        return "norms"
+    if t.name.endswith(".bias"):
+        return "biases"
+    if lowered.startswith("lm_head"):
+        return "lm_head"
+    if "embed" in lowered or re.search(r"(^|\.)w[tp]e\.", lowered):
+        return "embeddings"
+    return "linear kept" if t.linear else "other"
+
+
+def header_bytes(tensors: Iterable[tuple[str, tuple[int, ...], str]], metadata: dict[str, str] | None = None) -> int:
+    """Length of the safetensors header as written: 8-byte length, compact JSON, space padding to 8."""
+    rank = {d: i for i, d in enumerate(_DTYPE_ORDER)}
+    ordered = sorted(tensors, key=lambda t: (-rank[t[2]], t[0]))
+    entries = []
+    offset = 0
+    for name, shape, dtype in ordered:
+        end = offset + math.prod(shape) * DTYPE_BYTES[dtype]
+        entries.append(json.dumps(name) + ":" + json.dumps(
+            {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, end]}, separators=(",", ":")))
+        offset = end
+    meta = json.dumps({"__metadata__": metadata or {"format": "pt"}}, separators=(",", ":"))[1:-1]
+    text = "{" + ",".join([meta, *entries]) + "}"
+    n = len(text.encode())
+    return 8 + n + (-n) % 8
+
+
+# -- the report ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SizeReport:
+    label: str
+    spec: QuantSpec
+    format: str
+    tensors: tuple[OutTensor, ...]
+    ignore: tuple[str, ...]
+    notes: tuple[str, ...]
+    original_bytes: int  # the unquantized checkpoint's tensor bytes
+    header_bytes: int
+    num_params: int
+    has_weights: bool
+    quantized_layers: int = field(default=0)
+
+    @property
+    def total_bytes(self) -> int:
+        """The model.safetensors file: header plus every tensor."""
+        return self.header_bytes + sum(t.nbytes for t in self.tensors)
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Bits of the whole file per parameter of the original model."""
+        return 8 * self.total_bytes / self.num_params
+
+    @property
+    def compression(self) -> float:
+        return self.original_bytes / self.total_bytes
+
+    def by_kind(self) -> dict[str, int]:
+        sums = {k: 0 for k in KINDS}
+        for t in self.tensors:
+            sums[t.kind] += t.nbytes
+        return {k: v for k, v in sums.items() if v}
+
+    def quantized_bits_per_weight(self) -> float:
+        """Bits per weight of the quantized Linear layers only: b + scale (+ zero-point) overhead."""
+        weights = sum(t.weights for t in self.tensors if t.kind in QUANTIZED_KINDS)
+        stored = sum(t.nbytes for t in self.tensors if t.kind in QUANTIZED_KINDS)
+        return 8 * stored / weights
+
+    def rows(self) -> list[dict[str, object]]:
+        return [{"tensor": t.name, "kind": t.kind, "dtype": t.dtype, "shape": "×".join(map(str, t.shape)),
+                 "bytes": t.nbytes} for t in self.tensors]
+
+
+def size_checkpoint(checkpoint: Checkpoint, spec: QuantSpec, ignore: Sequence[str] | None = None) -> SizeReport:
+    p = plan(checkpoint, spec, ignore)
+    chosen = {t.name for t in p.quantized}
+    out: list[OutTensor] = []
+    for t in checkpoint.tensors:
+        if t.name in chosen:
+            out.extend(layer_layout(t, spec))
+        else:
+            out.append(OutTensor(t.name, t.shape, t.dtype, kept_kind(t), t.numel))
+    return SizeReport(
+        label=checkpoint.label, spec=spec, format=storage_format(spec), tensors=tuple(out), ignore=p.ignore,
+        notes=tuple(p.notes), original_bytes=sum(t.nbytes for t in checkpoint.tensors),
+        header_bytes=header_bytes((t.name, t.shape, t.dtype) for t in out),
+        num_params=sum(t.numel for t in checkpoint.tensors if t.dtype in _SCALE_DTYPES),
+        has_weights=checkpoint.has_weights, quantized_layers=len(p.quantized),
+    )
+
+
+def model_size(source: Source, spec: QuantSpec, ignore: Sequence[str] | None = None) -> SizeReport:
+    """Size of the compressed-tensors checkpoint `spec` would give `source`, from shapes only.
+
+    `ignore` lists Linear layers to keep (names, or 're:' regexes as in llm-compressor); the
+    default keeps lm_head, which lies outside the blocks anyway.
+    """
+    return size_checkpoint(load_checkpoint(source), spec, ignore)
+
+
+def format_bytes(n: float) -> str:
+    """Decimal units (GB = 10^9 bytes), as model cards and the syllabus quote sizes."""
+    for unit, div in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:,.2f} {unit}"
+    return f"{n:,.0f} B"
