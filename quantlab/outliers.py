@@ -1,0 +1,231 @@
+"""Outlier channels and the remedies for them, on one Linear layer: Y = X·Wᵀ.
+
+X is [tokens, in] (real inputs captured from the model), W is [out, in]. Every remedy here keeps
+the full-precision product unchanged and only moves where the quantization difficulty sits:
+
+- SmoothQuant divides input channel j of X by s_j and multiplies column j of W by s_j, with
+  s_j = max|X_j|^α / max|W_j|^(1−α): α = 0 leaves activations alone, α = 1 flattens them fully.
+- AWQ scales the same way but for weight-only quantization, s_j = mean|X_j|^r (optionally divided
+  by the mean normalized |W_j|^(1−r), llm-compressor's `duo_scaling`), and grid-searches r on the
+  layer-output error ‖Q(W·s)(X/s)ᵀ − W·Xᵀ‖².
+- Mixed precision keeps the k largest input channels out of quantization (their X columns and W
+  columns stay 16-bit) — LLM.int8()'s decomposition.
+Errors are measured on the layer's output, where they matter, not on X or W alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from quantlab.errors import QuantlabError
+from quantlab.metrics import mse, sqnr_db
+from quantlab.observers import quantize_activation
+from quantlab.quantize import fake_quantize
+from quantlab.spec import QuantSpec
+
+FP16_BITS = 16
+AWQ_GRID = 20  # llm-compressor's n_grid
+
+
+@dataclass(frozen=True, eq=False)
+class ChannelStats:
+    """Per-input-channel max|x| of one activation and how far the largest sticks out."""
+
+    absmax: np.ndarray  # [in_features]
+    median: float
+    top_channel: int
+    ratio: float  # max over median
+
+
+@torch.no_grad()
+def channel_stats(x: torch.Tensor) -> ChannelStats:
+    absmax = x.abs().amax(dim=0).double()
+    median = absmax.median().item()
+    top = int(absmax.argmax())
+    return ChannelStats(absmax=absmax.numpy(), median=median, top_channel=top,
+                        ratio=absmax[top].item() / median if median > 0 else float("inf"))
+
+
+def _check_pair(x: torch.Tensor, w: torch.Tensor) -> None:
+    if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1]:
+        raise QuantlabError(f"activations {tuple(x.shape)} do not feed weight {tuple(w.shape)} "
+                            "(need X [tokens, in] and W [out, in])")
+
+
+@torch.no_grad()
+def layer_output(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """X·Wᵀ in float64, the reference every error below is measured against (bias left out)."""
+    return x.double() @ w.double().T
+
+
+@torch.no_grad()
+def quantized_output(x: torch.Tensor, w: torch.Tensor, spec: QuantSpec,
+                     calibration: torch.Tensor | None = None) -> torch.Tensor:
+    """Q(X)·Q(W)ᵀ for a weight spec; its `activations` spec (if any) quantizes X.
+
+    A static activation spec is calibrated on `calibration` (default: X itself).
+    """
+    _check_pair(x, w)
+    w_hat = fake_quantize(w, spec.with_(activations=None))
+    x_hat = x
+    if spec.activations is not None:
+        calib = x if calibration is None else calibration
+        x_hat = quantize_activation(x, spec.activations, calib).dequantize()
+    return x_hat.double() @ w_hat.double().T
+
+
+# -- SmoothQuant -------------------------------------------------------------------------------
+
+@torch.no_grad()
+def smooth_scales(x_absmax: torch.Tensor, w_absmax: torch.Tensor, alpha: float) -> torch.Tensor:
+    """s_j = max|X_j|^α / max|W_j|^(1−α), clamped away from 0 like llm-compressor does."""
+    if not 0 <= alpha <= 1:
+        raise QuantlabError(f"SmoothQuant's alpha must be in [0, 1], not {alpha:g}")
+    s = x_absmax.clamp(min=1e-5) ** alpha / w_absmax.clamp(min=1e-5) ** (1 - alpha)
+    return s.clamp(min=1e-5)
+
+
+@torch.no_grad()
+def smooth(x: torch.Tensor, w: torch.Tensor, alpha: float,
+           calibration: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(X/s, W·s, s): the same product with difficulty moved from X to W; s from calibration stats."""
+    _check_pair(x, w)
+    stats = x if calibration is None else calibration
+    s = smooth_scales(stats.abs().amax(dim=0), w.abs().amax(dim=0), alpha)
+    return x / s, w * s, s
+
+
+@dataclass(frozen=True, eq=False)
+class SmoothCurve:
+    alphas: np.ndarray
+    sqnr_db: np.ndarray  # layer-output SQNR of the W8A8 (or given) scheme after smoothing
+    baseline_db: float  # the same scheme without smoothing
+
+    @property
+    def best_alpha(self) -> float:
+        return float(self.alphas[int(np.argmax(self.sqnr_db))])
+
+    @property
+    def gain_db(self) -> float:
+        return float(self.sqnr_db.max() - self.baseline_db)
+
+
+@torch.no_grad()
+def smooth_curve(x: torch.Tensor, w: torch.Tensor, spec: QuantSpec, alphas: np.ndarray,
+                 calibration: torch.Tensor | None = None) -> SmoothCurve:
+    """Layer-output SQNR of `spec` after smoothing with each α."""
+    ref = layer_output(x, w)
+    values = []
+    for a in alphas:
+        xs, ws, s = smooth(x, w, float(a), calibration)
+        calib = None if calibration is None else calibration / s
+        values.append(sqnr_db(ref, quantized_output(xs, ws, spec, calib)))
+    baseline = sqnr_db(ref, quantized_output(x, w, spec, calibration))
+    return SmoothCurve(alphas=np.asarray(alphas, dtype=float), sqnr_db=np.array(values), baseline_db=baseline)
+
+
+# -- AWQ -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class AwqSearch:
+    ratios: np.ndarray
+    losses: np.ndarray  # output MSE for each ratio
+    identity_loss: float  # output MSE with no scaling (plain round-to-nearest)
+    best_ratio: float | None  # None when no ratio beat plain quantization
+    scales: torch.Tensor  # the chosen s (all ones when best_ratio is None)
+
+    @property
+    def best_loss(self) -> float:
+        return self.identity_loss if self.best_ratio is None else float(self.losses.min())
+
+    @property
+    def gain_db(self) -> float:
+        """How much lower the chosen loss is than no scaling, in dB (≥ 0)."""
+        return 10 * float(np.log10(self.identity_loss / self.best_loss)) if self.best_loss > 0 else float("inf")
+
+
+@torch.no_grad()
+def awq_scales(x: torch.Tensor, w: torch.Tensor, ratio: float, spec: QuantSpec,
+               duo_scaling: bool = True) -> torch.Tensor:
+    """AWQ's candidate s for one ratio, normalized so that max(s)·min(s) = 1."""
+    x_mean = x.abs().double().mean(dim=0)
+    s = x_mean.clamp(min=1e-4) ** ratio
+    if duo_scaling:
+        # Weight magnitude relative to its own group's max, so groups of different size compare.
+        w_rel = w.abs().double()
+        if spec.strategy == "group":
+            assert spec.group_size is not None
+            g = w_rel.unflatten(-1, (-1, spec.group_size))
+            w_rel = (g / g.amax(dim=-1, keepdim=True).clamp(min=1e-12)).flatten(-2)
+        else:
+            w_rel = w_rel / w_rel.amax(dim=-1, keepdim=True).clamp(min=1e-12)
+        s = s / w_rel.mean(dim=0).clamp(min=1e-4) ** (1 - ratio)
+    s = s / (s.max() * s.min()).sqrt()
+    return s.to(w.dtype)
+
+
+@torch.no_grad()
+def awq_loss(x: torch.Tensor, w: torch.Tensor, s: torch.Tensor, spec: QuantSpec) -> float:
+    """‖Q(W·s)·(X/s)ᵀ − W·Xᵀ‖² / N: weight-only error of the layer output for scales s."""
+    w_hat = fake_quantize(w * s, spec.with_(activations=None)) / s
+    return mse(layer_output(x, w), layer_output(x, w_hat))
+
+
+@torch.no_grad()
+def awq_search(x: torch.Tensor, w: torch.Tensor, spec: QuantSpec, n_grid: int = AWQ_GRID,
+               duo_scaling: bool = True) -> AwqSearch:
+    """Grid over r = 0, 1/n, …, (n−1)/n; keep the scales with the lowest output error.
+
+    Plain quantization (s = 1) is always a candidate, so the result is never worse than it.
+    """
+    _check_pair(x, w)
+    ratios = np.arange(n_grid) / n_grid
+    losses = np.array([awq_loss(x, w, awq_scales(x, w, float(r), spec, duo_scaling), spec) for r in ratios])
+    identity = awq_loss(x, w, torch.ones(w.shape[1], dtype=w.dtype), spec)
+    i = int(np.argmin(losses))
+    if losses[i] < identity:
+        return AwqSearch(ratios, losses, identity, float(ratios[i]),
+                         awq_scales(x, w, float(ratios[i]), spec, duo_scaling))
+    return AwqSearch(ratios, losses, identity, None, torch.ones(w.shape[1], dtype=w.dtype))
+
+
+# -- mixed precision ---------------------------------------------------------------------------------
+
+@torch.no_grad()
+def outlier_channels(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k input channels with the largest max|x|."""
+    return x.abs().amax(dim=0).topk(min(k, x.shape[1])).indices
+
+
+@torch.no_grad()
+def mixed_precision_output(x: torch.Tensor, w: torch.Tensor, spec: QuantSpec, k: int,
+                           calibration: torch.Tensor | None = None) -> torch.Tensor:
+    """Q(X_rest)·Q(W_rest)ᵀ + X_k·W_kᵀ: the k outlier channels bypass quantization."""
+    _check_pair(x, w)
+    stats = x if calibration is None else calibration
+    keep = outlier_channels(stats, k)
+    rest = torch.ones(x.shape[1], dtype=torch.bool)
+    rest[keep] = False
+    calib = None if calibration is None else calibration * rest
+    low = quantized_output(x * rest, w * rest, spec, calib)
+    return low + x[:, keep].double() @ w[:, keep].double().T
+
+
+@dataclass(frozen=True, eq=False)
+class MixedCurve:
+    ks: np.ndarray
+    sqnr_db: np.ndarray
+    extra_bytes: np.ndarray  # storage added by keeping those weight columns in 16-bit
+    layer_bytes: int  # the layer's weights at spec.num_bits
+
+
+@torch.no_grad()
+def mixed_precision_curve(x: torch.Tensor, w: torch.Tensor, spec: QuantSpec, ks: list[int],
+                          calibration: torch.Tensor | None = None) -> MixedCurve:
+    ref = layer_output(x, w)
+    sq = [sqnr_db(ref, mixed_precision_output(x, w, spec, k, calibration)) for k in ks]
+    extra = [k * w.shape[0] * (FP16_BITS - spec.num_bits) / 8 for k in ks]
+    return MixedCurve(ks=np.array(ks), sqnr_db=np.array(sq), extra_bytes=np.array(extra),
+                      layer_bytes=w.numel() * spec.num_bits // 8)

@@ -1,0 +1,293 @@
+"""The whole-model effect: quantize every Linear of the embedded MiniLM and compare it with fp32.
+
+The model runs on shipped paraphrase pairs (assets/eval/paraphrases.tsv). Sentence embeddings
+are mean-pooled over real tokens, as sentence-transformers does for all-MiniLM-L6-v2, and then
+compared with the fp32 model's: cosine per sentence, whether each sentence's nearest neighbour
+among the others is still the same one, and how many of its 5 nearest neighbours survive (the
+paraphrase is easy to keep at #1; the ranking behind it is what quantization noise reshuffles). A heat map of per-Linear output SQNR shows
+which layers hurt most, both on their own (fp32 input, the layer's own error) and in the running
+model (errors of every earlier layer included).
+
+Activations, when the spec quantizes them, are quantized on each Linear's input: dynamic
+per-token scales are observed on the fly; static per-tensor scales are calibrated beforehand on
+the Linear's fp32 inputs over a chosen calibration text. SmoothQuant divides the input of the
+Linears fed by a LayerNorm (query/key/value share one s, intermediate.dense has its own) and
+multiplies their weights. In a pre-LN LLM the 1/s folds into the LayerNorm for free; MiniLM is
+post-LN (the LayerNorm output is also the residual), so here the division stays on the input.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable
+
+import numpy as np
+import torch
+
+from quantlab import models
+from quantlab.errors import QuantlabError
+from quantlab.metrics import sqnr_db
+from quantlab.observers import calibrate, quantize_static
+from quantlab.outliers import smooth_scales
+from quantlab.quantize import fake_quantize
+from quantlab.spec import QuantSpec
+
+EVAL_FILE = models.ASSETS / "eval" / "paraphrases.tsv"
+# The six Linears of a BERT block, in the order data flows through them: the heat map's columns.
+BLOCK_LINEARS = ("attention.self.query", "attention.self.key", "attention.self.value",
+                 "attention.output.dense", "intermediate.dense", "output.dense")
+SHORT_NAMES = ("query", "key", "value", "attn out", "FFN up", "FFN down")
+FP16_BYTES = 2
+
+
+def eval_pairs() -> list[tuple[str, str]]:
+    pairs = []
+    for line in EVAL_FILE.read_text().splitlines():
+        if line.strip():
+            a, b = line.split("\t")
+            pairs.append((a.strip(), b.strip()))
+    return pairs
+
+
+def eval_sentences() -> list[str]:
+    """Pairs flattened: sentence 2i's paraphrase is 2i + 1."""
+    return [s for pair in eval_pairs() for s in pair]
+
+
+def smoothing_groups(names: list[str]) -> dict[str, tuple[str, ...]]:
+    """Linears fed by one LayerNorm, which must share one smoothing vector: {first: group}."""
+    groups = {}
+    for name in names:
+        if name.endswith("attention.self.query"):
+            prefix = name.removesuffix("query")
+            groups[name] = (name, prefix + "key", prefix + "value")
+        elif name.endswith("intermediate.dense"):
+            groups[name] = (name,)
+    return groups
+
+
+@dataclass(frozen=True, eq=False)
+class Run:
+    """One forward pass on the eval sentences: embeddings and every Linear's input and output."""
+
+    embeddings: torch.Tensor  # [sentences, hidden], mean-pooled
+    inputs: dict[str, torch.Tensor]  # Linear -> [real tokens, in]
+    outputs: dict[str, torch.Tensor]  # Linear -> [real tokens, out]
+
+
+@torch.no_grad()
+def _forward(model: torch.nn.Module, tokenizer: object, texts: list[str],
+             pre: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> Run:
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")  # type: ignore[operator]
+    mask = batch["attention_mask"]
+    keep = mask.bool()
+    inputs: dict[str, torch.Tensor] = {}
+    outputs: dict[str, torch.Tensor] = {}
+    hooks = []
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear):
+            continue
+
+        def pre_hook(mod: torch.nn.Module, args: tuple[torch.Tensor, ...], _n: str = name):
+            inputs[_n] = args[0][keep]
+            if pre and _n in pre:
+                return (pre[_n](args[0]),)
+            return None
+
+        def post_hook(mod: torch.nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor, _n: str = name):
+            outputs[_n] = out[keep]
+
+        hooks += [module.register_forward_pre_hook(pre_hook), module.register_forward_hook(post_hook)]
+    try:
+        hidden = model(**batch).last_hidden_state
+    finally:
+        for h in hooks:
+            h.remove()
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    emb = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
+    return Run(embeddings=emb, inputs=inputs, outputs=outputs)
+
+
+@lru_cache(maxsize=1)
+def reference() -> Run:
+    """The fp32 model on the eval sentences, once per process."""
+    model, tokenizer = models.embedded_model()
+    return _forward(model, tokenizer, eval_sentences())
+
+
+def neighbours(emb: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of each sentence's k most similar other sentences (cosine), best first: [n, k]."""
+    e = torch.nn.functional.normalize(emb.double(), dim=-1)
+    sim = e @ e.T
+    sim.fill_diagonal_(-math.inf)
+    return sim.topk(k, dim=1).indices
+
+
+def neighbour_agreement(ref: torch.Tensor, approx: torch.Tensor, k: int) -> float:
+    """Share of each sentence's k nearest neighbours under `ref` that are still among its k under `approx`."""
+    a, b = neighbours(ref, k), neighbours(approx, k)
+    shared = sum(len(set(x.tolist()) & set(y.tolist())) for x, y in zip(a, b))
+    return shared / a.numel()
+
+
+@dataclass(frozen=True, eq=False)
+class LinearPlan:
+    """How one Linear runs quantized: its weight to use, and what happens to its input."""
+
+    weight: torch.Tensor  # dequantized (smoothed) weight, or the original when kept in 16-bit
+    smooth: torch.Tensor | None  # divide the input by this first
+    act_spec: QuantSpec | None
+    static: tuple[torch.Tensor, torch.Tensor | None] | None  # calibrated (scale, zero point)
+
+    def input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the quantized Linear multiplies: smoothed, then (fake-)quantized."""
+        if self.smooth is not None:
+            x = x / self.smooth
+        if self.act_spec is None:
+            return x
+        flat = x.reshape(-1, x.shape[-1])
+        if self.static is not None:
+            flat = quantize_static(flat, *self.static, self.act_spec).dequantize()
+        else:
+            flat = fake_quantize(flat, self.act_spec)
+        return flat.reshape(x.shape)
+
+
+@torch.no_grad()
+def plan(spec: QuantSpec, smooth_alpha: float | None = None, calibration: str = "general",
+         keep_fp: tuple[str, ...] = ()) -> dict[str, LinearPlan]:
+    """A quantization plan for every Linear of the embedded model."""
+    model, _ = models.embedded_model()
+    act = spec.activations
+    if smooth_alpha is not None and act is None:
+        raise QuantlabError("SmoothQuant moves difficulty from activations to weights: "
+                            "pick a scheme that quantizes activations (W8A8)")
+    if act is not None and not act.dynamic and act.strategy != "tensor":
+        raise QuantlabError("static activation scales are per tensor: use strategy 'tensor' or dynamic 'token'")
+    needs_calib = act is not None and (not act.dynamic or smooth_alpha is not None)
+    calib = models.activations(calibration) if needs_calib else {}
+    modules = dict(model.named_modules())
+    names = models.linear_names(model)
+    unknown = [n for n in keep_fp if n not in names]
+    if unknown:
+        raise QuantlabError(f"no Linear named {unknown[0]!r} in the embedded model")
+    smooth: dict[str, torch.Tensor] = {}
+    if smooth_alpha is not None:
+        for first, group in smoothing_groups(names).items():
+            w_absmax = torch.stack([modules[n].weight.abs().amax(dim=0) for n in group]).amax(dim=0)
+            s = smooth_scales(calib[first].abs().amax(dim=0), w_absmax, smooth_alpha)
+            smooth.update({n: s for n in group})
+    weight_spec = spec.with_(activations=None)
+    plans = {}
+    for name in names:
+        w = modules[name].weight.detach()
+        if name in keep_fp:
+            plans[name] = LinearPlan(weight=w, smooth=None, act_spec=None, static=None)
+            continue
+        s = smooth.get(name)
+        w_hat = fake_quantize(w if s is None else w * s, weight_spec)
+        static = None
+        if act is not None and not act.dynamic:
+            c = calib[name] if s is None else calib[name] / s
+            static = calibrate(c, act)
+        plans[name] = LinearPlan(weight=w_hat, smooth=s, act_spec=act, static=static)
+    return plans
+
+
+@dataclass(frozen=True, eq=False)
+class WholeModelResult:
+    label: str
+    layers: tuple[str, ...]
+    cosine: np.ndarray  # per sentence, quantized vs fp32 embedding
+    top1_agreement: float  # share of sentences whose nearest neighbour is unchanged
+    top5_agreement: float  # share of the 5 nearest neighbours kept (the paraphrase is usually #1)
+    paraphrase_recall_fp32: float  # share whose nearest neighbour is their paraphrase
+    paraphrase_recall: float
+    local_sqnr_db: np.ndarray  # per Linear, its own error on fp32 inputs
+    running_sqnr_db: np.ndarray  # per Linear, output in the quantized model vs fp32
+    weight_bytes: int  # every Linear's weights (16-bit kept layers included), scales excluded
+    fp16_bytes: int
+    seconds: float
+
+    @property
+    def cosine_mean(self) -> float:
+        return float(self.cosine.mean())
+
+    @property
+    def cosine_min(self) -> float:
+        return float(self.cosine.min())
+
+    def heatmap(self, which: str = "local") -> np.ndarray:
+        """[blocks, 6] SQNR grid in BLOCK_LINEARS order (rows: encoder.layer.i)."""
+        values = self.local_sqnr_db if which == "local" else self.running_sqnr_db
+        by_name = dict(zip(self.layers, values))
+        blocks = sorted({int(n.split(".")[2]) for n in self.layers})
+        return np.array([[by_name[f"encoder.layer.{b}.{kind}"] for kind in BLOCK_LINEARS] for b in blocks])
+
+
+def _describe(spec: QuantSpec, smooth_alpha: float | None, calibration: str, keep_fp: tuple[str, ...]) -> str:
+    act = spec.activations
+    if act is None:
+        text = f"W {spec.label}, activations fp32"
+    else:
+        how = "dynamic" if act.dynamic else f"static, calibrated on {calibration}"
+        text = f"W {spec.label}, A {act.label} ({how})"
+    if smooth_alpha is not None:
+        text += f", SmoothQuant α={smooth_alpha:g}"
+    if keep_fp:
+        text += f", {len(keep_fp)} layer(s) in 16-bit"
+    return text
+
+
+@lru_cache(maxsize=32)
+@torch.no_grad()
+def run(spec: QuantSpec, smooth_alpha: float | None = None, calibration: str = "general",
+        keep_fp: tuple[str, ...] = ()) -> WholeModelResult:
+    """Quantize every Linear per `spec` and measure the model against fp32 (cached per process)."""
+    start = time.perf_counter()
+    ref = reference()
+    model, tokenizer = models.embedded_model()
+    plans = plan(spec, smooth_alpha, calibration, keep_fp)
+    qmodel = copy.deepcopy(model)
+    qmods = dict(qmodel.named_modules())
+    for name, p in plans.items():
+        qmods[name].weight.data = p.weight
+    pre = {name: p.input for name, p in plans.items() if p.smooth is not None or p.act_spec is not None}
+    out = _forward(qmodel, tokenizer, eval_sentences(), pre)
+    layers = tuple(plans)
+    local = []
+    for name in layers:
+        x = ref.inputs[name]
+        y_ref = ref.outputs[name]
+        bias = qmods[name].bias
+        y = torch.nn.functional.linear(plans[name].input(x), plans[name].weight, bias)
+        local.append(sqnr_db(y_ref - bias, y - bias))
+    running = [sqnr_db(ref.outputs[n] - qmods[n].bias, out.outputs[n] - qmods[n].bias) for n in layers]
+    cos = torch.nn.functional.cosine_similarity(out.embeddings.double(), ref.embeddings.double(), dim=-1)
+    nn_ref, nn_q = neighbours(ref.embeddings, 1)[:, 0], neighbours(out.embeddings, 1)[:, 0]
+    partner = torch.arange(len(nn_ref)) ^ 1
+    numel = {n: qmods[n].weight.numel() for n in layers}
+    weight_bytes = sum(numel[n] * (FP16_BYTES if n in keep_fp else spec.num_bits / 8) for n in layers)
+    return WholeModelResult(
+        label=_describe(spec, smooth_alpha, calibration, keep_fp),
+        layers=layers,
+        cosine=cos.numpy(),
+        top1_agreement=(nn_ref == nn_q).double().mean().item(),
+        top5_agreement=neighbour_agreement(ref.embeddings, out.embeddings, 5),
+        paraphrase_recall_fp32=(nn_ref == partner).double().mean().item(),
+        paraphrase_recall=(nn_q == partner).double().mean().item(),
+        local_sqnr_db=np.array(local),
+        running_sqnr_db=np.array(running),
+        weight_bytes=int(weight_bytes),
+        fp16_bytes=sum(numel.values()) * FP16_BYTES,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def worst_layers(result: WholeModelResult, k: int) -> tuple[str, ...]:
+    """The k Linears with the lowest own-error SQNR: the first candidates to keep in 16-bit."""
+    order = np.argsort(result.local_sqnr_db)
+    return tuple(result.layers[i] for i in order[:k])
