@@ -20,6 +20,21 @@ ROOT = Path(__file__).resolve().parent
 T = TypeVar("T")
 
 
+def _leave_legacy_multipage_mode() -> None:
+    """Make sure a lesson runs inside app.py (router, sidebar, page config), never on its own.
+
+    Streamlit treats an app with a `pages/` folder as a legacy multipage app until a script calls
+    `st.navigation`; a deep link (/symmetric?bits=3) as the first request of a fresh server (and
+    every AppTest rerun) then runs the page file directly. Switching that flag off and rerunning
+    sends the request through app.py like every other.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 @dataclass(frozen=True)
 class Lesson:
     file: str
@@ -164,6 +179,10 @@ def sidebar() -> Selection:
 
 
 def selection() -> Selection:
-    """What the sidebar picked on this run (app.py draws the sidebar before the page)."""
+    """What the sidebar picked on this run (app.py draws the sidebar before the page).
+
+    Every lesson calls this first, which is also where a page run outside app.py is rerouted.
+    """
+    _leave_legacy_multipage_mode()
     sel = st.session_state.get("selection")
     return sel if isinstance(sel, Selection) else Selection(models.ModelSource.embedded(), models.DEFAULT_LAYER)

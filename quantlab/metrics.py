@@ -112,3 +112,25 @@ def error_report(x: torch.Tensor, qt: QuantizedTensor) -> ErrorReport:
         levels_used=levels_used_fraction(qt),
         bits_per_weight=bits_per_weight(qt.spec, tuple(x.shape)),
     )
+
+
+METRIC_LABELS: dict[str, str] = {
+    "sqnr_db": "SQNR (dB, higher is better)",
+    "mse": "MSE",
+    "cosine": "cosine similarity",
+    "max_abs_error": "max |error|",
+    "clipped_fraction": "values clipped (%)",
+    "levels_used": "grid levels used (%)",
+    "bits_per_weight": "bits per value incl. scale/zero point",
+}
+
+
+def comparison_table(reports: dict[str, ErrorReport]) -> dict[str, list[str]]:
+    """Reports side by side, one column per scheme, formatted for display with units."""
+    table: dict[str, list[str]] = {"metric": list(METRIC_LABELS.values())}
+    for name, r in reports.items():
+        table[name] = [
+            f"{r.sqnr_db:.2f}", f"{r.mse:.3e}", f"{r.cosine:.6f}", f"{r.max_abs_error:.4g}",
+            f"{100 * r.clipped_fraction:.2f}", f"{100 * r.levels_used:.1f}", f"{r.bits_per_weight:.3f}",
+        ]
+    return table

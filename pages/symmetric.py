@@ -1,0 +1,86 @@
+"""Lesson: symmetric vs asymmetric quantization, on a real weight or a real activation."""
+import pandas as pd
+import streamlit as st
+
+import lab_ui
+from quantlab import metrics, models, symmetry, viz
+from quantlab.models import ModelSource
+
+TENSORS = ["weight", "input activation"]
+MODES = ["both", "symmetric", "asymmetric"]
+EXAMPLES = {  # (layer, tensor) pairs worth a click: outliers, and a one-sided distribution
+    "Outlier channels: input of layer 0 intermediate.dense": ("encoder.layer.0.intermediate.dense", "input activation"),
+    "Skewed: post-GELU input of layer 0 output.dense": ("encoder.layer.0.output.dense", "input activation"),
+    "A weight: layer 0 query": ("encoder.layer.0.attention.self.query", "weight"),
+}
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def comparison(source: ModelSource, layer: str, tensor: str, bits: int) -> symmetry.ModeComparison:
+    return symmetry.compare_modes(_tensor(source, layer, tensor), bits)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def by_bits(source: ModelSource, layer: str, tensor: str) -> dict[str, list[float]]:
+    return symmetry.sqnr_by_bits(_tensor(source, layer, tensor))
+
+
+def _tensor(source: ModelSource, layer: str, tensor: str):
+    if tensor == "weight":
+        return lab_ui.weight(source, f"{layer}.weight")
+    return lab_ui.activations()[layer]
+
+
+def _pick(layer: str, tensor: str) -> None:
+    st.session_state["layer"] = layer
+    st.session_state["sym_tensor"] = tensor
+
+
+sel = lab_ui.selection()
+st.title("⚖️ Symmetric vs asymmetric")
+lab_ui.lesson_section("symmetric", "intro")
+
+tensor_options = TENSORS if sel.has_activations else TENSORS[:1]
+c1, c2, c3 = st.columns([1.1, 1.3, 1.6])
+tensor = c1.radio("Tensor", tensor_options, key="sym_tensor", horizontal=True,
+                  index=tensor_options.index(lab_ui.url_choice("tensor", tensor_options, "weight")),
+                  help="The layer's weight matrix, or the real input it receives on sample text.")
+bits = c2.slider("Bits", 2, 8, lab_ui.url_int("bits", 4, 2, 8), key="sym_bits")
+mode = c3.segmented_control("Show grid", MODES, default=lab_ui.url_choice("mode", MODES, "both"), key="sym_mode") or "both"
+lab_ui.set_url(tensor=tensor, bits=bits, mode=mode)
+if not sel.has_activations:
+    st.caption("Activations are captured from the embedded model only; this source shows weights.")
+
+with st.expander("Try a real tensor with a story", expanded=False):
+    cols = st.columns(len(EXAMPLES))
+    for col, (label, (layer, kind)) in zip(cols, EXAMPLES.items()):
+        col.button(label, on_click=_pick, args=(layer, kind), disabled=not sel.has_activations and kind != "weight",
+                   width="stretch")
+
+with lab_ui.user_errors():
+    cmp = comparison(sel.source, sel.layer, tensor, bits)
+    sweep = by_bits(sel.source, sel.layer, tensor)
+
+name = f"`{sel.layer}` {tensor}"
+st.markdown(f"**{name}** — {cmp.numel:,} values in [{cmp.x_min:.4g}, {cmp.x_max:.4g}], per-tensor scale, {bits} bits.")
+log_y = st.toggle("Log count axis", value=tensor != "weight", key="sym_log",
+                  help="Outliers are rare: a log axis makes single values visible.")
+st.plotly_chart(viz.grid_overlay(cmp, mode in ("both", "symmetric"), mode in ("both", "asymmetric"), log_y),
+                width="stretch")
+
+left, right = st.columns(2)
+for col, symmetric, title in ((left, True, "Symmetric: scale only"), (right, False, "Asymmetric: scale + zero point")):
+    with col.container(border=True):
+        st.markdown(f"#### {title}")
+        for step in symmetry.derivation(cmp, symmetric):
+            st.markdown(f"- {step}")
+        m = cmp.symmetric if symmetric else cmp.asymmetric
+        st.metric("Grid levels wasted", f"{m.levels_wasted} of {m.spec.levels}",
+                  help=f"Codes no value rounds to; {m.levels_outside_data} of them lie entirely outside the data.")
+
+st.subheader("Error, side by side")
+table = metrics.comparison_table({"symmetric": cmp.symmetric.report, "asymmetric": cmp.asymmetric.report})
+st.dataframe(pd.DataFrame(table).set_index("metric"), width="stretch")
+lab_ui.lesson_section("symmetric", "reading")
+st.plotly_chart(viz.sqnr_vs_bits(sweep, bits), width="stretch")
+lab_ui.lesson_section("symmetric", "thermometer")

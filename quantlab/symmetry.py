@@ -1,0 +1,132 @@
+"""Symmetric vs asymmetric quantization of one tensor, with every intermediate number kept.
+
+The lesson shows the derivation step by step with live numbers, so this module returns the
+numbers themselves (ranges, scale, zero point, the grid in real units, levels wasted) rather than
+pre-formatted text.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from quantlab import metrics
+from quantlab.quantize import check_tensor, grid_range, quantize, quantize_with
+from quantlab.spec import QuantSpec
+from quantlab.stats import Histogram, histogram
+
+
+@dataclass(frozen=True, eq=False)
+class ModeResult:
+    spec: QuantSpec
+    range_lo: float  # the range the scale was fitted to: [-α, α] or [min, max] (0 always inside)
+    range_hi: float
+    scale: float
+    zero_point: int  # 0 for symmetric
+    levels: np.ndarray  # every representable value in real units, (q - zp) * scale
+    codes_used: int
+    levels_outside_data: int  # grid points beyond the data's min/max: can never be hit
+    report: metrics.ErrorReport
+    example_code: int  # the lesson's worked example: one real value of the tensor, quantized
+    example_back: float
+
+    @property
+    def levels_wasted(self) -> int:
+        return self.spec.levels - self.codes_used
+
+
+@dataclass(frozen=True, eq=False)
+class ModeComparison:
+    x_min: float
+    x_max: float
+    amax: float
+    numel: int
+    example: float
+    hist: Histogram
+    symmetric: ModeResult
+    asymmetric: ModeResult
+
+
+def _example_value(x: torch.Tensor) -> float:
+    """A typical real element to quantize by hand: the one closest to the 90th percentile of |x|."""
+    flat = x.flatten().double()
+    target = torch.quantile(flat.abs()[: 1 << 20], 0.9)
+    return flat[torch.argmin((flat.abs() - target).abs())].item()
+
+
+@torch.no_grad()
+def _mode(x: torch.Tensor, spec: QuantSpec, example: float) -> ModeResult:
+    qt = quantize(x, spec)
+    worked = quantize_with(torch.tensor([example], dtype=x.dtype), qt.scale, qt.zero_point, spec)
+    scale = qt.scale.double().item()
+    zp = 0 if qt.zero_point is None else int(qt.zero_point.item())
+    qmin, qmax = grid_range(spec)
+    codes = np.arange(int(qmin), int(qmax) + 1)
+    levels = (codes - zp) * scale
+    lo, hi = x.min().item(), x.max().item()
+    outside = int(np.sum((levels < lo - scale / 2) | (levels > hi + scale / 2)))
+    amax = max(abs(lo), abs(hi))
+    fitted = (-amax, amax) if spec.symmetric else (min(lo, 0.0), max(hi, 0.0))
+    return ModeResult(
+        spec=spec, range_lo=fitted[0], range_hi=fitted[1], scale=scale, zero_point=zp,
+        levels=levels, codes_used=int(torch.unique(qt.q).numel()), levels_outside_data=outside,
+        report=metrics.error_report(x, qt),
+        example_code=int(worked.q.item()), example_back=worked.dequantize().item(),
+    )
+
+
+@torch.no_grad()
+def compare_modes(x: torch.Tensor, num_bits: int, bins: int = 160) -> ModeComparison:
+    """Quantize `x` per-tensor at `num_bits` both ways and collect what the lesson explains."""
+    sym = QuantSpec(num_bits=num_bits, symmetric=True, strategy="tensor")
+    asym = sym.with_(symmetric=False)
+    check_tensor(x, sym)
+    example = _example_value(x)
+    return ModeComparison(
+        x_min=x.min().item(), x_max=x.max().item(), amax=x.abs().max().item(), numel=x.numel(),
+        example=example, hist=histogram(x, bins=bins),
+        symmetric=_mode(x, sym, example), asymmetric=_mode(x, asym, example),
+    )
+
+
+def derivation(cmp: ModeComparison, symmetric: bool) -> list[str]:
+    """The scale (and zero point) derived step by step with this tensor's numbers, as markdown."""
+    m = cmp.symmetric if symmetric else cmp.asymmetric
+    qmin, qmax = m.spec.qmin, m.spec.qmax
+    b = m.spec.num_bits
+    x = cmp.example
+    common = [
+        f"**Grid.** {b} bits give codes q ∈ [{qmin}, {qmax}]: {m.spec.levels} levels.",
+    ]
+    if symmetric:
+        steps = common + [
+            f"**Range.** α = max(|min|, |max|) = max({abs(cmp.x_min):.5g}, {abs(cmp.x_max):.5g}) = "
+            f"**{cmp.amax:.5g}**; the grid spans [−α, α].",
+            f"**Scale.** s = α / ((qmax − qmin) / 2) = {cmp.amax:.5g} / {(qmax - qmin) / 2:g} = **{m.scale:.5g}**.",
+            "**Zero point.** none: real 0 is code 0.",
+            f"**Quantize** x = {x:.5g}: q = round(x / s) = round({x / m.scale:.3f}) = **{m.example_code}**; "
+            f"back: q · s = {m.example_back:.5g} (error {abs(x - m.example_back):.2g}).",
+        ]
+    else:
+        lo, hi = min(cmp.x_min, 0.0), max(cmp.x_max, 0.0)
+        steps = common + [
+            f"**Range.** [min, max] = [{lo:.5g}, {hi:.5g}] (widened to include 0, which must stay exact).",
+            f"**Scale.** s = (max − min) / (qmax − qmin) = {hi - lo:.5g} / {qmax - qmin} = **{m.scale:.5g}**.",
+            f"**Zero point.** z = round(qmin − min / s) = round({qmin} − ({lo:.5g} / {m.scale:.5g})) = "
+            f"**{m.zero_point}**: real 0 is code {m.zero_point}.",
+            f"**Quantize** x = {x:.5g}: q = round(x / s + z) = round({x / m.scale + m.zero_point:.3f}) = "
+            f"**{m.example_code}**; back: (q − z) · s = {m.example_back:.5g} (error {abs(x - m.example_back):.2g}).",
+        ]
+    return steps
+
+
+@torch.no_grad()
+def sqnr_by_bits(x: torch.Tensor, bits: range = range(2, 9)) -> dict[str, list[float]]:
+    """SQNR (dB) of per-tensor symmetric and asymmetric quantization at each bit width."""
+    out: dict[str, list[float]] = {"bits": list(bits), "symmetric": [], "asymmetric": []}
+    for b in bits:
+        for mode, sym in (("symmetric", True), ("asymmetric", False)):
+            qt = quantize(x, QuantSpec(num_bits=b, symmetric=sym, strategy="tensor"))
+            out[mode].append(metrics.sqnr_db(x, qt.dequantize()))
+    return out

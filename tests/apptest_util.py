@@ -1,0 +1,22 @@
+"""Shared AppTest helpers: run the real router (app.py) and switch to a lesson page."""
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+def run_page(page: str | None = None, query: dict[str, str] | None = None, timeout: float = 120) -> AppTest:
+    """app.py with the shared sidebar, switched to `page` (e.g. "pages/symmetric.py"), run once."""
+    at = AppTest.from_file(APP, default_timeout=timeout)
+    if query:
+        at.query_params.update(query)
+    if page:
+        at.switch_page(page)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def markdown_text(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown)
