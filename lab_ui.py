@@ -46,8 +46,12 @@ class Lesson:
 
 # The syllabus, in teaching order: app.py builds the navigation from it and the home page links it.
 LESSONS: list[Lesson] = [
+    Lesson("pages/formats.py", "Precision formats", "🔢", "formats",
+           "FP32 to FP4, INT8, INT4 and NF4 down to their bits; FP8 against INT8 on real tensors; model memory."),
     Lesson("pages/symmetric.py", "Symmetric vs asymmetric", "⚖️", "symmetric",
            "One scale or a scale plus a zero point: which grid fits weights, which fits activations."),
+    Lesson("pages/kv_cache.py", "KV cache", "🗄️", "kv-cache",
+           "Cache memory against context on real architectures; FP8/INT8/INT4 on real keys and values."),
 ]
 
 
