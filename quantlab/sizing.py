@@ -102,13 +102,12 @@ def _from_safetensors(source: models.ModelSource) -> Checkpoint:
     infos = models.list_tensors(source)
     tensors = tuple(SourceTensor(t.name, t.shape, t.dtype, _looks_linear(t.name, t.shape, t.dtype))
                     for t in infos.values())
-    path = Path(source.path)
-    config_file = path / "config.json" if path.is_dir() else path.with_name("config.json")
-    config = _read_json(config_file) if config_file.exists() else None
+    config_file = Path(source.path) / "config.json"
+    config = read_json(config_file) if config_file.is_file() else None
     return Checkpoint(source.label, tensors, config, has_weights=True)
 
 
-def _read_json(path: Path) -> dict[str, object]:
+def read_json(path: Path) -> dict[str, object]:
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -123,7 +122,7 @@ def _from_config(path: Path) -> Checkpoint:
     """Build the model on the meta device: exact names, shapes and dtypes, no memory."""
     import transformers
 
-    raw = _read_json(path)
+    raw = read_json(path)
     if "model_type" not in raw:
         raise QuantlabError(f"{path.name} has no model_type: it is not a transformers config.json")
     try:

@@ -1,0 +1,89 @@
+"""The reference: what compressed-tensors' own ModelCompressor writes for a model and a QuantSpec.
+
+It quantizes with compressed-tensors' arithmetic (its calculate_qparams on min-max ranges, its
+compressors), saves with transformers' save_pretrained and writes the config with update_config:
+the steps llm-compressor takes after calibration. Shared by the sizing and export tests.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from compressed_tensors.compressors import ModelCompressor
+from compressed_tensors.quantization import (
+    QuantizationArgs,
+    QuantizationConfig,
+    QuantizationScheme,
+    QuantizationStatus,
+    apply_quantization_config,
+)
+from compressed_tensors.quantization.utils import calculate_qparams
+
+import quantlab as ql
+
+
+def ct_args(spec: ql.QuantSpec, static_activation: bool = False) -> QuantizationArgs:
+    extra = {"observer": "static_minmax"} if static_activation else {}
+    return QuantizationArgs(num_bits=spec.num_bits, type=spec.type, symmetric=spec.symmetric,
+                            strategy=spec.strategy, group_size=spec.group_size, dynamic=spec.dynamic, **extra)
+
+
+def ct_scheme(spec: ql.QuantSpec) -> QuantizationScheme:
+    acts = spec.activations
+    return QuantizationScheme(
+        targets=["Linear"], weights=ct_args(spec),
+        input_activations=ct_args(acts, static_activation=not acts.dynamic) if acts is not None else None,
+    )
+
+
+def weight_minmax(w: torch.Tensor, args: QuantizationArgs) -> tuple[torch.Tensor, torch.Tensor]:
+    if args.strategy == "tensor":
+        lo, hi = torch.aminmax(w)
+        return lo.reshape(1), hi.reshape(1)
+    if args.strategy == "channel":
+        return w.amin(dim=1, keepdim=True), w.amax(dim=1, keepdim=True)
+    g = w.reshape(w.shape[0], -1, args.group_size)
+    return g.amin(dim=-1), g.amax(dim=-1)
+
+
+@torch.no_grad()
+def calibrate(model: torch.nn.Module, spec: ql.QuantSpec, ignore: list[str],
+              inputs: dict[str, torch.Tensor] | None = None) -> None:
+    """Attach the scheme and set every qparam with compressed-tensors' own arithmetic."""
+    apply_quantization_config(model, QuantizationConfig(config_groups={"group_0": ct_scheme(spec)}, ignore=ignore))
+    for name, module in model.named_modules():
+        scheme = getattr(module, "quantization_scheme", None)
+        if scheme is None:
+            continue
+        scale, zp = calculate_qparams(*weight_minmax(module.weight, scheme.weights), scheme.weights)
+        module.weight_scale.data.copy_(scale)
+        if zp is not None and hasattr(module, "weight_zero_point"):
+            module.weight_zero_point.data.copy_(zp)
+        if hasattr(module, "input_scale"):
+            assert inputs is not None, "static activations need captured inputs"
+            lo, hi = torch.aminmax(inputs[name])
+            a_scale, _ = calculate_qparams(lo.reshape(1), hi.reshape(1), scheme.input_activations)
+            module.input_scale.data.copy_(a_scale)
+        module.quantization_status = QuantizationStatus.FROZEN
+
+
+def write_reference(model: torch.nn.Module, spec: ql.QuantSpec, ignore: list[str], out: Path,
+                    inputs: dict[str, torch.Tensor] | None = None) -> Path:
+    calibrate(model, spec, ignore, inputs)
+    compressor = ModelCompressor.from_pretrained_model(model)
+    compressor.compress_model(model)
+    model.save_pretrained(out)
+    compressor.update_config(str(out))
+    return out
+
+
+def meta_compressed_bytes(model: torch.nn.Module, spec: ql.QuantSpec, ignore: list[str]) -> int:
+    """Bytes of every tensor ModelCompressor leaves on a meta-device model (no weights needed).
+
+    compressed-tensors' pack-quantized compressor has a meta path that shapes weight_packed and
+    weight_shape exactly; asymmetric zero points are not packed on that path, so symmetric only.
+    """
+    assert spec.symmetric
+    apply_quantization_config(model, QuantizationConfig(config_groups={"group_0": ct_scheme(spec)}, ignore=ignore))
+    ModelCompressor.from_pretrained_model(model).compress_model(model)
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())

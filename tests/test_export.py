@@ -1,0 +1,193 @@
+"""Export: bit-for-bit what compressed-tensors' ModelCompressor writes, and loadable by transformers."""
+from __future__ import annotations
+
+import copy
+import errno
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+import quantlab as ql
+from quantlab import export, models, sizing
+from quantlab.errors import QuantlabError
+
+ct_reference = pytest.importorskip("ct_reference")
+
+PRESETS = ["W4A16", "W4A16_ASYM", "W8A16", "W8A8", "FP8"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[export.ExportResult, Path]]:
+    """Each preset exported by quantlab and, for the same model, by compressed-tensors."""
+    from transformers import AutoModel
+
+    root = tmp_path_factory.mktemp("export")
+    out = {}
+    for name in PRESETS:
+        spec = ql.QuantSpec.preset(name)
+        ours = export.save_compressed(models.ModelSource.embedded(), root / name, spec)
+        model = AutoModel.from_pretrained(models.embedded_model_dir(), dtype=torch.float32)
+        static = spec.activations is not None and not spec.activations.dynamic
+        theirs = ct_reference.write_reference(model, spec, ["pooler.dense"], root / f"ref-{name}",
+                                              models.activations() if static else None)
+        out[name] = (ours, theirs)
+    return out
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.view(torch.uint8) if t.dtype == torch.float8_e4m3fn else t
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_tensor_matches_model_compressor(exported, name: str) -> None:
+    ours, theirs = exported[name]
+    with safe_open(ours.path / "model.safetensors", "pt") as a, safe_open(theirs / "model.safetensors", "pt") as b:
+        # transformers does not save BERT's position_ids buffer; we copy every source tensor.
+        assert set(a.keys()) - set(b.keys()) == {"embeddings.position_ids"}
+        assert set(b.keys()) <= set(a.keys())
+        for key in b.keys():
+            x, y = a.get_tensor(key), b.get_tensor(key)
+            assert x.dtype == y.dtype and x.shape == y.shape, key
+            assert torch.equal(_bits(x), _bits(y)), key
+    assert sum(k.endswith(".weight_scale") for k in b.keys()) == 36  # all six blocks' Linears
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_quantization_config_matches_update_config(exported, name: str) -> None:
+    ours, theirs = exported[name]
+    mine = json.loads((ours.path / "config.json").read_text())
+    ref = json.loads((theirs / "config.json").read_text())
+    assert mine["quantization_config"] == ref["quantization_config"]
+    assert mine["model_type"] == "bert"
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_size_report_predicts_the_file(exported, name: str) -> None:
+    ours, _ = exported[name]
+    assert (ours.path / "model.safetensors").stat().st_size == ours.report.total_bytes
+
+
+def test_companion_files_are_copied_but_no_weights(exported) -> None:
+    ours, _ = exported["W4A16"]
+    names = {p.name for p in ours.files}
+    assert {"tokenizer.json", "vocab.txt", "modules.json", "config.json", "model.safetensors"} <= names
+    assert [p for p in ours.files if p.suffix == ".safetensors"] == [ours.path / "model.safetensors"]
+
+
+def _simulated(spec: ql.QuantSpec) -> torch.nn.Module:
+    """quantlab's own fake-quantized model: every in-scope Linear weight (and input) quantized."""
+    base, _ = models.embedded_model()
+    model = copy.deepcopy(base)
+    calib = models.activations()
+    for name, module in model.named_modules():
+        if not (isinstance(module, torch.nn.Linear) and name.startswith("encoder.layer.")):
+            continue
+        module.weight.data = ql.fake_quantize(module.weight.data, spec)
+        acts = spec.activations
+        if acts is None:
+            continue
+        if acts.dynamic:
+            def hook(_m, args, a=acts):
+                x = args[0]
+                return (ql.fake_quantize(x.reshape(-1, x.shape[-1]), a).reshape(x.shape),)
+        else:
+            lo, hi = torch.aminmax(calib[name])
+            scale, zp = ql.calculate_qparams(lo.reshape(1), hi.reshape(1), acts)
+
+            def hook(_m, args, a=acts, s=scale, z=zp):
+                return (ql.quantize_with(args[0], s, z, a).dequantize(),)
+        module.register_forward_pre_hook(hook)
+    return model
+
+
+@pytest.mark.parametrize("name", ["W4A16", "W8A16", "W8A8", "FP8"])
+def test_transformers_loads_export_and_matches_simulation(exported, name: str) -> None:
+    from transformers import AutoModel, AutoTokenizer
+
+    ours, _ = exported[name]
+    tokenizer = AutoTokenizer.from_pretrained(ours.path)
+    batch = tokenizer(models.sample_texts()[:6], padding=True, return_tensors="pt")
+    loaded = AutoModel.from_pretrained(ours.path, add_pooling_layer=False).eval()
+    with torch.no_grad():
+        got = loaded(**batch).last_hidden_state
+        want = _simulated(ql.QuantSpec.preset(name))(**batch).last_hidden_state
+        full = models.embedded_model()[0](**batch).last_hidden_state
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(got, full, atol=1e-3)  # it really runs quantized
+
+
+def test_transformers_refuses_packed_asymmetric_zero_points(exported) -> None:
+    """The caveat the app states: transformers 5.24 + compressed-tensors 0.20 cannot load W4A16_ASYM."""
+    from transformers import AutoModel
+
+    ours, _ = exported["W4A16_ASYM"]
+    with pytest.raises(RuntimeError, match="mismatch"):
+        AutoModel.from_pretrained(ours.path, add_pooling_layer=False)
+    assert "refuses" in export.runtimes(ql.QuantSpec.preset("W4A16_ASYM"))
+
+
+def test_zip_holds_the_whole_folder(exported) -> None:
+    import io
+    import zipfile
+
+    ours, _ = exported["W8A8"]
+    names = zipfile.ZipFile(io.BytesIO(export.zip_folder(ours.path))).namelist()
+    assert sorted(names) == sorted(f"W8A8/{p.relative_to(ours.path)}" for p in ours.files)
+
+
+# -- bad input: one line, nothing left behind --------------------------------------------------
+
+def test_existing_output_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    with pytest.raises(QuantlabError, match="already exists"):
+        export.save_compressed(models.ModelSource.embedded(), tmp_path / "out", ql.QuantSpec.preset("W4A16"))
+
+
+def test_missing_parent_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(QuantlabError, match="does not exist"):
+        export.save_compressed(models.ModelSource.embedded(), tmp_path / "a" / "b", ql.QuantSpec.preset("W4A16"))
+
+
+def test_read_only_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # root ignores permission bits, so simulate what the OS answers for a read-only mount.
+    def refuse(*_a, **_k):
+        raise PermissionError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(export.tempfile, "mkdtemp", refuse)
+    with pytest.raises(QuantlabError, match="Read-only file system"):
+        export.save_compressed(models.ModelSource.embedded(), tmp_path / "out", ql.QuantSpec.preset("W4A16"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failure_mid_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def disk_full(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a file")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(export, "save_file", disk_full)
+    with pytest.raises(QuantlabError, match="No space left"):
+        export.save_compressed(models.ModelSource.embedded(), tmp_path / "out", ql.QuantSpec.preset("W8A8"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_config_without_weights_cannot_be_exported(tmp_path: Path) -> None:
+    with pytest.raises(QuantlabError, match="without weights"):
+        export.save_compressed("llama-3.1-8b", tmp_path / "out", ql.QuantSpec.preset("W4A16"))
+
+
+def test_static_activations_need_captured_inputs(tmp_path: Path) -> None:
+    src = models.ModelSource.embedded()
+    with safe_open(models.list_tensors(src)["encoder.layer.0.intermediate.dense.weight"].file, "pt") as fh:
+        weights = {k: fh.get_tensor(k) for k in fh.keys() if k.startswith("encoder.layer.0.")}
+    from safetensors.torch import save_file
+
+    save_file(weights, str(tmp_path / "one-block.safetensors"))
+    with pytest.raises(QuantlabError, match="FP8_DYNAMIC"):
+        export.save_compressed(tmp_path / "one-block.safetensors", tmp_path / "out", ql.QuantSpec.preset("FP8"))
+    result = export.save_compressed(tmp_path / "one-block.safetensors", tmp_path / "out",
+                                    ql.QuantSpec.preset("FP8_DYNAMIC"))
+    assert (result.path / "model.safetensors").stat().st_size == result.report.total_bytes
+    assert json.loads((result.path / "config.json").read_text())["quantization_config"]["format"] == "float-quantized"
