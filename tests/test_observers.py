@@ -1,0 +1,157 @@
+"""Observers against brute force, the error split, static calibration, and the spec's observer_kwargs."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import quantlab as ql
+from quantlab import calibration, metrics, models, observers
+from quantlab.quantize import calculate_qparams, observe_minmax, quantize_with
+
+ACT_LAYER = "encoder.layer.0.intermediate.dense"
+
+
+def brute_force_shrink(rows: torch.Tensor, spec: ql.QuantSpec, norm: float, steps: int, grid: float):
+    """Every shrink factor, every row, no early stop: the argmin range per row."""
+    row_spec = ql.QuantSpec(num_bits=spec.num_bits, symmetric=spec.symmetric, strategy="channel")
+    lo, hi = rows.amin(1, keepdim=True), rows.amax(1, keepdim=True)
+    best_err = torch.full((rows.shape[0],), float("inf"), dtype=torch.float64)
+    best_p = torch.ones(rows.shape[0], dtype=torch.float64)
+    for i in range(steps):
+        p = 1 - i / grid
+        scale, zp = calculate_qparams(p * lo, p * hi, row_spec)
+        err = ((quantize_with(rows, scale, zp, row_spec).dequantize() - rows).abs().double() ** norm).sum(1)
+        better = err < best_err
+        best_err[better], best_p[better] = err[better], p
+    return best_p
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("bits", [4, 8])
+def test_mse_observer_matches_brute_force_without_early_stop(symmetric, bits):
+    torch.manual_seed(bits)
+    x = torch.randn(24, 256) * torch.rand(24, 1) * 3
+    x[:, 7] *= 12  # an outlier column: shrinking the range now pays off
+    spec = ql.QuantSpec(num_bits=bits, symmetric=symmetric, strategy="channel", observer="mse",
+                        observer_kwargs={"patience": 1000, "norm": 2.0})
+    lo, hi = observers.observe(x, spec)
+    expected_p = brute_force_shrink(x, spec, norm=2.0, steps=20, grid=100.0)
+    full_lo, full_hi = observe_minmax(x, spec)
+    chosen_p = torch.where(full_hi.abs() > 0, hi / full_hi, lo / full_lo).squeeze(1).double()
+    assert torch.allclose(chosen_p, expected_p, atol=1e-6)
+    assert (expected_p < 1).any(), "the data should make some rows prefer a clipped range"
+
+
+def test_mse_observer_never_worse_than_minmax_on_real_weight():
+    w = models.load_tensor(models.ModelSource.embedded(), f"{ACT_LAYER}.weight")
+    for strategy, g in (("channel", None), ("group", 128), ("tensor", None)):
+        base = ql.QuantSpec(num_bits=4, strategy=strategy, group_size=g)
+        mse_spec = base.with_(observer="mse", observer_kwargs={"norm": 2.0})
+        err_minmax = metrics.mse(w, ql.quantize(w, base).dequantize())
+        err_mse = metrics.mse(w, ql.quantize(w, mse_spec).dequantize())
+        assert err_mse <= err_minmax
+    per_tensor = ql.QuantSpec(num_bits=4)
+    assert metrics.mse(w, ql.quantize(w, per_tensor.with_(observer="mse")).dequantize()) < \
+        0.8 * metrics.mse(w, ql.quantize(w, per_tensor).dequantize())
+
+
+def test_mse_patience_stops_early():
+    x = models.activation(ACT_LAYER)
+    patient = ql.QuantSpec(num_bits=8, observer="mse", observer_kwargs={"patience": 1000})
+    hasty = patient.with_(observer_kwargs={"patience": 1})
+    # Per-tensor INT8 on this activation prefers (almost) the full range: one step without gain stops.
+    assert observers.clip_ratio(x, hasty) >= observers.clip_ratio(x, patient) - 1e-6
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 400), st.floats(90.0, 100.0), st.integers(0, 2**16))
+def test_percentile_is_the_order_statistic(n, pct, seed):
+    x = torch.randn(1, n, generator=torch.Generator().manual_seed(seed))
+    spec = ql.QuantSpec(num_bits=8, observer="percentile", observer_kwargs={"percentile": pct})
+    lo, hi = observers.observe(x, spec)
+    mags = np.sort(x.abs().flatten().numpy())
+    k = min(n, max(1, round(pct / 100 * n)))
+    assert hi.item() == pytest.approx(float(mags[k - 1]))
+    assert lo.item() == -hi.item()
+    assert (x.abs() > hi).sum().item() == n - k
+
+
+def test_percentile_100_is_minmax_and_shapes_follow_the_strategy():
+    w = models.load_tensor(models.ModelSource.embedded(), f"{ACT_LAYER}.weight")
+    for strategy, g in (("tensor", None), ("channel", None), ("group", 64), ("token", None)):
+        spec = ql.QuantSpec(num_bits=8, strategy=strategy, group_size=g, observer="percentile",
+                            observer_kwargs={"percentile": 100})
+        lo, hi = observers.observe(w, spec)
+        mlo, mhi = observe_minmax(w, spec)
+        assert lo.shape == mlo.shape
+        assert torch.equal(hi, torch.maximum(mlo.abs(), mhi.abs()))
+    asym = ql.QuantSpec(num_bits=8, symmetric=False, observer="percentile", observer_kwargs={"percentile": 99})
+    lo, hi = observers.observe(w, asym)
+    below, above = (w < lo).double().mean().item(), (w > hi).double().mean().item()
+    assert below == pytest.approx(0.005, abs=1e-3) and above == pytest.approx(0.005, abs=1e-3)
+
+
+def test_observer_kwargs_keep_the_spec_hashable_and_round_trip():
+    a = ql.QuantSpec(observer="mse", observer_kwargs={"norm": 2, "grid": 50})
+    b = ql.QuantSpec(observer="mse", observer_kwargs=(("grid", 50.0), ("norm", 2.0)))
+    assert a == b and hash(a) == hash(b)
+    assert a.observer_setting("norm") == 2.0 and a.observer_setting("patience") == 5.0
+    assert ql.QuantSpec.from_dict(json.loads(json.dumps(a.to_dict()))) == a
+    assert a.label.endswith("mse")
+    for bad in ({"percentile": 99}, {"grid": 0}, {"maxshrink": 1.5}):
+        with pytest.raises(ql.QuantlabError):
+            ql.QuantSpec(observer="mse", observer_kwargs=bad)
+    with pytest.raises(ql.QuantlabError):
+        ql.QuantSpec(observer="percentile", observer_kwargs={"percentile": 20})
+    with pytest.raises(ql.QuantlabError):
+        ql.QuantSpec(observer="kl")
+
+
+def test_error_split_adds_up_and_clipping_grows_as_the_range_shrinks():
+    x = models.activation(ACT_LAYER)
+    spec = ql.QuantSpec(num_bits=8)
+    ratios = np.array([0.1, 0.3, 0.6, 1.0])
+    curve = observers.clipping_curve(x, spec, ratios)
+    for r, total in zip(ratios, curve.total_mse):
+        assert total == pytest.approx(metrics.mse(x, observers.clipped_quantize(x, spec, float(r)).dequantize()), rel=1e-9)
+    assert curve.clipping_mse[-1] == 0 and curve.clipped_fraction[-1] == 0
+    assert np.all(np.diff(curve.clipping_mse) < 0)
+    assert np.all(np.diff(curve.rounding_mse) > 0)
+
+
+def test_saturation_example_is_a_real_value_near_150():
+    x = models.activation(ACT_LAYER)
+    qt = observers.clipped_quantize(x, ql.QuantSpec(num_bits=8), 0.85)
+    ex = observers.saturation_example(x, qt)
+    assert ex.value == x[ex.row, ex.column].item()
+    assert ex.code == 127 and ex.scaled > 127.5
+    assert abs(ex.scaled - 150) < 5
+    assert ex.restored == pytest.approx(127 * ex.scale) and ex.lost > 0
+
+
+def test_static_scale_saturates_what_calibration_never_saw():
+    x = models.activation(ACT_LAYER)
+    spec = ql.QuantSpec(num_bits=8)
+    small = x[: 20] * 0.5  # calibrate on a quiet slice
+    qt = observers.quantize_activation(x, spec, calibration=small)
+    assert metrics.clipped_fraction(x, qt) > 0
+    dynamic = ql.QuantSpec(num_bits=8, strategy="token", dynamic=True)
+    assert observers.error_split(x, observers.quantize_activation(x, dynamic))[2] == 0
+    with pytest.raises(ql.QuantlabError):
+        observers.calibrate(x, dynamic)
+
+
+def test_calibration_study_covers_every_text_and_prefixes_are_prefixes():
+    counts = calibration.token_counts("code")
+    part = calibration.calibration_set("code", ACT_LAYER, 3)
+    assert part.shape[0] == sum(counts[:3])
+    assert torch.equal(part, models.activation(ACT_LAYER, "code")[: part.shape[0]])
+    rows = calibration.study(ACT_LAYER, "chat", ql.QuantSpec(num_bits=8, observer="percentile"), 10)
+    assert [r.calibration for r in rows] == models.calibration_kinds() + ["dynamic"]
+    static = [r for r in rows if r.calibration != "dynamic"]
+    assert all(r.clipped_fraction > 0 for r in static)  # percentile clips by design
+    with pytest.raises(ql.QuantlabError):
+        calibration.calibration_set("code", ACT_LAYER, 0)

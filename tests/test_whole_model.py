@@ -1,0 +1,61 @@
+"""The whole quantized MiniLM against fp32: embeddings, neighbours, per-layer SQNR."""
+import numpy as np
+import pytest
+
+import quantlab as ql
+from quantlab import whole_model as wm
+
+W8A8 = ql.QuantSpec.preset("W8A8")
+W8A8_STATIC = W8A8.with_(activations=ql.QuantSpec(num_bits=8, strategy="tensor"))
+
+
+def test_eval_set_is_paraphrase_pairs_and_fp32_finds_them():
+    sentences = wm.eval_sentences()
+    assert len(sentences) == 2 * len(wm.eval_pairs()) >= 60
+    # Keeping every Linear in 16-bit must reproduce the fp32 model exactly.
+    r = wm.run(ql.QuantSpec.preset("W8A16"), keep_fp=tuple(wm.reference().inputs))
+    assert r.cosine_min > 0.999999 and r.top5_agreement == 1.0
+    assert r.paraphrase_recall_fp32 >= 0.9
+
+
+def test_8bit_weight_only_keeps_embeddings():
+    r = wm.run(ql.QuantSpec.preset("W8A16"))
+    assert r.cosine_mean >= 0.999
+    assert r.top1_agreement >= 0.95
+    assert np.all(r.local_sqnr_db > 30)
+    assert r.heatmap().shape == (6, 6) and r.heatmap("running").shape == (6, 6)
+    assert r.weight_bytes == r.fp16_bytes // 2
+
+
+def test_w4_per_tensor_is_measurably_worse_than_g128():
+    g128 = wm.run(ql.QuantSpec.preset("W4A16"))
+    tensor = wm.run(ql.QuantSpec(num_bits=4))
+    assert tensor.cosine_mean < g128.cosine_mean - 0.1
+    assert tensor.top5_agreement < g128.top5_agreement
+    assert np.median(tensor.local_sqnr_db) < np.median(g128.local_sqnr_db) - 6
+
+
+def test_dynamic_beats_static_and_smoothquant_helps_static():
+    dynamic, static = wm.run(W8A8), wm.run(W8A8_STATIC)
+    smoothed = wm.run(W8A8_STATIC, smooth_alpha=0.5)
+    assert dynamic.cosine_mean > static.cosine_mean
+    assert smoothed.cosine_mean > static.cosine_mean
+    # Smoothing changes the Linears fed by a LayerNorm; their own error must improve on average.
+    fed = [i for i, n in enumerate(static.layers) if n.endswith(("query", "key", "value", "intermediate.dense"))]
+    assert smoothed.local_sqnr_db[fed].mean() > static.local_sqnr_db[fed].mean()
+
+
+def test_keeping_the_worst_layers_in_16_bit_costs_bytes_and_helps():
+    static = wm.run(W8A8_STATIC)
+    keep = wm.worst_layers(static, 2)
+    assert static.local_sqnr_db[[static.layers.index(n) for n in keep]].max() <= np.sort(static.local_sqnr_db)[1]
+    mixed = wm.run(W8A8_STATIC, keep_fp=keep)
+    assert mixed.weight_bytes > static.weight_bytes
+    assert mixed.cosine_mean > static.cosine_mean
+
+
+def test_user_errors():
+    with pytest.raises(ql.QuantlabError):
+        wm.run(ql.QuantSpec.preset("W4A16"), smooth_alpha=0.5)
+    with pytest.raises(ql.QuantlabError):
+        wm.run(ql.QuantSpec.preset("W8A16"), keep_fp=("no.such.layer",))
