@@ -50,9 +50,9 @@ def clipped_fraction(x: torch.Tensor, qt: QuantizedTensor) -> float:
     """Share of values that fell outside the grid and were saturated to qmin/qmax."""
     spec = qt.spec
     xs = as_groups(x, spec) if spec.strategy == "group" else x
-    scaled = xs.double() / expand_params(qt.scale, x, spec).double()
+    scaled = xs.float() / expand_params(qt.scale, x, spec).float()
     if qt.zero_point is not None:
-        scaled = scaled + expand_params(qt.zero_point, x, spec).double()
+        scaled = scaled + expand_params(qt.zero_point, x, spec).float()
     qmin, qmax = grid_range(spec)
     # Half a step beyond the end still rounds onto the end level, so it is rounding, not clipping.
     outside = (scaled < qmin - 0.5) | (scaled > qmax + 0.5)
@@ -62,9 +62,9 @@ def clipped_fraction(x: torch.Tensor, qt: QuantizedTensor) -> float:
 @torch.no_grad()
 def levels_used_fraction(qt: QuantizedTensor) -> float:
     """Distinct codes present divided by the grid's 2^b levels (INT only): unused levels are waste."""
-    if qt.spec.type == "float":
-        return torch.unique(qt.q.view(torch.uint8)).numel() / 256
-    return torch.unique(qt.q).numel() / qt.spec.levels
+    # bincount over the raw byte patterns is a single pass; unique() would sort the whole tensor
+    present = torch.bincount(qt.q.view(torch.uint8).flatten().long(), minlength=256).count_nonzero().item()
+    return present / (256 if qt.spec.type == "float" else qt.spec.levels)
 
 
 def bits_per_weight(spec: QuantSpec, shape: tuple[int, ...], scale_bits: int = SCALE_BITS) -> float:

@@ -50,9 +50,10 @@ class ModeComparison:
 
 def _example_value(x: torch.Tensor) -> float:
     """A typical real element to quantize by hand: the one closest to the 90th percentile of |x|."""
-    flat = x.flatten().double()
-    target = torch.quantile(flat.abs()[: 1 << 20], 0.9)
-    return flat[torch.argmin((flat.abs() - target).abs())].item()
+    flat = x.flatten()
+    magnitude = flat.abs()
+    target = magnitude.kthvalue(max(1, int(0.9 * flat.numel()))).values  # O(n), unlike a full sort
+    return flat[torch.argmin((magnitude - target).abs())].item()
 
 
 @torch.no_grad()
@@ -70,7 +71,7 @@ def _mode(x: torch.Tensor, spec: QuantSpec, example: float) -> ModeResult:
     fitted = (-amax, amax) if spec.symmetric else (min(lo, 0.0), max(hi, 0.0))
     return ModeResult(
         spec=spec, range_lo=fitted[0], range_hi=fitted[1], scale=scale, zero_point=zp,
-        levels=levels, codes_used=int(torch.unique(qt.q).numel()), levels_outside_data=outside,
+        levels=levels, codes_used=round(metrics.levels_used_fraction(qt) * spec.levels), levels_outside_data=outside,
         report=metrics.error_report(x, qt),
         example_code=int(worked.q.item()), example_back=worked.dequantize().item(),
     )
