@@ -52,7 +52,7 @@ def test_every_tensor_matches_model_compressor(exported, name: str) -> None:
             x, y = a.get_tensor(key), b.get_tensor(key)
             assert x.dtype == y.dtype and x.shape == y.shape, key
             assert torch.equal(_bits(x), _bits(y)), key
-    assert sum(k.endswith(".weight_scale") for k in b.keys()) == 36  # all six blocks' Linears
+        assert sum(k.endswith(".weight_scale") for k in b.keys()) == 36  # all six blocks' Linears
 
 
 @pytest.mark.parametrize("name", PRESETS)
