@@ -266,18 +266,21 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
 
 
 @torch.no_grad()
-def quantize_kv(x: torch.Tensor, mask: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+def quantize_kv(x: torch.Tensor, mask: torch.Tensor, spec: QuantSpec | None) -> torch.Tensor:
     """Fake-quantize K or V [layers, batch, heads, tokens, head_dim] at the spec's granularity.
 
-    Each layer has its own cache and so its own scales. Padding positions are zeroed first: they
-    are never cached, and with symmetric scales a zero cannot widen a range, so every scale comes
-    from real tokens only.
+    `spec` None is the unquantized cache, the baseline every scheme is measured against. Each layer
+    has its own cache and so its own scales. Padding positions are zeroed first: they are never
+    cached, and with symmetric scales a zero cannot widen a range, so every scale comes from real
+    tokens only.
     """
+    x = x * _token_mask(mask)
+    if spec is None:
+        return x
     if not spec.symmetric:
         raise QuantlabError("KV schemes here are symmetric (zero padding must not move a zero point)")
     if spec.strategy not in GRANULARITIES.values():
         raise QuantlabError(f"strategy {spec.strategy!r} is not a KV granularity: use tensor, head or token")
-    x = x * _token_mask(mask)
     layers, b, h, t, d = x.shape
     # One row per scale, so one min-max per row gives the scales: per layer, per (layer, head) or
     # per (layer, sequence, head, token) — the last is compressed-tensors' own 'token' layout.
@@ -312,8 +315,9 @@ class KVError:
         return self.out_sqnr_db["v"] - self.v_sqnr_db
 
 
+@lru_cache(maxsize=64)
 @torch.no_grad()
-def kv_error(spec: QuantSpec, kind: str = "general") -> KVError:
+def kv_error(spec: QuantSpec | None, kind: str = "general") -> KVError:
     """Quantize the real K and V with `spec`; compare tensors, attention logits and attention output.
 
     Padded positions are zero in both reference and result, so they add nothing to any sum.
