@@ -101,3 +101,21 @@ def test_deep_link_on_fresh_page_restores_state(server, browser_page):
     assert "(8 levels)" in _legend(page)
     sidebar = page.locator("[data-testid='stSidebar']").inner_text()
     assert "encoder.layer.0.output.dense" in sidebar
+
+
+def test_bad_upload_is_one_line_and_the_lesson_stays(server, browser_page, tmp_path):
+    page = browser_page
+    page.goto(f"{server}/symmetric", timeout=120_000)
+    _settle(page)
+    page.locator("[data-testid='stSidebar']").get_by_text("Upload", exact=True).click()
+    _settle(page)
+    bogus = tmp_path / "weights.safetensors"
+    bogus.write_bytes(b"\x80\x04\x95 this is a pickle, not safetensors")
+    page.locator("[data-testid='stSidebar'] input[type='file']").set_input_files(str(bogus))
+    page.wait_for_selector("[data-testid='stSidebar'] [data-testid='stAlert']", timeout=60_000)
+    _settle(page)
+    alert = page.locator("[data-testid='stSidebar'] [data-testid='stAlert'] [data-testid='stMarkdownContainer']")
+    message = alert.first.inner_text().strip()
+    assert "not a safetensors file" in message and "\n" not in message
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert "Symmetric vs asymmetric" in page.locator("h1").first.inner_text()
