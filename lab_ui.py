@@ -52,6 +52,10 @@ LESSONS: list[Lesson] = [
            "One scale or a scale plus a zero point: which grid fits weights, which fits activations."),
     Lesson("pages/kv_cache.py", "KV cache", "🗄️", "kv-cache",
            "Cache memory against context on real architectures; FP8/INT8/INT4 on real keys and values."),
+    Lesson("pages/clipping.py", "Clipping & saturation", "✂️", "clipping",
+           "Rounding error against saturation error on real tensors; observers; static vs dynamic calibration."),
+    Lesson("pages/outliers.py", "Outliers", "🌋", "outliers",
+           "Outlier channels in real activations; SmoothQuant, AWQ, mixed precision; the whole model quantized."),
 ]
 
 

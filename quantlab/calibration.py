@@ -47,6 +47,11 @@ class CalibrationResult:
     clipping_mse: float
     clipped_fraction: float
 
+    @property
+    def clipping_share(self) -> float:
+        total = self.rounding_mse + self.clipping_mse
+        return self.clipping_mse / total if total > 0 else 0.0
+
 
 def study(layer: str, eval_kind: str, spec: QuantSpec, sentences: int) -> list[CalibrationResult]:
     """One static scale per calibration text (its first `sentences` sentences), each applied to

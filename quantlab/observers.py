@@ -292,3 +292,47 @@ def saturation_example(x: torch.Tensor, qt: QuantizedTensor, target: float = 150
     code = int(qt.q[r, c])
     return SaturationExample(value=x[r, c].item(), scale=scale[r, c].item(), scaled=scaled[r, c].item(),
                              code=code, restored=(code - zp[r, c].item()) * scale[r, c].item(), row=r, column=c)
+
+
+def grid_limits(qt: QuantizedTensor) -> tuple[float, float]:
+    """The real values a per-tensor grid reaches: (qmin − zp)·scale and (qmax − zp)·scale."""
+    if qt.scale.numel() != 1:
+        raise QuantlabError("grid limits are shown for per-tensor scales only")
+    zp = 0.0 if qt.zero_point is None else float(qt.zero_point.item())
+    scale = qt.scale.item()
+    qmin, qmax = (qt.spec.qmin, qt.spec.qmax) if qt.spec.type == "int" else (-448.0, 448.0)
+    return (qmin - zp) * scale, (qmax - zp) * scale
+
+
+@dataclass(frozen=True)
+class ClipPoint:
+    """Everything the lesson shows for one clipping ratio of a per-tensor grid."""
+
+    ratio: float
+    rounding_mse: float
+    clipping_mse: float
+    clipped_fraction: float
+    range_lo: float
+    range_hi: float
+    qmax: int
+    example: SaturationExample | None  # None for tensors that are not 2-D
+
+    @property
+    def total_mse(self) -> float:
+        return self.rounding_mse + self.clipping_mse
+
+    @property
+    def clipping_share(self) -> float:
+        return self.clipping_mse / self.total_mse if self.total_mse > 0 else 0.0
+
+    @property
+    def saturates(self) -> bool:
+        return self.example is not None and self.example.scaled > self.qmax + 0.5
+
+
+@torch.no_grad()
+def clip_point(x: torch.Tensor, spec: QuantSpec, ratio: float) -> ClipPoint:
+    qt = clipped_quantize(x, spec, ratio)
+    lo, hi = grid_limits(qt)
+    example = saturation_example(x, qt) if x.ndim == 2 else None
+    return ClipPoint(ratio, *error_split(x, qt), lo, hi, spec.qmax, example)

@@ -98,6 +98,26 @@ def smooth(x: torch.Tensor, w: torch.Tensor, alpha: float,
 
 
 @dataclass(frozen=True, eq=False)
+class SmoothRanges:
+    """max|X_j| and max|W_j| per input channel, before and after smoothing."""
+
+    x_before: np.ndarray
+    x_after: np.ndarray
+    w_before: np.ndarray
+    w_after: np.ndarray
+
+
+@torch.no_grad()
+def smooth_ranges(x: torch.Tensor, w: torch.Tensor, alpha: float) -> SmoothRanges:
+    xs, ws, _ = smooth(x, w, alpha)
+
+    def col_max(t: torch.Tensor) -> np.ndarray:
+        return t.abs().amax(dim=0).double().numpy()
+
+    return SmoothRanges(col_max(x), col_max(xs), col_max(w), col_max(ws))
+
+
+@dataclass(frozen=True, eq=False)
 class SmoothCurve:
     alphas: np.ndarray
     sqnr_db: np.ndarray  # layer-output SQNR of the W8A8 (or given) scheme after smoothing
@@ -110,6 +130,10 @@ class SmoothCurve:
     @property
     def gain_db(self) -> float:
         return float(self.sqnr_db.max() - self.baseline_db)
+
+    def at(self, alpha: float) -> float:
+        """SQNR at the swept α nearest to `alpha`."""
+        return float(self.sqnr_db[int(np.argmin(np.abs(self.alphas - alpha)))])
 
 
 @torch.no_grad()
@@ -139,6 +163,11 @@ class AwqSearch:
     @property
     def best_loss(self) -> float:
         return self.identity_loss if self.best_ratio is None else float(self.losses.min())
+
+    @property
+    def relative_loss(self) -> float:
+        """Chosen loss as a fraction of plain round-to-nearest's."""
+        return self.best_loss / self.identity_loss if self.identity_loss > 0 else 1.0
 
     @property
     def gain_db(self) -> float:

@@ -43,6 +43,18 @@ SHORT_NAMES = ("query", "key", "value", "attn out", "FFN up", "FFN down")
 FP16_BYTES = 2
 
 
+# The schemes the lesson offers, by name; each is one QuantSpec (weights, maybe activations).
+SCHEMES: dict[str, QuantSpec] = {
+    "W8A16: 8-bit weights per channel": QuantSpec.preset("W8A16"),
+    "W4A16: 4-bit weights, groups of 128": QuantSpec.preset("W4A16"),
+    "W4: 4-bit weights per channel": QuantSpec(num_bits=4, strategy="channel"),
+    "W4: 4-bit weights per tensor": QuantSpec(num_bits=4),
+    "W8A8: dynamic per-token activations": QuantSpec.preset("W8A8"),
+    "W8A8: static per-tensor activations": QuantSpec.preset("W8A8").with_(
+        activations=QuantSpec(num_bits=8, strategy="tensor")),
+}
+
+
 def eval_pairs() -> list[tuple[str, str]]:
     pairs = []
     for line in EVAL_FILE.read_text().splitlines():

@@ -1,0 +1,155 @@
+"""Lesson: outlier activation channels, SmoothQuant, AWQ, mixed precision and the whole-model effect."""
+import numpy as np
+import streamlit as st
+
+import lab_ui
+from quantlab import metrics, models, outlier_viz, outliers, whole_model
+from quantlab.spec import QuantSpec
+
+W8A16 = QuantSpec.preset("W8A16")
+ACT_MODES = {"dynamic per-token": whole_model.SCHEMES["W8A8: dynamic per-token activations"],
+             "static per-tensor": whole_model.SCHEMES["W8A8: static per-tensor activations"]}
+ALPHAS = np.round(np.linspace(0, 1, 21), 2)
+MIXED_KS = [0, 1, 2, 4, 8, 16, 32, 64]
+AWQ_SPECS = {"INT4, groups of 128": QuantSpec.preset("W4A16"), "INT4 per channel": QuantSpec(num_bits=4, strategy="channel"),
+             "INT3, groups of 128": QuantSpec(num_bits=3, strategy="group", group_size=128)}
+SCHEME_NAMES = list(whole_model.SCHEMES)
+
+
+def _xw(layer: str):
+    return lab_ui.activations()[layer], lab_ui.weight(models.ModelSource.embedded(), f"{layer}.weight")
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def channel_stats(layer: str) -> outliers.ChannelStats:
+    return outliers.channel_stats(lab_ui.activations()[layer])
+
+
+@st.cache_data(max_entries=1, show_spinner="Measuring every Linear's input channels…")
+def all_ratios() -> dict[str, float]:
+    return {name: outliers.channel_stats(x).ratio for name, x in lab_ui.activations().items()}
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def layer_sqnr(layer: str, spec: QuantSpec) -> float:
+    x, w = _xw(layer)
+    return metrics.sqnr_db(outliers.layer_output(x, w), outliers.quantized_output(x, w, spec))
+
+
+@st.cache_data(max_entries=64, show_spinner="Sweeping α…")
+def smooth_curve(layer: str, spec: QuantSpec) -> outliers.SmoothCurve:
+    x, w = _xw(layer)
+    return outliers.smooth_curve(x, w, spec, ALPHAS)
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def smooth_ranges(layer: str, alpha: float) -> outliers.SmoothRanges:
+    return outliers.smooth_ranges(*_xw(layer), alpha)
+
+
+@st.cache_data(max_entries=64, show_spinner="Searching AWQ scales…")
+def awq(layer: str, spec: QuantSpec) -> outliers.AwqSearch:
+    return outliers.awq_search(*_xw(layer), spec)
+
+
+@st.cache_data(max_entries=64, show_spinner="Keeping outlier channels in 16-bit…")
+def mixed(layer: str, spec: QuantSpec) -> outliers.MixedCurve:
+    return outliers.mixed_precision_curve(*_xw(layer), spec, MIXED_KS)
+
+
+@st.cache_data(max_entries=64, show_spinner="Quantizing all 36 Linears and embedding 64 sentences…")
+def whole(spec: QuantSpec, alpha: float | None, calibration: str, keep: int) -> whole_model.WholeModelResult:
+    keep_fp = whole_model.worst_layers(whole_model.run(spec, alpha, calibration), keep) if keep else ()
+    return whole_model.run(spec, alpha, calibration, keep_fp)
+
+
+sel = lab_ui.selection()
+st.title("🌋 Outliers")
+lab_ui.lesson_section("outliers", "intro")
+if not sel.has_activations:
+    st.info("This lesson runs on real activations, which are captured from the embedded model only: "
+            "pick **Embedded MiniLM** in the sidebar.", icon="ℹ️")
+    st.stop()
+layer = sel.layer
+
+st.subheader("Outlier channels in the real inputs")
+with lab_ui.user_errors():
+    stats = channel_stats(layer)
+c1, c2, c3 = st.columns(3)
+c1.metric("Largest channel", f"#{stats.top_channel}: {stats.absmax[stats.top_channel]:.3g}")
+c2.metric("Median channel's max", f"{stats.median:.3g}")
+c3.metric("Ratio", f"{stats.ratio:.1f}×")
+st.plotly_chart(outlier_viz.channel_absmax(stats, layer), width="stretch")
+ratios = all_ratios()
+st.plotly_chart(outlier_viz.outlier_ratios(list(ratios), list(ratios.values()), layer), width="stretch")
+lab_ui.lesson_section("outliers", "channels")
+
+st.subheader("W8A8 on this layer")
+lab_ui.lesson_section("outliers", "w8a8")
+mode = st.radio("Activation scales", list(ACT_MODES), key="out_mode", horizontal=True,
+                index=list(ACT_MODES).index(lab_ui.url_choice("acts", list(ACT_MODES), "static per-tensor")))
+lab_ui.set_url(acts=mode)
+spec = ACT_MODES[mode]
+with lab_ui.user_errors():
+    w_only, w8a8 = layer_sqnr(layer, W8A16), layer_sqnr(layer, spec)
+m1, m2, m3 = st.columns(3)
+m1.metric("Output SQNR, weights only (W8A16)", f"{w_only:.1f} dB")
+m2.metric(f"Output SQNR, W8A8 {mode}", f"{w8a8:.1f} dB", f"{w8a8 - w_only:+.1f} dB vs weights only")
+
+st.subheader("SmoothQuant: migrate the difficulty")
+lab_ui.lesson_section("outliers", "smoothquant")
+alpha = st.slider("Migration strength α", 0.0, 1.0, lab_ui.url_int("alpha", 50, 0, 100) / 100, 0.05, key="out_alpha")
+lab_ui.set_url(alpha=round(alpha * 100))
+with lab_ui.user_errors():
+    curve = smooth_curve(layer, spec)
+    ranges = smooth_ranges(layer, alpha)
+at_alpha = curve.at(alpha)
+m3.metric(f"…after SmoothQuant α = {alpha:.2f}", f"{at_alpha:.1f} dB", f"{at_alpha - w8a8:+.1f} dB")
+st.plotly_chart(outlier_viz.smooth_ranges(ranges, alpha), width="stretch")
+st.plotly_chart(outlier_viz.smooth_curve(curve, alpha, f"W8A8, {mode} activations"), width="stretch")
+st.caption(f"Best α for this layer: {curve.best_alpha:.2f}, {curve.gain_db:+.1f} dB over no smoothing.")
+
+st.subheader("AWQ: protect the channels that matter")
+lab_ui.lesson_section("outliers", "awq")
+awq_name = st.radio("Weight scheme (activations stay 16-bit)", list(AWQ_SPECS), key="out_awq", horizontal=True)
+with lab_ui.user_errors():
+    search = awq(layer, AWQ_SPECS[awq_name])
+a1, a2 = st.columns(2)
+a1.metric("Best ratio r", "none (plain rounding wins)" if search.best_ratio is None else f"{search.best_ratio:.2f}")
+a2.metric("Output error vs plain rounding", f"{search.relative_loss:.0%}",
+          f"{-search.gain_db:.2f} dB", delta_color="inverse")
+st.plotly_chart(outlier_viz.awq_curve(search), width="stretch")
+
+st.subheader("Mixed precision: keep the outliers in 16-bit")
+lab_ui.lesson_section("outliers", "mixed")
+with lab_ui.user_errors():
+    st.plotly_chart(outlier_viz.mixed_curve(mixed(layer, spec)), width="stretch")
+
+st.subheader("The whole model")
+lab_ui.lesson_section("outliers", "whole")
+w1, w2 = st.columns([1.4, 1])
+scheme = w1.selectbox("Scheme for every Linear", SCHEME_NAMES, key="out_scheme",
+                      index=SCHEME_NAMES.index(lab_ui.url_choice("scheme", SCHEME_NAMES, SCHEME_NAMES[-1])))
+model_spec = whole_model.SCHEMES[scheme]
+quantizes_acts = model_spec.activations is not None
+kinds = models.calibration_kinds()
+calib = w2.selectbox("Calibration text (static scales, SmoothQuant)", kinds, key="out_calib",
+                     disabled=not quantizes_acts, index=kinds.index("general"))
+w3, w4, w5 = st.columns([1, 1, 1.4])
+use_smooth = w3.toggle("SmoothQuant (α from the slider above)", key="out_smooth", disabled=not quantizes_acts)
+keep = w4.slider("Keep the worst k Linears in 16-bit", 0, 8, 0, key="out_keep")
+which = w5.radio("Heat map", ["own error", "running model"], key="out_heat", horizontal=True)
+lab_ui.set_url(scheme=scheme)
+with lab_ui.user_errors():
+    result = whole(model_spec, alpha if use_smooth and quantizes_acts else None, calib, keep)
+r1, r2, r3, r4 = st.columns(4)
+r1.metric("Embedding cosine to fp32", f"{result.cosine_mean:.4f}", f"worst sentence {result.cosine_min:.4f}",
+          delta_color="off")
+r2.metric("Nearest neighbour unchanged", f"{result.top1_agreement:.0%}")
+r3.metric("Top-5 neighbours kept", f"{result.top5_agreement:.0%}")
+r4.metric("Linear weights", f"{result.weight_bytes / 2**20:.1f} MiB", f"fp16: {result.fp16_bytes / 2**20:.1f} MiB",
+          delta_color="off")
+st.caption(f"{result.label} · paraphrase found at #1: fp32 {result.paraphrase_recall_fp32:.0%}, quantized "
+           f"{result.paraphrase_recall:.0%} · computed in {result.seconds:.2f} s")
+st.plotly_chart(outlier_viz.sqnr_heatmap(result, "local" if which == "own error" else "running"), width="stretch")
+lab_ui.lesson_section("outliers", "whole_reading")

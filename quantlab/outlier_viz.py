@@ -1,0 +1,152 @@
+"""Figures for the clipping and outlier lessons: pure functions from results to `go.Figure`."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from quantlab.calibration import CalibrationResult
+from quantlab.observers import ClipCurve
+from quantlab.outliers import AwqSearch, ChannelStats, MixedCurve, SmoothCurve, SmoothRanges
+from quantlab.stats import Histogram
+from quantlab.viz import PALETTE, SERIES, TEMPLATE, histogram_bars, styled
+from quantlab.whole_model import SHORT_NAMES, WholeModelResult
+
+
+def clip_curve(curve: ClipCurve, marks: dict[str, float], current: float) -> go.Figure:
+    """Rounding, clipping and total MSE against the clipping ratio; where each observer lands."""
+    fig = go.Figure()
+    for y, name, color, dash in ((curve.total_mse, "total error", PALETTE["accent"], "solid"),
+                                 (curve.rounding_mse, "rounding error (values inside the range)", PALETTE["sym"], "dot"),
+                                 (curve.clipping_mse, "clipping error (saturated values)", PALETTE["bad"], "dot")):
+        fig.add_trace(go.Scatter(x=curve.ratios, y=y, name=name, mode="lines", line=dict(color=color, dash=dash),
+                                 hovertemplate="ratio %{x:.2f}: MSE %{y:.3g}<extra></extra>"))
+    for i, (label, ratio) in enumerate(marks.items()):
+        fig.add_vline(x=ratio, line=dict(color=SERIES[(i + 1) % len(SERIES)], width=1.5, dash="dash"),
+                      annotation_text=label, annotation_position="top left" if i % 2 else "bottom left")
+    fig.add_vline(x=current, line=dict(color="#475569", width=2))
+    styled(fig, "Error against the clipping ratio: rounding falls, saturation rises",
+           "clipping ratio (range kept ÷ min-max range)", "mean squared error (log)", height=420)
+    positive = np.concatenate([curve.total_mse, curve.rounding_mse, curve.clipping_mse])
+    floor = positive[positive > 0].min() if (positive > 0).any() else 1e-12
+    fig.update_yaxes(type="log", range=[np.log10(floor) - 0.3, np.log10(positive.max()) + 0.3])
+    return fig
+
+
+def clip_histogram(hist: Histogram, lo: float, hi: float) -> go.Figure:
+    """The values, with the kept range shaded: anything outside it saturates to the end level."""
+    fig = go.Figure(histogram_bars(hist, name="values"))
+    fig.add_vrect(x0=lo, x1=hi, fillcolor=PALETTE["good"], opacity=0.08, line_width=0,
+                  annotation_text="kept range", annotation_position="top left")
+    for x in (lo, hi):
+        fig.add_vline(x=x, line=dict(color=PALETTE["bad"], width=1.5))
+    styled(fig, "Values and the range the grid covers", "value", "count of values (log)", height=330)
+    fig.update_yaxes(type="log")
+    fig.update_layout(bargap=0, showlegend=False)
+    return fig
+
+
+def calibration_bars(rows: Sequence[CalibrationResult], eval_kind: str) -> go.Figure:
+    names = [r.calibration if r.calibration == "dynamic" else f"static: {r.calibration}" for r in rows]
+    colors = [PALETTE["good"] if r.calibration == "dynamic" else
+              (PALETTE["sym"] if r.calibration == eval_kind else PALETTE["data"]) for r in rows]
+    fig = go.Figure(go.Bar(
+        x=names, y=[r.sqnr_db for r in rows], marker_color=colors,
+        text=[f"{r.clipped_fraction:.2%} clipped" for r in rows], textposition="outside",
+        hovertemplate="%{x}: %{y:.1f} dB<extra></extra>"))
+    styled(fig, f"Activation SQNR on {eval_kind} text, by where the scale came from",
+           "scale calibrated on (blue: same domain)", "SQNR on the evaluation text (dB)", height=360)
+    fig.update_yaxes(range=[0, max(r.sqnr_db for r in rows) * 1.2])
+    return fig
+
+
+def channel_absmax(stats: ChannelStats, layer: str) -> go.Figure:
+    channels = np.arange(len(stats.absmax))
+    colors = np.where(stats.absmax > 6 * stats.median, PALETTE["bad"], PALETTE["data"])
+    fig = go.Figure(go.Bar(x=channels, y=stats.absmax, marker=dict(color=colors, line=dict(width=0)),
+                           hovertemplate="channel %{x}: max |x| = %{y:.3g}<extra></extra>", name="max |x|"))
+    fig.add_hline(y=stats.median, line=dict(color=PALETTE["sym"], dash="dash"),
+                  annotation_text=f"median channel {stats.median:.2f}", annotation_position="top right")
+    styled(fig, f"Largest |input| of each channel of {layer} (red: > 6× median)",
+           "input channel", "max |x| over all tokens", height=340)
+    fig.update_layout(bargap=0, showlegend=False)
+    return fig
+
+
+def outlier_ratios(layers: Sequence[str], ratios: Sequence[float], current: str) -> go.Figure:
+    short = [n.removeprefix("encoder.layer.").replace("attention.self.", "").replace("attention.output.", "attn.")
+             for n in layers]
+    colors = [PALETTE["accent"] if n == current else PALETTE["data"] for n in layers]
+    fig = go.Figure(go.Bar(x=short, y=ratios, marker_color=colors,
+                           hovertemplate="%{x}: top channel %{y:.1f}× the median<extra></extra>"))
+    styled(fig, "How far the top input channel sticks out, every Linear of the model",
+           "Linear layer (block.name; purple: the selected one)", "max channel ÷ median channel (×)", height=340)
+    fig.update_xaxes(tickangle=-60, tickfont=dict(size=10))
+    return fig
+
+
+def smooth_ranges(r: SmoothRanges, alpha: float) -> go.Figure:
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("activations: max |X_j|", "weights: max |W_j|"))
+    ch = np.arange(len(r.x_before))
+    for col, before, after in ((1, r.x_before, r.x_after), (2, r.w_before, r.w_after)):
+        fig.add_trace(go.Scatter(x=ch, y=before, name="before", mode="lines", showlegend=col == 1,
+                                 line=dict(color=PALETTE["data"], width=1)), row=1, col=col)
+        fig.add_trace(go.Scatter(x=ch, y=after, name=f"after smoothing (α = {alpha:.2f})", mode="lines",
+                                 showlegend=col == 1, line=dict(color=PALETTE["sym"], width=1)), row=1, col=col)
+    fig.update_layout(template=TEMPLATE, height=360,
+                      title=dict(text="Per-channel ranges before and after smoothing: the difficulty migrates", x=0))
+    fig.update_xaxes(title_text="input channel j")
+    fig.update_yaxes(type="log", title_text="max |value| in channel (log)", col=1)
+    fig.update_yaxes(type="log", title_text="max |weight| in column (log)", col=2)
+    return fig
+
+
+def smooth_curve(curve: SmoothCurve, alpha: float, scheme: str) -> go.Figure:
+    fig = go.Figure(go.Scatter(x=curve.alphas, y=curve.sqnr_db, mode="lines+markers", name="with SmoothQuant",
+                               line=dict(color=PALETTE["sym"]), hovertemplate="α %{x:.2f}: %{y:.1f} dB<extra></extra>"))
+    fig.add_hline(y=curve.baseline_db, line=dict(color=PALETTE["bad"], dash="dash"),
+                  annotation_text=f"no smoothing {curve.baseline_db:.1f} dB", annotation_position="bottom right")
+    fig.add_vline(x=alpha, line=dict(color="#475569", width=2))
+    styled(fig, f"Layer-output SQNR against α ({scheme})", "migration strength α", "output SQNR (dB)", height=340)
+    return fig
+
+
+def awq_curve(search: AwqSearch) -> go.Figure:
+    fig = go.Figure(go.Scatter(x=search.ratios, y=search.losses, mode="lines+markers", name="AWQ scales s(r)",
+                               line=dict(color=PALETTE["accent"]),
+                               hovertemplate="r %{x:.2f}: MSE %{y:.4g}<extra></extra>"))
+    fig.add_hline(y=search.identity_loss, line=dict(color=PALETTE["bad"], dash="dash"),
+                  annotation_text="no scaling (round to nearest)", annotation_position="top right")
+    if search.best_ratio is not None:
+        fig.add_vline(x=search.best_ratio, line=dict(color=PALETTE["good"], width=2),
+                      annotation_text=f"best r = {search.best_ratio:.2f}")
+    styled(fig, "AWQ grid search: layer-output error for each ratio r", "ratio r (0 = weights decide, 1 = activations decide)",
+           "output MSE", height=340)
+    return fig
+
+
+def mixed_curve(curve: MixedCurve) -> go.Figure:
+    kib = curve.extra_bytes / 1024
+    fig = go.Figure(go.Scatter(x=kib, y=curve.sqnr_db, mode="lines+markers+text", text=[f"k={k}" for k in curve.ks],
+                               textposition="bottom right", line=dict(color=PALETTE["good"]),
+                               hovertemplate="+%{x:.1f} KiB: %{y:.1f} dB<extra></extra>", name="k outlier channels in 16-bit"))
+    styled(fig, f"Keep the top-k outlier channels in 16-bit: error against extra bytes "
+                f"(layer: {curve.layer_bytes / 1024:.0f} KiB)", "extra weight storage (KiB)", "output SQNR (dB)", height=340)
+    return fig
+
+
+def sqnr_heatmap(result: WholeModelResult, which: str) -> go.Figure:
+    grid = result.heatmap(which)
+    exact = np.isinf(grid)  # a layer kept in 16-bit has no error of its own
+    text = np.where(exact, "16-bit", np.char.mod("%.1f", np.where(exact, 0, grid)))
+    fig = go.Figure(go.Heatmap(
+        z=np.where(exact, np.nan, grid), x=list(SHORT_NAMES), y=[f"block {i}" for i in range(grid.shape[0])],
+        colorscale="RdYlGn", zmin=0, zmax=50, colorbar=dict(title="dB"),
+        text=text, texttemplate="%{text}", hovertemplate="%{y}, %{x}: %{text} dB<extra></extra>"))
+    what = "its own error (fp32 input)" if which == "local" else "in the running quantized model"
+    styled(fig, f"Output SQNR of every Linear, {what}: red hurts most", "Linear in the block", "encoder block",
+           height=360)
+    fig.update_yaxes(autorange="reversed")
+    return fig
