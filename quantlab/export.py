@@ -239,3 +239,13 @@ def zip_folder(folder: str | os.PathLike[str]) -> bytes:
         for path in sorted(p for p in root.rglob("*") if p.is_file()):
             zf.write(path, f"{root.name}/{path.relative_to(root)}")
     return buffer.getvalue()
+
+
+def export_zip(source: models.ModelSource | str | os.PathLike[str], spec: QuantSpec,
+               ignore: Sequence[str] | None = None) -> bytes:
+    """Export into a temporary folder and return it zipped (the app's download, built on click)."""
+    src = _as_source(source)
+    stem = "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(src.path).stem)
+    name = f"{stem}-{spec.label.replace(' ', '-')}"
+    with tempfile.TemporaryDirectory() as tmp:
+        return zip_folder(save_compressed(src, Path(tmp) / name, spec, ignore).path)

@@ -125,8 +125,11 @@ def _from_config(path: Path) -> Checkpoint:
     raw = read_json(path)
     if "model_type" not in raw:
         raise QuantlabError(f"{path.name} has no model_type: it is not a transformers config.json")
+    fields = dict(raw)
+    if "torch_dtype" in fields:  # published configs predate the rename; avoid a deprecation warning
+        fields.setdefault("dtype", fields.pop("torch_dtype"))
     try:
-        config = transformers.AutoConfig.from_pretrained(str(path))
+        config = transformers.AutoConfig.for_model(**fields)
     except (ValueError, KeyError):
         raise QuantlabError(
             f"{path.name}: model_type {raw['model_type']!r} is not an architecture transformers "

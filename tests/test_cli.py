@@ -1,0 +1,62 @@
+"""The `quantlab` command: tables a newcomer can read, one-line errors, a real export."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from quantlab import cli
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_size_prints_the_breakdown(capsys) -> None:
+    code, out, err = run(capsys, "size", "llama-3.1-8b", "--scheme", "w4a16")
+    assert code == 0 and err == ""
+    assert "packed weights" in out and "3,489,660,928" in out
+    assert "scales" in out and "109,051,904" in out
+    assert "224 Linear layers quantized" in out and "lm_head" in out
+
+
+def test_group_size_option_doubles_the_scales(capsys) -> None:
+    _, out, _ = run(capsys, "size", "llama-3.1-8b", "--group-size", "64")
+    assert "218,103,808" in out and "INT4 sym g64" in out
+
+
+def test_per_tensor_listing(capsys) -> None:
+    _, out, _ = run(capsys, "size", "embedded", "--scheme", "W4A16_ASYM", "--per-tensor")
+    assert "encoder.layer.0.intermediate.dense.weight_zero_point" in out
+    assert "192x3" in out  # 1536 rows of 4-bit zero points packed into 192 int32 words, 3 groups
+
+
+def test_help_explains_models_and_schemes(capsys) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["size", "--help"])
+    out = capsys.readouterr().out
+    assert "llama-3.1-70b" in out and "config.json" in out and "--group-size" in out and "W4A16" in out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["size", "/no/such/thing"], "neither a file"),
+    (["size", "llama-3.1-8b", "--scheme", "FP8", "--group-size", "64"], "no group size"),
+    (["size", "llama-3.1-8b", "--group-size", "5000"], "divides none"),
+    (["export", "mistral-7b", "/tmp/never-written"], "without weights"),
+])
+def test_bad_input_is_one_line_on_stderr(capsys, argv: list[str], message: str) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert message in err and err.count("\n") == 1
+
+
+def test_export_writes_a_checkpoint(capsys, tmp_path: Path) -> None:
+    code, out, _ = run(capsys, "export", "embedded", str(tmp_path / "w8"), "--scheme", "W8A8")
+    assert code == 0 and "wrote" in out and "loads with" in out
+    config = json.loads((tmp_path / "w8" / "config.json").read_text())
+    assert config["quantization_config"]["format"] == "int-quantized"
+    code, _, err = run(capsys, "export", "embedded", str(tmp_path / "w8"))
+    assert code == 2 and "already exists" in err
