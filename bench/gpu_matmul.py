@@ -1,0 +1,221 @@
+"""Time quantlab's dequant-matmul kernels against what a user would otherwise run, on one card.
+
+    python bench/gpu_matmul.py --out bench/results        # the full run (about 5 minutes)
+    python bench/gpu_matmul.py --out /tmp/r --quick       # two shapes, four batch sizes
+
+Methods, all on the same random bf16 weight quantized once: bf16 cuBLAS (F.linear), torch's int4
+kernel (aten._weight_int4pack_mm, g128), quantlab W4A16 g128 (its own choice of path), quantlab
+W8A16 per-channel, and FP8 W8A8 (per-token activation quantization + torch._scaled_mm). With
+--sweep, every W4A16 path (gemv, mma, dequant) is timed on its own too, which is how the
+crossovers in `triton_ops.choose_path` were picked.
+
+Timing: each measurement is a CUDA graph of R back-to-back calls (no Python or launch overhead
+between them) replayed 15 times; the median replay divided by R is the time of one call. Calls
+rotate over enough copies of the weights that their total is over 3x the L2 cache, so weights come
+from device memory as they would in a model whose layers do not fit in L2. Ceilings are measured in
+the same run: a 2 GiB device-to-device copy (bytes read + written) and an 8192^3 bf16 matmul.
+Writes one JSON (a row per K, N, M, method) and prints a table of speedups over bf16.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import triton
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import quantlab as ql  # noqa: E402
+from quantlab.kernels import roofline  # noqa: E402
+from quantlab.kernels.fp8 import Fp8Linear, fp8_linear  # noqa: E402
+from quantlab.kernels.layout import PackedLinear  # noqa: E402
+from quantlab.kernels import triton_ops as ops  # noqa: E402
+
+SHAPES = [(4096, 4096), (8192, 8192), (4096, 14336), (14336, 4096), (8192, 28672)]  # (K, N)
+MS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096]
+
+
+def time_calls(calls: list, target_ms: float = 8.0, replays: int = 15) -> float:
+    """Median ms of one call, from CUDA-graph replays of R calls rotating over `calls`."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for c in calls * 2:
+            c()
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for c in calls:
+        c()
+    torch.cuda.synchronize()
+    est_ms = max((time.perf_counter() - t0) * 1e3 / len(calls), 1e-3)
+    reps = max(len(calls), min(4000, math.ceil(target_ms / est_ms)))
+    reps = math.ceil(reps / len(calls)) * len(calls)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for i in range(reps):
+            calls[i % len(calls)]()
+    graph.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(replays):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / reps)
+    del graph
+    return statistics.median(times)
+
+
+def ceilings() -> dict[str, float]:
+    src = torch.randn(2**30 // 2, dtype=torch.bfloat16, device="cuda")  # 1 GiB each way
+    dst = torch.empty_like(src)
+    copy_ms = time_calls([lambda: dst.copy_(src)], replays=10)
+    a = torch.randn(8192, 8192, dtype=torch.bfloat16, device="cuda")
+    b = torch.randn(8192, 8192, dtype=torch.bfloat16, device="cuda")
+    mm_ms = time_calls([lambda: a @ b], replays=10)
+    a8, b8 = a.to(torch.float8_e4m3fn), b.to(torch.float8_e4m3fn)
+    one = torch.ones(1, dtype=torch.float32, device="cuda")
+    fp8_ms = time_calls([lambda: torch._scaled_mm(a8, b8.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16)],
+                        replays=10)
+    del src, dst, a, b, a8, b8
+    return {"copy_gbps": 2 * 2**30 / copy_ms / 1e6, "bf16_tflops": 2 * 8192**3 / mm_ms / 1e9,
+            "fp8_tflops": 2 * 8192**3 / fp8_ms / 1e9}
+
+
+def torch_int4(w: torch.Tensor, group: int = 128):
+    """Symmetric g128 int4 in the layout aten._weight_int4pack_mm wants: w = (u - 8)·scale + 0."""
+    qt = ql.quantize(w, ql.QuantSpec(num_bits=4, strategy="group", group_size=group))
+    u = (qt.q.to(torch.int32) + 8)
+    packed = ((u[:, ::2] << 4) | u[:, 1::2]).to(torch.uint8)
+    weight = torch.ops.aten._convert_weight_to_int4pack(packed, 8)
+    sz = torch.stack([qt.scale.T, torch.zeros_like(qt.scale.T)], dim=-1).to(torch.bfloat16).contiguous()
+    return weight, sz, qt
+
+
+def rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((y.double() - ref).norm() / ref.norm()).item()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--quick", action="store_true", help="two shapes and M in 1, 16, 256, 4096")
+    ap.add_argument("--sweep", action="store_true", help="also time each W4A16 path on its own")
+    ap.add_argument("--tag", default="", help="label stored with the results (kernel version)")
+    ap.add_argument("--tune", action="store_true", help="time a grid of W4A16 tile configs at M=1 and 16 first")
+    args = ap.parse_args()
+    shapes = SHAPES[:2] if args.quick else SHAPES
+    ms = [1, 16, 256, 4096] if args.quick else MS
+    props = torch.cuda.get_device_properties(0)
+    l2 = getattr(props, "L2_cache_size", 50 * 2**20)
+    meta = {"card": torch.cuda.get_device_name(0), "sms": props.multi_processor_count, "l2_bytes": l2,
+            "torch": torch.__version__, "triton": triton.__version__, "tag": args.tag,
+            "date": dt.date.today().isoformat(), "timing": "median of 15 CUDA-graph replays, weights rotated past 3x L2"}
+    meta.update(ceilings())
+    print(json.dumps(meta), flush=True)
+    rows, checks = [], []
+    torch.manual_seed(0)
+    tuning = tune(l2) if args.tune else []
+    for k, n in shapes:
+        w = torch.randn(n, k, dtype=torch.bfloat16, device="cuda") * 0.02
+        w4 = PackedLinear.from_quantized(ql.quantize(w, ql.QuantSpec.preset("W4A16")))
+        w8 = PackedLinear.from_quantized(ql.quantize(w, ql.QuantSpec.preset("W8A16")))
+        f8 = Fp8Linear.from_quantized(ql.quantize(w, ql.QuantSpec.preset("FP8_DYNAMIC")))
+        i4, i4_sz, i4_qt = torch_int4(w)
+        # Correctness of every method on this shape at M=16 (float64 reference of what each computes).
+        x = torch.randn(16, k, dtype=torch.bfloat16, device="cuda")
+        ref_w4 = x.double() @ ops.dequantize(w4, torch.bfloat16).double().T
+        checks.append({"K": k, "N": n, "bf16": rel_err(F.linear(x, w), x.double() @ w.double().T),
+                       "w4a16": rel_err(ops.matmul(x, w4), ref_w4),
+                       "torch_int4": rel_err(torch.ops.aten._weight_int4pack_mm(x, i4, 128, i4_sz),
+                                             x.double() @ i4_qt.dequantize().double().T),
+                       "w8a16": rel_err(ops.matmul(x, w8), x.double() @ ops.dequantize(w8, torch.bfloat16).double().T),
+                       "fp8": rel_err(fp8_linear(x, f8), x.double() @ w.double().T)})
+        print("check", json.dumps(checks[-1]), flush=True)
+        methods = {
+            "bf16": (w, lambda x, wt: F.linear(x, wt), w.numel() * 2),
+            "torch_int4": ((i4, i4_sz), lambda x, p: torch.ops.aten._weight_int4pack_mm(x, p[0], 128, p[1]), w4.nbytes),
+            "w4a16": (w4, lambda x, p: ops.matmul(x, p), w4.nbytes),
+            "w8a16": (w8, lambda x, p: ops.matmul(x, p), w8.nbytes),
+            "fp8": (f8, lambda x, p: fp8_linear(x, p), f8.weight.numel() + f8.scale.numel() * 4),
+        }
+        if args.sweep:
+            for path in ops.PATHS:
+                methods[f"w4a16_{path}"] = (w4, lambda x, p, path=path: ops.matmul(x, p, ops.default_config(x.shape[0], p, path)), w4.nbytes)
+        for name, (weight, fn, wbytes) in methods.items():
+            copies = max(1, min(16, math.ceil(3 * l2 / wbytes)))
+            clones = [weight] + [_clone(weight) for _ in range(copies - 1)]
+            for m in ms:
+                xs = [torch.randn(m, k, dtype=torch.bfloat16, device="cuda") for _ in range(len(clones))]
+                calls = [lambda x=x, c=c: fn(x, c) for x, c in zip(xs, clones)]
+                try:
+                    t = time_calls(calls)
+                except (RuntimeError, ValueError, triton.CompilationError) as err:  # record, keep going
+                    print(f"skip {name} K={k} N={n} M={m}: {str(err).splitlines()[0][:160]}", flush=True)
+                    continue
+                flops, nbytes = roofline.flops(m, k, n), roofline.traffic_bytes(m, k, n, wbytes)
+                rows.append({"K": k, "N": n, "M": m, "method": name, "ms": t,
+                             "tflops": flops / t / 1e9, "gbps": nbytes / t / 1e6,
+                             "pct_copy_bw": 100 * nbytes / t / 1e6 / meta["copy_gbps"]})
+            del clones
+        print(f"shape K={k} N={n} done", flush=True)
+        del w, w4, w8, f8, i4
+        torch.cuda.empty_cache()
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"{meta['card'].replace(' ', '_')}_{meta['date']}{'_' + args.tag if args.tag else ''}"
+    result = {"meta": meta, "checks": checks, "rows": rows, "tuning": tuning}
+    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1))
+    print(roofline.summary_table(result))
+
+
+def tune(l2: int) -> list[dict[str, object]]:
+    """Time W4A16 g128 tile configs of the gemv and mma paths at small M on two shapes."""
+    grid = [ops.Config("gemv", block_m=bm, block_n=bn, block_k=128, num_warps=nw, num_stages=ns)
+            for bm in (1, 4) for bn in (16, 32, 64, 128) for nw in (2, 4, 8) for ns in (1, 4)]
+    grid += [ops.Config("mma", block_m=16, block_n=bn, block_k=bk, split_k=sk, num_warps=nw, num_stages=4)
+             for bn in (64, 128, 256) for bk in (64, 128) for sk in (1, 2, 4, 8) for nw in (4, 8)]
+    out = []
+    for k, n in [(4096, 4096), (8192, 8192)]:
+        w = torch.randn(n, k, dtype=torch.bfloat16, device="cuda") * 0.02
+        layer = PackedLinear.from_quantized(ql.quantize(w, ql.QuantSpec.preset("W4A16")))
+        clones = [layer] + [_clone(layer) for _ in range(max(0, math.ceil(3 * l2 / layer.nbytes) - 1))]
+        for m in (1, 16):
+            xs = [torch.randn(m, k, dtype=torch.bfloat16, device="cuda") for _ in clones]
+            best = None
+            for cfg in grid:
+                if cfg.path == "gemv" and cfg.block_m < min(m, 4):
+                    continue
+                try:
+                    t = time_calls([lambda x=x, c=c, cfg=cfg: ops.matmul(x, c, cfg) for x, c in zip(xs, clones)],
+                                   target_ms=3.0, replays=7)
+                except Exception as err:  # a config that does not compile or fit is skipped, noted
+                    print(f"tune skip {cfg}: {str(err).splitlines()[0][:120]}", flush=True)
+                    continue
+                out.append({"K": k, "N": n, "M": m, "config": cfg.__dict__, "ms": t})
+                if best is None or t < best[1]:
+                    best = (cfg, t)
+            print(f"tune K={k} N={n} M={m}: best {best}", flush=True)
+    return out
+
+
+def _clone(weight):
+    if isinstance(weight, torch.Tensor):
+        return weight.clone()
+    if isinstance(weight, tuple):
+        return tuple(t.clone() for t in weight)
+    return type(weight)(*[getattr(weight, f).clone() if isinstance(getattr(weight, f), torch.Tensor) else getattr(weight, f)
+                          for f in weight.__dataclass_fields__])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""Bytes, FLOPs and the committed benchmark results: the arithmetic behind the Speed lesson.
+
+Pure Python/torch (no Triton, no GPU): the page and the benchmark share these definitions, so the
+chart's "achieved GB/s" is computed exactly as the benchmark computed it.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from quantlab.errors import QuantlabError
+
+RESULTS_DIR = Path(__file__).resolve().parents[2] / "bench" / "results"
+# Bits each method stores per weight, counting scale overhead for g128 (16-bit scale per 128 weights).
+BITS_PER_WEIGHT = {"bf16": 16.0, "torch_int4": 4.0 + 32 / 128, "w4a16": 4.0 + 16 / 128, "w8a16": 8.0,
+                   "fp8": 8.0}
+LABELS = {"bf16": "bf16 cuBLAS (F.linear)", "torch_int4": "torch int4 (_weight_int4pack_mm, g128)",
+          "w4a16": "quantlab W4A16 g128", "w8a16": "quantlab W8A16 per-channel",
+          "fp8": "FP8 W8A8 (_scaled_mm)", "w4a16_gemv": "W4A16 GEMV path only",
+          "w4a16_mma": "W4A16 tensor-core path only", "w4a16_dequant": "W4A16 dequantize + cuBLAS only"}
+
+
+def flops(m: int, k: int, n: int) -> float:
+    """Multiply-adds of y[M, N] = x[M, K] @ W.T, counted as 2 FLOPs each."""
+    return 2.0 * m * k * n
+
+
+def traffic_bytes(m: int, k: int, n: int, weight_bytes: float, act_bytes: int = 2) -> float:
+    """Fewest bytes through device memory: the weight once, x once, y once."""
+    return weight_bytes + act_bytes * m * k + act_bytes * m * n
+
+
+def weight_bytes(method: str, k: int, n: int) -> float:
+    return BITS_PER_WEIGHT[method] * k * n / 8
+
+
+def intensity(m: int, k: int, n: int, method: str) -> float:
+    """FLOPs per byte moved: where the layer sits on the roofline's x axis."""
+    return flops(m, k, n) / traffic_bytes(m, k, n, weight_bytes(method, k, n))
+
+
+def roof(ai: float, bandwidth_gbps: float, peak_tflops: float) -> float:
+    """Attainable TFLOP/s at arithmetic intensity `ai`: min(bandwidth·ai, peak)."""
+    return min(bandwidth_gbps * ai / 1e3, peak_tflops)
+
+
+@dataclass(frozen=True)
+class Bound:
+    """Roofline verdict for one layer at one batch size under one method."""
+
+    method: str
+    m: int
+    intensity: float  # FLOP/byte
+    ridge: float  # FLOP/byte where the card turns compute-bound
+    memory_us: float  # time to move the bytes at the measured bandwidth
+    compute_us: float  # time to do the FLOPs at the measured matmul rate
+
+    @property
+    def memory_bound(self) -> bool:
+        return self.intensity < self.ridge
+
+    @property
+    def floor_us(self) -> float:
+        return max(self.memory_us, self.compute_us)
+
+
+def bound(m: int, k: int, n: int, method: str, bandwidth_gbps: float, peak_tflops: float) -> Bound:
+    moved = traffic_bytes(m, k, n, weight_bytes(method, k, n))
+    work = flops(m, k, n)
+    return Bound(method, m, work / moved, peak_tflops * 1e3 / bandwidth_gbps,
+                 moved / bandwidth_gbps / 1e3, work / peak_tflops / 1e6)
+
+
+# -- committed results ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Results:
+    meta: Mapping[str, object]
+    rows: tuple[Mapping[str, object], ...]
+    checks: tuple[Mapping[str, object], ...]
+    name: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.meta['card']} · {self.meta['date']} · torch {self.meta['torch']} · triton {self.meta['triton']}"
+
+    @property
+    def shapes(self) -> list[tuple[int, int]]:
+        return sorted({(int(r["K"]), int(r["N"])) for r in self.rows}, key=lambda s: (s[0] * s[1], s))
+
+    @property
+    def methods(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for r in self.rows:
+            seen.setdefault(str(r["method"]), None)
+        return list(seen)
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        return sorted({int(r["M"]) for r in self.rows})
+
+    def ms(self, k: int, n: int, m: int, method: str) -> float | None:
+        for r in self.rows:
+            if (r["K"], r["N"], r["M"], r["method"]) == (k, n, m, method):
+                return float(r["ms"])  # type: ignore[arg-type]
+        return None
+
+    def speedup(self, k: int, n: int, m: int, method: str, baseline: str = "bf16") -> float | None:
+        t, base = self.ms(k, n, m, method), self.ms(k, n, m, baseline)
+        return None if t is None or base is None else base / t
+
+    def geomean_speedup(self, m: int, method: str, baseline: str = "bf16") -> float | None:
+        ratios = [self.speedup(k, n, m, method, baseline) for k, n in self.shapes]
+        if not ratios or any(r is None for r in ratios):
+            return None
+        return math.exp(sum(math.log(r) for r in ratios if r) / len(ratios))
+
+
+def load_results(path: Path) -> Results:
+    try:
+        data = json.loads(Path(path).read_text())
+        return Results(data["meta"], tuple(data["rows"]), tuple(data.get("checks", ())), Path(path).stem)
+    except (OSError, ValueError, KeyError) as err:
+        raise QuantlabError(f"cannot read benchmark results {Path(path).name}: {err}") from None
+
+
+def committed_results(directory: Path = RESULTS_DIR) -> list[Path]:
+    """Result files in bench/results, newest date first."""
+    return sorted(directory.glob("*.json"), key=lambda p: (json.loads(p.read_text())["meta"]["date"], p.name),
+                  reverse=True)
+
+
+def crossover(batch_sizes: Sequence[int], speedups: Sequence[float | None]) -> float | None:
+    """Smallest batch size where the speedup drops below 1, interpolated in log2(M) between the
+    last measured point above 1 and the first below; None if it never does."""
+    prev: tuple[int, float] | None = None
+    for m, s in zip(batch_sizes, speedups):
+        if s is None:
+            continue
+        if s < 1.0:
+            if prev is None:
+                return float(m)
+            (m0, s0), (m1, s1) = prev, (m, s)
+            frac = (s0 - 1.0) / (s0 - s1)
+            return 2 ** (math.log2(m0) + frac * (math.log2(m1) - math.log2(m0)))
+        prev = (m, s)
+    return None
+
+
+def targets(res: Results) -> list[dict[str, object]]:
+    """The issue's targets, each with the measured value and whether it is met."""
+    out: list[dict[str, object]] = []
+
+    def add(name: str, value: float | None, goal: float) -> None:
+        out.append({"target": name, "goal": goal, "measured": value,
+                    "met": value is not None and value >= goal})
+
+    add("W4A16 vs bf16, geomean, M=1", res.geomean_speedup(1, "w4a16"), 3.0)
+    add("W4A16 vs bf16, geomean, M=16", res.geomean_speedup(16, "w4a16"), 2.5)
+    for m in [m for m in res.batch_sizes if m >= 256]:
+        add(f"W4A16 vs bf16, geomean, M={m}", res.geomean_speedup(m, "w4a16"), 0.8)
+    worst = [res.speedup(k, n, 1, "w4a16", "torch_int4") for k, n in res.shapes]
+    add("W4A16 vs torch int4, M=1, worst shape", min((w for w in worst if w), default=None), 1.5)
+    add("W8A16 vs bf16, geomean, M=1", res.geomean_speedup(1, "w8a16"), 1.8)
+    return out
+
+
+def summary_table(result: Mapping[str, object]) -> str:
+    """Plain-text table of geomean speedups over bf16 per method and batch size, then the targets."""
+    res = Results(result["meta"], tuple(result["rows"]), tuple(result.get("checks", ())), "run")  # type: ignore[arg-type]
+    ms = res.batch_sizes
+    lines = [f"{res.label}  copy {res.meta['copy_gbps']:.0f} GB/s  bf16 {res.meta['bf16_tflops']:.0f} TFLOP/s",
+             "geomean speedup over bf16 across shapes",
+             f"{'method':<16}" + "".join(f"{m:>7}" for m in ms)]
+    for method in res.methods:
+        vals = [res.geomean_speedup(m, method) for m in ms]
+        lines.append(f"{method:<16}" + "".join(f"{v:7.2f}" if v else f"{'-':>7}" for v in vals))
+    for t in targets(res):
+        v = t["measured"]
+        lines.append(f"{'MET ' if t['met'] else 'MISS'} {t['target']}: {v:.2f} (goal {t['goal']})" if v is not None
+                     else f"MISS {t['target']}: not measured")
+    return "\n".join(lines)
+
+
+def series(res: Results, k: int, n: int, methods: Iterable[str], baseline: str = "bf16") -> dict[str, list[float | None]]:
+    """Speedup over `baseline` against batch size, per method, for one shape."""
+    return {m: [res.speedup(k, n, b, m, baseline) for b in res.batch_sizes] for m in methods}
