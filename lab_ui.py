@@ -50,12 +50,18 @@ LESSONS: list[Lesson] = [
            "FP32 to FP4, INT8, INT4 and NF4 down to their bits; FP8 against INT8 on real tensors; model memory."),
     Lesson("pages/symmetric.py", "Symmetric vs asymmetric", "⚖️", "symmetric",
            "One scale or a scale plus a zero point: which grid fits weights, which fits activations."),
+    Lesson("pages/granularity.py", "Granularity", "🧱", "granularity",
+           "Per-tensor, per-channel or groups of 32-256: error on real layers against bits per weight; bit packing."),
+    Lesson("pages/storage.py", "Storage & size", "📦", "storage",
+           "Every byte of a compressed-tensors checkpoint; exact sizes of Llama, Qwen, Mistral; download one."),
     Lesson("pages/kv_cache.py", "KV cache", "🗄️", "kv-cache",
            "Cache memory against context on real architectures; FP8/INT8/INT4 on real keys and values."),
     Lesson("pages/clipping.py", "Clipping & saturation", "✂️", "clipping",
            "Rounding error against saturation error on real tensors; observers; static vs dynamic calibration."),
     Lesson("pages/outliers.py", "Outliers", "🌋", "outliers",
            "Outlier channels in real activations; SmoothQuant, AWQ, mixed precision; the whole model quantized."),
+    Lesson("pages/compare.py", "What if…", "🔀", "compare",
+           "Your schemes side by side: error on real weights and activations against checkpoint size."),
 ]
 
 
