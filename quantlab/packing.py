@@ -115,6 +115,12 @@ class WordDiagram:
         return format(self.word & _WORD_MASK, "032b")
 
     @property
+    def bit_ranges(self) -> tuple[str, ...]:
+        """Where each code sits in the word, e.g. '7..4' for code 1 of an int4 word."""
+        b = self.num_bits
+        return tuple(f"{b * i + b - 1}..{b * i}" for i in range(len(self.codes)))
+
+    @property
     def hex(self) -> str:
         return f"0x{self.word & _WORD_MASK:08X}"
 

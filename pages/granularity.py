@@ -1,0 +1,88 @@
+"""Lesson: how many weights share one scale, and what each choice costs in error and in bytes."""
+import pandas as pd
+import streamlit as st
+
+import lab_ui
+from quantlab import granularity, viz_storage
+from quantlab.models import ModelSource
+from quantlab.spec import QuantSpec
+
+
+@st.cache_data(max_entries=64, show_spinner="Quantizing the layer at every granularity…")
+def tradeoff(source: ModelSource, layer: str, custom: int, with_outputs: bool) -> list[granularity.Point]:
+    inputs = lab_ui.activations()[layer] if with_outputs else None
+    return granularity.tradeoff(lab_ui.weight(source, f"{layer}.weight"), inputs, custom)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def scales(source: ModelSource, layer: str, spec: QuantSpec) -> granularity.ScaleMap:
+    return granularity.scale_map(lab_ui.weight(source, f"{layer}.weight"), spec)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def failure(source: ModelSource, layer: str, spec: QuantSpec) -> granularity.ChannelFailure:
+    return granularity.where_tensor_fails(lab_ui.weight(source, f"{layer}.weight"), spec)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def word(source: ModelSource, layer: str) -> object:
+    return granularity.first_word(lab_ui.weight(source, f"{layer}.weight"), QuantSpec.preset("W4A16"))
+
+
+sel = lab_ui.selection()
+st.title("🧱 Granularity")
+lab_ui.lesson_section("granularity", "intro")
+
+weight = lab_ui.weight(sel.source, sel.weight_name)
+cols = weight.shape[1]
+c1, c2, c3 = st.columns([1.2, 1.2, 1.6])
+custom = c1.number_input("Custom group size", 2, cols, lab_ui.url_int("g", 96, 2, cols), step=2, key="gran_custom",
+                         help="Add your own group size to the comparison; it must divide the input dimension.")
+outputs_ok = sel.has_activations
+metric = c2.radio("Error measured on", ["layer output", "weights"] if outputs_ok else ["weights"], key="gran_metric",
+                  horizontal=True, help="Layer output = X·Wᵀ with the layer's real captured inputs X.")
+lab_ui.set_url(g=custom)
+if not outputs_ok:
+    st.caption("Layer-output SQNR needs the layer's real inputs, which the lab captures for the embedded model "
+               "only; for this source the chart shows weight SQNR.")
+skipped = granularity.unusable_groups(cols, int(custom))
+if skipped:
+    c3.warning(f"g{', g'.join(map(str, skipped))} do not divide this layer's {cols} columns: left out.", icon="✂️")
+
+with lab_ui.user_errors():
+    points = tradeoff(sel.source, sel.layer, int(custom), outputs_ok)
+st.plotly_chart(viz_storage.pareto(points, output=metric == "layer output"), width="stretch")
+
+table = pd.DataFrame([{
+    "scheme": p.spec.label, "formula bits/weight": round(p.formula_bits, 4),
+    "measured bits/weight": round(p.bits_per_weight, 4), "stored bytes": p.stored_bytes,
+    "weight SQNR (dB)": round(p.weight_sqnr_db, 2),
+    **({"output SQNR (dB)": round(p.output_sqnr_db, 2)} if p.output_sqnr_db is not None else {}),
+} for p in points])
+lab_ui.lesson_section("granularity", "bits per weight")
+st.dataframe(table, hide_index=True, width="stretch")
+
+st.subheader("The scales themselves")
+groups = [g for g in (32, 64, 128, 256, int(custom)) if cols % g == 0]
+g1, g2 = st.columns(2)
+group = g1.select_slider("Group size for the heatmap", sorted(set(groups)), value=128 if 128 in groups else groups[0],
+                         key="gran_heat_g")
+symmetric = g2.toggle("Symmetric", value=True, key="gran_sym")
+heat_spec = QuantSpec(num_bits=4, symmetric=symmetric, strategy="group", group_size=group)
+st.plotly_chart(viz_storage.scale_heatmap(scales(sel.source, sel.layer, heat_spec), f"`{sel.layer}`"), width="stretch")
+lab_ui.lesson_section("granularity", "heatmap")
+
+st.subheader("Where one scale for the whole tensor fails")
+fail = failure(sel.source, sel.layer, heat_spec)
+st.plotly_chart(viz_storage.channel_failure(fail), width="stretch")
+st.dataframe(pd.DataFrame(fail.worst(5)).round(4), hide_index=True, width="stretch")
+lab_ui.lesson_section("granularity", "failure")
+
+st.subheader("Eight INT4 codes in one int32")
+diagram = word(sel.source, sel.layer)
+st.plotly_chart(viz_storage.word_bits(diagram), width="stretch")
+st.dataframe(pd.DataFrame({"code #": range(len(diagram.codes)), "signed code": diagram.codes,
+                           "stored (code + 8)": diagram.stored, "4 bits": diagram.fields,
+                           "bits in the word": diagram.bit_ranges}),
+             hide_index=True, width="stretch")
+lab_ui.lesson_section("granularity", "packing")

@@ -1,0 +1,100 @@
+"""Lesson: what a quantized checkpoint stores, byte by byte, and the real size of real models."""
+import pandas as pd
+import streamlit as st
+
+import lab_ui
+from quantlab import export, sizing, viz_storage
+from quantlab.models import ModelSource
+from quantlab.spec import PRESETS, QuantSpec
+
+GROUPS = [32, 64, 128, 256]
+SIDEBAR = "the sidebar's model"
+
+
+@st.cache_data(max_entries=128, show_spinner="Sizing from shapes…")
+def report(source: ModelSource | str, spec: QuantSpec) -> sizing.SizeReport:
+    return sizing.model_size(source, spec)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def claims(arch: str) -> list[sizing.Claim]:
+    return sizing.syllabus_claims(arch)
+
+
+sel = lab_ui.selection()
+st.title("📦 Storage & size")
+lab_ui.lesson_section("storage", "intro")
+
+shipped = list(sizing.shipped_configs())
+choices = [SIDEBAR, *shipped]
+c1, c2, c3 = st.columns([1.6, 1.2, 1.2])
+picked = c1.selectbox("Model", choices, index=choices.index(lab_ui.url_choice("arch", choices, SIDEBAR)),
+                      key="storage_arch", format_func=lambda c: f"{sel.source.label} (real file)" if c == SIDEBAR
+                      else f"{c} (config only)", help="Shipped configs give exact shapes with no download.")
+scheme = c2.selectbox("Scheme", list(PRESETS), index=list(PRESETS).index(lab_ui.url_choice("scheme", list(PRESETS), "W4A16")),
+                      key="storage_scheme")
+spec = QuantSpec.preset(scheme)
+if spec.strategy == "group":
+    group = c3.select_slider("Group size", GROUPS, value=lab_ui.url_choice("g", GROUPS, spec.group_size), key="storage_g")
+    spec = spec.with_(group_size=group)
+    lab_ui.set_url(arch=picked, scheme=scheme, g=group)
+else:
+    c3.caption(f"{scheme} uses one scale per {spec.strategy}: no group size.")
+    lab_ui.set_url(arch=picked, scheme=scheme)
+source: ModelSource | str = sel.source if picked == SIDEBAR else picked
+
+with lab_ui.user_errors():
+    rep = report(source, spec)
+
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("model.safetensors", sizing.format_bytes(rep.total_bytes), help=f"{rep.total_bytes:,} bytes, header included")
+m2.metric("Unquantized", sizing.format_bytes(rep.original_bytes), help="The same tensors in their original dtype.")
+m3.metric("Bits per parameter", f"{rep.bits_per_weight:.3f}", help="Whole file, every tensor counted.")
+m4.metric("In quantized layers", f"{rep.quantized_bits_per_weight():.3f} bits", help="Codes + scales + zero points.")
+for note in rep.notes:
+    st.info(note, icon="✂️")
+st.plotly_chart(viz_storage.bytes_breakdown(rep), width="stretch")
+lab_ui.lesson_section("storage", "breakdown")
+
+st.subheader("The tensor tree")
+lab_ui.lesson_section("storage", "tree")
+rows = pd.DataFrame(rep.rows())
+first_block = rows[rows["tensor"].str.contains(r"\.0\.")]
+t1, t2 = st.columns([3, 2])
+t1.dataframe(first_block, hide_index=True, width="stretch", height=420)
+t2.json(export.quantization_config(spec, rep.ignore), expanded=2)
+with st.expander(f"All {len(rows):,} tensors"):
+    st.dataframe(rows, hide_index=True, width="stretch")
+
+st.subheader("Group size and file size")
+ladder = [("channel", QuantSpec(num_bits=spec.num_bits if spec.type == "int" else 4, strategy="channel",
+                                symmetric=spec.symmetric))]
+ladder += [(f"g{g}", ladder[0][1].with_(strategy="group", group_size=g)) for g in sorted(GROUPS, reverse=True)]
+with lab_ui.user_errors():
+    ladder_reports = [report(source, s) for _, s in ladder]
+st.plotly_chart(viz_storage.size_by_group([label for label, _ in ladder], ladder_reports), width="stretch")
+lab_ui.lesson_section("storage", "groups")
+
+st.subheader("The syllabus' numbers, measured")
+sevens = [c for c in shipped if "7b" in c or "8b" in c]
+arch = st.radio("Architecture", sevens, horizontal=True, key="storage_claims_arch",
+                index=sevens.index("mistral-7b") if "mistral-7b" in sevens else 0)
+st.dataframe(pd.DataFrame([{
+    "syllabus says": c.claim, "stated": sizing.format_bytes(c.stated_bytes),
+    "measured": sizing.format_bytes(c.measured_bytes), "verdict": "holds" if c.holds else "off",
+    "why": c.detail} for c in claims(arch)]), hide_index=True, width="stretch")
+lab_ui.lesson_section("storage", "syllabus")
+
+st.subheader("Take the checkpoint with you")
+lab_ui.lesson_section("storage", "download")
+static = spec.activations is not None and not spec.activations.dynamic
+if not rep.has_weights:
+    st.info("A config has shapes but no weights: pick the sidebar's model to export real tensors.", icon="ℹ️")
+elif static and not sel.source.is_embedded:
+    st.info("FP8 needs static activation scales, calibrated on inputs the lab captures for the embedded model "
+            "only: use FP8_DYNAMIC for your own model.", icon="ℹ️")
+else:
+    st.download_button(f"Download {spec.label} checkpoint (.zip, ~{sizing.format_bytes(rep.total_bytes)})",
+                       data=lambda: export.export_zip(sel.source, spec), file_name=f"quantlab-{scheme.lower()}.zip",
+                       mime="application/zip", icon="⬇️", on_click="ignore")
+    st.caption(f"Built only when clicked. Loads with: {export.runtimes(spec)}.")

@@ -1,0 +1,104 @@
+"""Figures for the Granularity and Storage lessons (pure: data in, `go.Figure` out, house style)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import plotly.graph_objects as go
+
+from quantlab import sizing
+from quantlab.granularity import ChannelFailure, Point, ScaleMap
+from quantlab.packing import WordDiagram
+from quantlab.viz import PALETTE, SERIES, styled
+
+
+def _pareto_front(xs: list[float], ys: list[float]) -> list[int]:
+    """Indices of points no other point beats on both fewer bits and higher SQNR."""
+    order = sorted(range(len(xs)), key=lambda i: (xs[i], -ys[i]))
+    front, best = [], float("-inf")
+    for i in order:
+        if ys[i] > best:
+            front.append(i)
+            best = ys[i]
+    return front
+
+
+def pareto(points: Sequence[Point], output: bool) -> go.Figure:
+    fig = go.Figure()
+    value = (lambda p: p.output_sqnr_db) if output else (lambda p: p.weight_sqnr_db)
+    families = sorted({(p.spec.num_bits, p.spec.symmetric) for p in points}, key=lambda f: (f[0], not f[1]))
+    for color, (bits, sym) in zip(SERIES, families):
+        group = [p for p in points if (p.spec.num_bits, p.spec.symmetric) == (bits, sym)]
+        fig.add_trace(go.Scatter(
+            x=[p.bits_per_weight for p in group], y=[value(p) for p in group], mode="markers+text",
+            text=[p.label for p in group], textposition="top center", name=f"INT{bits} {'sym' if sym else 'asym'}",
+            marker=dict(size=10, color=color, symbol="circle" if sym else "diamond"),
+            hovertemplate="%{text}: %{x:.3f} bits/weight, %{y:.2f} dB<extra></extra>"))
+    xs, ys = [p.bits_per_weight for p in points], [value(p) for p in points]
+    front = _pareto_front(xs, ys)
+    fig.add_trace(go.Scatter(x=[xs[i] for i in front], y=[ys[i] for i in front], mode="lines", name="Pareto front",
+                             line=dict(color=PALETTE["muted"], dash="dot"), hoverinfo="skip"))
+    what = "layer-output SQNR on real inputs" if output else "weight SQNR"
+    return styled(fig, f"Error against storage: {what}", "stored bits per weight (bits)",
+                  "SQNR (dB, higher is better)", height=430)
+
+
+def scale_heatmap(smap: ScaleMap, label: str) -> go.Figure:
+    rows = "output channel" if smap.rows_per_cell == 1 else f"output channel (max of {smap.rows_per_cell} per row)"
+    fig = go.Figure(go.Heatmap(z=smap.values.numpy(), colorscale="Viridis", colorbar=dict(title="scale"),
+                               hovertemplate="channel block %{y}, group %{x}: scale %{z:.3g}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed")
+    return styled(fig, f"Scales of {label}: one per output channel × group of {smap.group_size}",
+                  f"group index (each covers {smap.group_size} input columns)", rows, height=420)
+
+
+def channel_failure(fail: ChannelFailure) -> go.Figure:
+    fig = go.Figure()
+    for sqnr, spec, color in ((fail.sqnr_coarse, fail.coarse, PALETTE["bad"]), (fail.sqnr_fine, fail.fine, PALETTE["good"])):
+        fig.add_trace(go.Scattergl(x=fail.absmax.numpy(), y=sqnr.numpy(), mode="markers", name=spec.label,
+                                   marker=dict(size=5, color=color, opacity=0.6),
+                                   hovertemplate="max |w| %{x:.3g}: %{y:.1f} dB<extra></extra>"))
+    fig.update_xaxes(type="log")
+    return styled(fig, "Where one scale fails: each dot is an output channel",
+                  "largest |weight| in the channel (log scale)", "channel SQNR (dB)", height=400)
+
+
+def word_bits(diagram: WordDiagram) -> go.Figure:
+    """32 bits of one int32 word, most significant on the left, coloured by the code they hold."""
+    b = diagram.num_bits
+    positions = list(range(31, -1, -1))
+    owner = [p // b for p in positions]
+    bits = list(diagram.binary)
+    fig = go.Figure(go.Heatmap(
+        z=[owner], x=[str(p) for p in positions], y=["bit"], text=[bits], texttemplate="%{text}",
+        textfont=dict(size=15, color="white"), colorscale=[[i / 7, SERIES[i % len(SERIES)]] for i in range(8)],
+        showscale=False, xgap=2, hovertemplate="bit %{x}: %{text} (code %{z})<extra></extra>"))
+    for i, (code, stored) in enumerate(zip(diagram.codes, diagram.stored)):
+        fig.add_annotation(x=str(i * b + b - 1), y=1.0, yref="paper", xanchor="left", yanchor="bottom",
+                           showarrow=False, text=f"#{i}: {code:+d}→{stored}", font=dict(size=11))
+    fig.update_yaxes(showticklabels=False)
+    return styled(fig, f"One int32 of weight_packed: {diagram.hex} (reads {diagram.word:,} as a signed int32)",
+                  "bit position (31 = most significant; code #0 sits in bits 3..0)", "", height=230)
+
+
+def bytes_breakdown(report: sizing.SizeReport) -> go.Figure:
+    parts = report.by_kind() | {"safetensors header": report.header_bytes}
+    fig = go.Figure()
+    for color, (kind, n) in zip(SERIES * 2, parts.items()):
+        fig.add_trace(go.Bar(x=[n / 1e6], y=["file"], orientation="h", name=kind, marker_color=color,
+                             hovertemplate=f"{kind}: {sizing.format_bytes(n)} ({n / report.total_bytes:.1%})<extra></extra>"))
+    fig.update_layout(barmode="stack")
+    return styled(fig, f"Where the {sizing.format_bytes(report.total_bytes)} go ({report.spec.label})",
+                  "size (MB, 10^6 bytes)", "", height=260)
+
+
+def size_by_group(labels: Sequence[str], reports: Sequence[sizing.SizeReport]) -> go.Figure:
+    kinds = ("packed weights", "quantized weights", "scales", "zero points")
+    fig = go.Figure()
+    for color, kind in zip(SERIES, kinds):
+        ys = [r.by_kind().get(kind, 0) / 1e6 for r in reports]
+        if any(ys):
+            fig.add_trace(go.Bar(x=list(labels), y=ys, name=kind, marker_color=color,
+                                 hovertemplate="%{x}: %{y:,.1f} MB<extra></extra>"))
+    fig.update_layout(barmode="stack")
+    return styled(fig, "Quantized layers' bytes by granularity (everything else is unchanged)",
+                  "granularity", "size (MB, 10^6 bytes)", height=380)
