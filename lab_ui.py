@@ -58,7 +58,7 @@ LESSONS: list[Lesson] = [
            "Cache memory against context on real architectures; FP8/INT8/INT4 on real keys and values."),
     Lesson("pages/clipping.py", "Clipping & saturation", "✂️", "clipping",
            "Rounding error against saturation error on real tensors; observers; static vs dynamic calibration."),
-    Lesson("pages/outliers.py", "Outliers", "🌋", "outliers",
+    Lesson("pages/outliers.py", "Outliers", "⚡", "outliers",
            "Outlier channels in real activations; SmoothQuant, AWQ, mixed precision; the whole model quantized."),
     Lesson("pages/compare.py", "What if…", "🔀", "compare",
            "Your schemes side by side: error on real weights and activations against checkpoint size."),
