@@ -40,27 +40,31 @@ class Lesson:
     file: str
     title: str
     icon: str
-    url: str
     blurb: str
+
+    @property
+    def url(self) -> str:
+        """The page's address is its file name, which is also how AppTest's switch_page finds it."""
+        return Path(self.file).stem
 
 
 # The syllabus, in teaching order: app.py builds the navigation from it and the home page links it.
 LESSONS: list[Lesson] = [
-    Lesson("pages/formats.py", "Precision formats", "🔢", "formats",
+    Lesson("pages/formats.py", "Precision formats", "🔢",
            "FP32 to FP4, INT8, INT4 and NF4 down to their bits; FP8 against INT8 on real tensors; model memory."),
-    Lesson("pages/symmetric.py", "Symmetric vs asymmetric", "⚖️", "symmetric",
+    Lesson("pages/symmetric.py", "Symmetric vs asymmetric", "⚖️",
            "One scale or a scale plus a zero point: which grid fits weights, which fits activations."),
-    Lesson("pages/granularity.py", "Granularity", "🧱", "granularity",
+    Lesson("pages/granularity.py", "Granularity", "🧱",
            "Per-tensor, per-channel or groups of 32-256: error on real layers against bits per weight; bit packing."),
-    Lesson("pages/storage.py", "Storage & size", "📦", "storage",
+    Lesson("pages/storage.py", "Storage & size", "📦",
            "Every byte of a compressed-tensors checkpoint; exact sizes of Llama, Qwen, Mistral; download one."),
-    Lesson("pages/kv_cache.py", "KV cache", "🗄️", "kv-cache",
-           "Cache memory against context on real architectures; FP8/INT8/INT4 on real keys and values."),
-    Lesson("pages/clipping.py", "Clipping & saturation", "✂️", "clipping",
+    Lesson("pages/clipping.py", "Clipping & saturation", "✂️",
            "Rounding error against saturation error on real tensors; observers; static vs dynamic calibration."),
-    Lesson("pages/outliers.py", "Outliers", "⚡", "outliers",
+    Lesson("pages/outliers.py", "Outliers", "⚡",
            "Outlier channels in real activations; SmoothQuant, AWQ, mixed precision; the whole model quantized."),
-    Lesson("pages/compare.py", "What if…", "🔀", "compare",
+    Lesson("pages/kv_cache.py", "KV cache", "🗄️",
+           "Cache memory against context on real architectures; FP8/INT8/INT4 on real keys and values."),
+    Lesson("pages/compare.py", "What if…", "🔀",
            "Your schemes side by side: error on real weights and activations against checkpoint size."),
 ]
 

@@ -106,3 +106,16 @@ def sqnr_vs_bits(data: dict[str, list[float]], current_bits: int) -> go.Figure:
     styled(fig, "Signal-to-noise ratio against bit width (per-tensor)", "bits per value", "SQNR (dB)", height=340)
     fig.update_xaxes(dtick=1)
     return fig
+
+
+def what_if_scatter(names: Sequence[str], bits: Sequence[float], sqnr: Sequence[float], y_title: str) -> go.Figure:
+    """Error against storage cost, one labelled point per scheme: up and left is better."""
+    fig = go.Figure(go.Scatter(
+        x=list(bits), y=list(sqnr), mode="markers+text", text=list(names), textposition="top center",
+        marker=dict(size=13, color=SERIES[: len(names)] if len(names) <= len(SERIES) else SERIES[0]),
+        hovertemplate="%{text}<br>%{x:.3f} bits per weight<br>%{y:.1f} dB<extra></extra>",
+    ))
+    styled(fig, "Error against cost on this layer (up and to the left is better)",
+           "bits per weight (codes + scales + zero points)", y_title, height=420)
+    fig.update_layout(showlegend=False)
+    return fig

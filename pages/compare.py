@@ -1,0 +1,85 @@
+"""What if…: several quantization schemes side by side on the same layer and the same model."""
+import pandas as pd
+import streamlit as st
+
+import lab_ui
+from quantlab import compare, sizing, viz, whole_model
+from quantlab.models import ModelSource
+
+THIS_MODEL = "the model in the sidebar"
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def layer_row(source: ModelSource, layer: str, name: str, with_activations: bool) -> compare.LayerWhatIf:
+    x = lab_ui.activations()[layer] if with_activations else None
+    return compare.layer_what_if(name, lab_ui.weight(source, f"{layer}.weight"), x)
+
+
+@st.cache_data(max_entries=128, show_spinner="Sizing the checkpoint from shapes…")
+def sizes(target: str, source: ModelSource, names: tuple[str, ...]) -> dict[str, compare.CheckpointSize]:
+    return compare.model_sizes(source if target == THIS_MODEL else target, names)
+
+
+sel = lab_ui.selection()
+st.title("🔀 What if…")
+lab_ui.lesson_section("compare", "intro")
+
+options = list(compare.CANDIDATES)
+from_url = [n for n in st.query_params.get_all("scheme") if n in options]
+chosen = st.multiselect("Schemes to compare", options, default=from_url or list(compare.DEFAULT_CHOICE),
+                        key="cmp_schemes", max_selections=8)
+targets = [THIS_MODEL, *sizing.shipped_configs()]
+target = st.selectbox("Size the whole checkpoint of", targets, key="cmp_target",
+                      index=targets.index(lab_ui.url_choice("target", targets, THIS_MODEL)),
+                      help="Shipped architectures are sized from their config.json: no weights needed.")
+st.query_params["scheme"] = chosen
+lab_ui.set_url(target=target)
+if not chosen:
+    st.info("Pick at least one scheme.")
+    st.stop()
+
+with lab_ui.user_errors():
+    rows = [layer_row(sel.source, sel.layer, n, sel.has_activations) for n in chosen]
+    size_by_name = sizes(target, sel.source, tuple(chosen))
+
+usable = [r for r in rows if r.skipped is None]
+for r in rows:
+    if r.skipped:
+        st.warning(f"{r.name}: {r.skipped}", icon="⚠️")
+metric = "layer-output SQNR on real activations (dB)" if sel.has_activations else "weight SQNR (dB)"
+st.plotly_chart(viz.what_if_scatter(
+    [r.name for r in usable], [r.bits_per_weight for r in usable],
+    [r.output_sqnr_db if sel.has_activations else r.weight_sqnr_db for r in usable], metric,
+), width="stretch")
+
+table = pd.DataFrame({
+    "scheme": [r.name for r in rows],
+    "format": [r.spec.label + (f" · A {r.spec.activations.label}" if r.spec.activations else "") for r in rows],
+    "bits / weight (this layer)": [r.bits_per_weight for r in rows],
+    "weight SQNR (dB)": [r.weight_sqnr_db for r in rows],
+    "output SQNR (dB)": [r.output_sqnr_db for r in rows],
+    f"checkpoint size ({target})": [sizing.format_bytes(size_by_name[r.name].total_bytes) for r in rows],
+}).set_index("scheme")
+st.dataframe(table.style.format(precision=2, na_rep="—"), width="stretch")
+st.caption(f"Layer `{sel.layer}` of {sel.source.label}. Sizes are the compressed-tensors file that "
+           "llm-compressor writes for that scheme (packed codes, scales, zero points, tensors kept unquantized).")
+for name in chosen:
+    for note in size_by_name[name].notes:
+        st.caption(f"Size of {name}: {note}")
+lab_ui.lesson_section("compare", "reading")
+
+st.subheader("The whole model")
+if not sel.has_activations:
+    st.caption("Whole-model runs need the embedded model (its forward pass runs here).")
+elif st.button("Run the embedded model under each scheme", key="cmp_run") or st.session_state.get("cmp_ran"):
+    st.session_state["cmp_ran"] = True
+    with st.spinner("Quantizing every Linear and embedding the test sentences…"):
+        results = {r.name: whole_model.run(r.spec) for r in usable}
+    st.dataframe(pd.DataFrame({
+        "scheme": list(results),
+        "embedding cosine to fp32 (mean)": [r.cosine_mean for r in results.values()],
+        "worst sentence cosine": [r.cosine_min for r in results.values()],
+        "nearest neighbour unchanged (%)": [100 * r.top1_agreement for r in results.values()],
+        "paraphrase found (%)": [100 * r.paraphrase_recall for r in results.values()],
+    }).set_index("scheme").style.format(precision=4), width="stretch")
+    st.caption("All 36 Linear layers quantized; sentence embeddings mean-pooled as sentence-transformers does.")

@@ -1,0 +1,76 @@
+"""What-if comparisons: several schemes on the same layer, the same model, side by side.
+
+The question engineers bring is "what happens if I use g64 / FP8 / W8A8 on my model?"; the honest
+answer puts error (on real weights and real activations) next to what the file will weigh.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from quantlab import metrics, outliers, sizing
+from quantlab.errors import QuantlabError
+from quantlab.quantize import fake_quantize
+from quantlab.spec import PRESETS, QuantSpec
+
+_W4 = PRESETS["W4A16"]
+
+# The schemes people actually ask about, by the names they ask with.
+CANDIDATES: dict[str, QuantSpec] = {
+    "W4A16 g32": _W4.with_(group_size=32),
+    "W4A16 g64": _W4.with_(group_size=64),
+    "W4A16 g128": _W4,
+    "W4A16 g256": _W4.with_(group_size=256),
+    "W4A16 asym g128": PRESETS["W4A16_ASYM"],
+    "W4A16 per-channel": _W4.with_(strategy="channel", group_size=None),
+    "W4A16 per-tensor": _W4.with_(strategy="tensor", group_size=None),
+    "W8A16": PRESETS["W8A16"],
+    "W8A8 (dynamic per-token)": PRESETS["W8A8"],
+    "FP8 (static per-tensor)": PRESETS["FP8"],
+    "FP8 dynamic": PRESETS["FP8_DYNAMIC"],
+}
+DEFAULT_CHOICE = ("W4A16 g128", "W4A16 g64", "W8A16", "W8A8 (dynamic per-token)", "FP8 dynamic")
+
+
+@dataclass(frozen=True)
+class LayerWhatIf:
+    name: str
+    spec: QuantSpec
+    bits_per_weight: float
+    weight_sqnr_db: float
+    output_sqnr_db: float | None  # X·Wᵀ error on real activations; None where none were captured
+    quantizes_activations: bool
+    skipped: str | None = None  # why this scheme cannot apply to this layer (e.g. group size)
+
+
+@torch.no_grad()
+def layer_what_if(name: str, w: torch.Tensor, x: torch.Tensor | None) -> LayerWhatIf:
+    """One named candidate on one layer: weight error, layer-output error, storage cost."""
+    spec = CANDIDATES[name]
+    w_spec = spec.with_(activations=None)
+    try:
+        w_hat = fake_quantize(w, w_spec)
+    except QuantlabError as err:
+        nan = float("nan")
+        return LayerWhatIf(name, spec, nan, nan, None, spec.activations is not None, skipped=str(err))
+    out_sqnr = None
+    if x is not None:
+        out_sqnr = metrics.sqnr_db(outliers.layer_output(x, w), outliers.quantized_output(x, w, spec))
+    return LayerWhatIf(
+        name=name, spec=spec, bits_per_weight=metrics.bits_per_weight(w_spec, tuple(w.shape)),
+        weight_sqnr_db=metrics.sqnr_db(w, w_hat), output_sqnr_db=out_sqnr,
+        quantizes_activations=spec.activations is not None,
+    )
+
+
+@dataclass(frozen=True)
+class CheckpointSize:
+    total_bytes: int
+    notes: tuple[str, ...]  # what sizing had to decide, e.g. layers a group size cannot split
+
+
+def model_sizes(source: sizing.Source, names: tuple[str, ...]) -> dict[str, CheckpointSize]:
+    """File size of the whole checkpoint under each candidate (shapes only, no weights read)."""
+    reports = {name: sizing.model_size(source, CANDIDATES[name]) for name in names}
+    return {name: CheckpointSize(r.total_bytes, r.notes) for name, r in reports.items()}
