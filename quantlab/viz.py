@@ -109,13 +109,14 @@ def sqnr_vs_bits(data: dict[str, list[float]], current_bits: int) -> go.Figure:
 
 
 def what_if_scatter(names: Sequence[str], bits: Sequence[float], sqnr: Sequence[float], y_title: str) -> go.Figure:
-    """Error against storage cost, one labelled point per scheme: up and left is better."""
-    fig = go.Figure(go.Scatter(
-        x=list(bits), y=list(sqnr), mode="markers+text", text=list(names), textposition="top center",
-        marker=dict(size=13, color=SERIES[: len(names)] if len(names) <= len(SERIES) else SERIES[0]),
-        hovertemplate="%{text}<br>%{x:.3f} bits per weight<br>%{y:.1f} dB<extra></extra>",
-    ))
+    """Error against storage cost, one point per scheme (named in the legend): up and left is better."""
+    fig = go.Figure()
+    for i, (name, x, y) in enumerate(zip(names, bits, sqnr)):
+        fig.add_trace(go.Scatter(
+            x=[x], y=[y], mode="markers", name=name,
+            marker=dict(size=14, color=SERIES[i % len(SERIES)], symbol=["circle", "diamond", "square"][i // len(SERIES) % 3]),
+            hovertemplate=f"{name}<br>%{{x:.3f}} bits per weight<br>%{{y:.1f}} dB<extra></extra>",
+        ))
     styled(fig, "Error against cost on this layer (up and to the left is better)",
-           "bits per weight (codes + scales + zero points)", y_title, height=420)
-    fig.update_layout(showlegend=False)
+           "bits per weight (codes + scales + zero points)", y_title, height=440)
     return fig
