@@ -47,7 +47,8 @@ if not outputs_ok:
                "only; for this source the chart shows weight SQNR.")
 skipped = granularity.unusable_groups(cols, int(custom))
 if skipped:
-    c3.warning(f"g{', g'.join(map(str, skipped))} do not divide this layer's {cols} columns: left out.", icon="✂️")
+    c3.warning(f"Left out: g{', g'.join(map(str, skipped))} (a group size must divide this layer's {cols} "
+               "input columns).", icon="✂️")
 
 with lab_ui.user_errors():
     points = tradeoff(sel.source, sel.layer, int(custom), outputs_ok)
@@ -69,7 +70,7 @@ group = g1.select_slider("Group size for the heatmap", sorted(set(groups)), valu
                          key="gran_heat_g")
 symmetric = g2.toggle("Symmetric", value=True, key="gran_sym")
 heat_spec = QuantSpec(num_bits=4, symmetric=symmetric, strategy="group", group_size=group)
-st.plotly_chart(viz_storage.scale_heatmap(scales(sel.source, sel.layer, heat_spec), f"`{sel.layer}`"), width="stretch")
+st.plotly_chart(viz_storage.scale_heatmap(scales(sel.source, sel.layer, heat_spec), sel.layer), width="stretch")
 lab_ui.lesson_section("granularity", "heatmap")
 
 st.subheader("Where one scale for the whole tensor fails")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import plotly.graph_objects as go
 
 from quantlab import sizing
@@ -30,7 +31,8 @@ def pareto(points: Sequence[Point], output: bool) -> go.Figure:
         group = [p for p in points if (p.spec.num_bits, p.spec.symmetric) == (bits, sym)]
         fig.add_trace(go.Scatter(
             x=[p.bits_per_weight for p in group], y=[value(p) for p in group], mode="markers+text",
-            text=[p.label for p in group], textposition="top center", name=f"INT{bits} {'sym' if sym else 'asym'}",
+            text=[p.label for p in group], textposition="top center" if sym else "bottom center",
+            textfont=dict(size=10, color=color), name=f"INT{bits} {'sym' if sym else 'asym'}",
             marker=dict(size=10, color=color, symbol="circle" if sym else "diamond"),
             hovertemplate="%{text}: %{x:.3f} bits/weight, %{y:.2f} dB<extra></extra>"))
     xs, ys = [p.bits_per_weight for p in points], [value(p) for p in points]
@@ -43,9 +45,13 @@ def pareto(points: Sequence[Point], output: bool) -> go.Figure:
 
 
 def scale_heatmap(smap: ScaleMap, label: str) -> go.Figure:
-    rows = "output channel" if smap.rows_per_cell == 1 else f"output channel (max of {smap.rows_per_cell} per row)"
-    fig = go.Figure(go.Heatmap(z=smap.values.numpy(), colorscale="Viridis", colorbar=dict(title="scale"),
-                               hovertemplate="channel block %{y}, group %{x}: scale %{z:.3g}<extra></extra>"))
+    rows = "output channel" if smap.rows_per_cell == 1 else f"output channel (max over blocks of {smap.rows_per_cell})"
+    values = smap.values.numpy()
+    # Log colour: one outlier scale would otherwise paint every other cell the same dark blue.
+    fig = go.Figure(go.Heatmap(
+        z=np.log10(values), y=np.arange(values.shape[0]) * smap.rows_per_cell, customdata=values,
+        colorscale="Viridis", colorbar=dict(title="log10 scale"),
+        hovertemplate="channel %{y}, group %{x}: scale %{customdata:.3g}<extra></extra>"))
     fig.update_yaxes(autorange="reversed")
     return styled(fig, f"Scales of {label}: one per output channel × group of {smap.group_size}",
                   f"group index (each covers {smap.group_size} input columns)", rows, height=420)
@@ -76,8 +82,9 @@ def word_bits(diagram: WordDiagram) -> go.Figure:
         fig.add_annotation(x=str(i * b + b - 1), y=1.0, yref="paper", xanchor="left", yanchor="bottom",
                            showarrow=False, text=f"#{i}: {code:+d}→{stored}", font=dict(size=11))
     fig.update_yaxes(showticklabels=False)
+    fig.update_xaxes(type="category")  # keep bit 31 on the left, as the word is written in binary
     return styled(fig, f"One int32 of weight_packed: {diagram.hex} (reads {diagram.word:,} as a signed int32)",
-                  "bit position (31 = most significant; code #0 sits in bits 3..0)", "", height=230)
+                  "bit position (31 = most significant; code #0 sits in bits 3..0)", "one word", height=230)
 
 
 def bytes_breakdown(report: sizing.SizeReport) -> go.Figure:
@@ -88,7 +95,7 @@ def bytes_breakdown(report: sizing.SizeReport) -> go.Figure:
                              hovertemplate=f"{kind}: {sizing.format_bytes(n)} ({n / report.total_bytes:.1%})<extra></extra>"))
     fig.update_layout(barmode="stack")
     return styled(fig, f"Where the {sizing.format_bytes(report.total_bytes)} go ({report.spec.label})",
-                  "size (MB, 10^6 bytes)", "", height=260)
+                  "size (MB, 10^6 bytes)", "model.safetensors", height=260)
 
 
 def size_by_group(labels: Sequence[str], reports: Sequence[sizing.SizeReport]) -> go.Figure:
