@@ -73,7 +73,7 @@ arch_name = c1.selectbox("Architecture", archs, key="kv_arch",
 schemes = list(kvcache.WEIGHT_SCHEMES)
 scheme = c2.selectbox("Weights", schemes, key="kv_weights", index=schemes.index(lab_ui.url_choice("kv_weights", schemes, "BF16")),
                       help="BF16 as published, or a compressed-tensors scheme (sized by quantlab.sizing).")
-batch = c3.slider("Batch (sequences)", 1, 64, lab_ui.url_int("kv_batch", 1, 1, 64), key="kv_batch")
+batch = c3.slider("Batch (sequences)", 1, 64, lab_ui.url_int("kv_batch", 8, 1, 64), key="kv_batch")
 unit_name = c4.radio("Card sizes in", list(UNITS), key="kv_unit", horizontal=False,
                      help="GPU memory is built in binary units; vendors print 'GB'.")
 lab_ui.set_url(kv_arch=arch_name, kv_weights=scheme, kv_batch=batch)
