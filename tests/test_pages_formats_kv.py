@@ -32,10 +32,10 @@ def test_kv_page_memory_widgets_and_real_kv_table():
     text = markdown_text(at)
     assert "131,072 bytes" in text  # Llama-3.1-8B: 2 × 32 × 8 × 128 × 2
     fits = at.dataframe[0].value.copy()
-    at.slider(key="kv_batch").set_value(8).run()
+    at.slider(key="kv_batch").set_value(16).run()
     assert not at.exception
     assert not at.dataframe[0].value.equals(fits)
-    assert at.query_params["kv_batch"] == "8"
+    assert at.query_params["kv_batch"] == "16"
     at.selectbox(key="kv_arch").set_value("qwen2.5-7b").run()
     assert "4 KV heads" in markdown_text(at)
     errors = at.dataframe[1].value
