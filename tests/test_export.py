@@ -191,3 +191,15 @@ def test_static_activations_need_captured_inputs(tmp_path: Path) -> None:
                                     ql.QuantSpec.preset("FP8_DYNAMIC"))
     assert (result.path / "model.safetensors").stat().st_size == result.report.total_bytes
     assert json.loads((result.path / "config.json").read_text())["quantization_config"]["format"] == "float-quantized"
+
+
+def test_export_zip_is_what_the_download_button_serves() -> None:
+    import io
+    import zipfile
+
+    data = export.export_zip(models.ModelSource.embedded(), ql.QuantSpec.preset("W4A16"))
+    zf = zipfile.ZipFile(io.BytesIO(data))
+    names = zf.namelist()
+    assert any(n.endswith("/model.safetensors") for n in names) and any(n.endswith("/tokenizer.json") for n in names)
+    config = json.loads(zf.read(next(n for n in names if n.endswith("/config.json"))))
+    assert config["quantization_config"]["format"] == "pack-quantized"
