@@ -86,13 +86,13 @@ def duel_chart(d: formats.FormatDuel, title: str) -> go.Figure:
     for i, (label, errs) in enumerate(d.band_rel_error.items()):
         fig.add_trace(go.Scatter(x=centers, y=[100 * e for e in errs], name=f"{label} ({d.sqnr_db[label]:.1f} dB)",
                                  mode="lines+markers", line=dict(color=viz.SERIES[i])), row=1, col=1)
-    fig.add_trace(go.Bar(x=centers, y=[100 * s for s in d.band_share], name="share of values",
-                         marker_color=viz.PALETTE["data"], hovertemplate="%{y:.2f}% of values<extra></extra>"),
-                  row=2, col=1)
+    fig.add_trace(go.Scatter(x=centers, y=[100 * s for s in d.band_share], name="share of values",
+                             mode="lines", line=dict(color=viz.PALETTE["data"], shape="hvh"), fill="tozeroy",
+                             hovertemplate="%{y:.2f}% of values<extra></extra>"), row=2, col=1)
     fig.update_xaxes(type="log")
     fig = viz.styled(fig, title, "|x| (log scale)", "mean relative error (%, log scale)", height=440)
     fig.update_xaxes(title_text=None, row=1, col=1)
-    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_yaxes(type="log", dtick=1, row=1, col=1)
     fig.update_yaxes(title_text="values (%)", row=2, col=1)
     return fig
 

@@ -23,7 +23,6 @@ import json
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
 
 import torch
 
@@ -42,7 +41,6 @@ KV_FORMATS: dict[str, QuantSpec] = {
 }
 # The strategy a KV scheme uses for each granularity (see the module docstring).
 GRANULARITIES: dict[str, str] = {"tensor": "tensor", "head": "channel", "token": "token"}
-Part = Literal["k", "v", "kv"]
 
 
 def kv_spec(fmt: str, granularity: str) -> QuantSpec:
