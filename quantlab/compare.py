@@ -26,6 +26,7 @@ CANDIDATES: dict[str, QuantSpec] = {
     "W4A16 per-channel": _W4.with_(strategy="channel", group_size=None),
     "W4A16 per-tensor": _W4.with_(strategy="tensor", group_size=None),
     "W8A16": PRESETS["W8A16"],
+    "W8A16 per-channel": PRESETS["W8A16"].with_(strategy="channel", group_size=None),
     "W8A8 (dynamic per-token)": PRESETS["W8A8"],
     "FP8 (static per-tensor)": PRESETS["FP8"],
     "FP8 dynamic": PRESETS["FP8_DYNAMIC"],

@@ -190,7 +190,7 @@ def _int_weights(bits: int, symmetric: bool = True, group_size: int | None = 128
 PRESETS: dict[str, QuantSpec] = {
     "W4A16": _int_weights(4),
     "W4A16_ASYM": _int_weights(4, symmetric=False),
-    "W8A16": _int_weights(8, group_size=None),
+    "W8A16": _int_weights(8),  # compressed-tensors 0.20 groups W8A16 by 128 too (not per-channel)
     "W8A8": QuantSpec(
         num_bits=8, strategy="channel",
         activations=QuantSpec(num_bits=8, strategy="token", dynamic=True),
