@@ -64,7 +64,7 @@ def whole(spec: QuantSpec, alpha: float | None, calibration: str, keep: int) -> 
 
 
 sel = lab_ui.selection()
-st.title("🌋 Outliers")
+st.title("⚡ Outliers")
 lab_ui.lesson_section("outliers", "intro")
 if not sel.has_activations:
     st.info("This lesson runs on real activations, which are captured from the embedded model only: "
@@ -136,7 +136,7 @@ kinds = models.calibration_kinds()
 calib = w2.selectbox("Calibration text (static scales, SmoothQuant)", kinds, key="out_calib",
                      disabled=not quantizes_acts, index=kinds.index("general"))
 w3, w4, w5 = st.columns([1, 1, 1.4])
-use_smooth = w3.toggle("SmoothQuant (α from the slider above)", key="out_smooth", disabled=not quantizes_acts)
+use_smooth = w3.toggle("SmoothQuant (α above)", key="out_smooth", disabled=not quantizes_acts)
 keep = w4.slider("Keep the worst k Linears in 16-bit", 0, 8, 0, key="out_keep")
 which = w5.radio("Heat map", ["own error", "running model"], key="out_heat", horizontal=True)
 lab_ui.set_url(scheme=scheme)

@@ -23,15 +23,19 @@ def clip_curve(curve: ClipCurve, marks: dict[str, float], current: float) -> go.
                                  (curve.clipping_mse, "clipping error (saturated values)", PALETTE["bad"], "dot")):
         fig.add_trace(go.Scatter(x=curve.ratios, y=y, name=name, mode="lines", line=dict(color=color, dash=dash),
                                  hovertemplate="ratio %{x:.2f}: MSE %{y:.3g}<extra></extra>"))
-    for i, (label, ratio) in enumerate(marks.items()):
-        fig.add_vline(x=ratio, line=dict(color=SERIES[(i + 1) % len(SERIES)], width=1.5, dash="dash"),
-                      annotation_text=label, annotation_position="top left" if i % 2 else "bottom left")
-    fig.add_vline(x=current, line=dict(color="#475569", width=2))
-    styled(fig, "Error against the clipping ratio: rounding falls, saturation rises",
-           "clipping ratio (range kept ÷ min-max range)", "mean squared error (log)", height=420)
     positive = np.concatenate([curve.total_mse, curve.rounding_mse, curve.clipping_mse])
     floor = positive[positive > 0].min() if (positive > 0).any() else 1e-12
-    fig.update_yaxes(type="log", range=[np.log10(floor) - 0.3, np.log10(positive.max()) + 0.3])
+    span = [floor / 2, positive.max() * 2]
+    # Observers often land close together (min-max and MSE near 1), so they go in the legend.
+    for i, (label, ratio) in enumerate(marks.items()):
+        fig.add_trace(go.Scatter(x=[ratio, ratio], y=span, mode="lines", name=f"{label} lands at {ratio:.2f}",
+                                 line=dict(color=SERIES[(i + 2) % len(SERIES)], width=2, dash="dash"),
+                                 hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=[current, current], y=span, mode="lines", name=f"your ratio {current:.2f}",
+                             line=dict(color="#475569", width=2), hoverinfo="skip"))
+    styled(fig, "Error against the clipping ratio: rounding falls, saturation rises",
+           "clipping ratio (range kept ÷ min-max range)", "mean squared error (log)", height=440)
+    fig.update_yaxes(type="log", range=[np.log10(span[0]), np.log10(span[1])])
     return fig
 
 
@@ -54,7 +58,7 @@ def calibration_bars(rows: Sequence[CalibrationResult], eval_kind: str) -> go.Fi
               (PALETTE["sym"] if r.calibration == eval_kind else PALETTE["data"]) for r in rows]
     fig = go.Figure(go.Bar(
         x=names, y=[r.sqnr_db for r in rows], marker_color=colors,
-        text=[f"{r.clipped_fraction:.2%} clipped" for r in rows], textposition="outside",
+        text=[f"{r.clipped_fraction:.3%} saturated" for r in rows], textposition="outside",
         hovertemplate="%{x}: %{y:.1f} dB<extra></extra>"))
     styled(fig, f"Activation SQNR on {eval_kind} text, by where the scale came from",
            "scale calibrated on (blue: same domain)", "SQNR on the evaluation text (dB)", height=360)
@@ -95,11 +99,13 @@ def smooth_ranges(r: SmoothRanges, alpha: float) -> go.Figure:
                                  line=dict(color=PALETTE["data"], width=1)), row=1, col=col)
         fig.add_trace(go.Scatter(x=ch, y=after, name=f"after smoothing (α = {alpha:.2f})", mode="lines",
                                  showlegend=col == 1, line=dict(color=PALETTE["sym"], width=1)), row=1, col=col)
-    fig.update_layout(template=TEMPLATE, height=360,
+    fig.update_layout(template=TEMPLATE, height=400, margin=dict(t=70, b=90),
+                      legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0),
                       title=dict(text="Per-channel ranges before and after smoothing: the difficulty migrates", x=0))
+    fig.update_annotations(font_size=12)
     fig.update_xaxes(title_text="input channel j")
-    fig.update_yaxes(type="log", title_text="max |value| in channel (log)", col=1)
-    fig.update_yaxes(type="log", title_text="max |weight| in column (log)", col=2)
+    fig.update_yaxes(type="log", dtick="D2", title_text="max |value| in channel (log)", col=1)
+    fig.update_yaxes(type="log", dtick="D2", title_text="max |weight| in column (log)", col=2)
     return fig
 
 
