@@ -63,8 +63,9 @@ def check(y: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, seed: int, wha
 
 # Small tiles on the CPU keep the interpreter fast while still leaving partial tiles in M, N and K.
 CPU_CONFIGS = {"gemv": ops.Config("gemv", block_m=2, block_n=32, block_k=64),
-               "mma": ops.Config("mma", block_m=16, block_n=32, block_k=64, split_k=2),
-               "dequant": ops.Config("dequant", block_n=16, block_k=64)}
+               "mma": ops.Config("mma", block_m=16, block_n=32, block_k=64, split_k=2, post_scale=True),
+               "dequant": ops.Config("dequant", block_n=16, block_k=64),
+               "mma_prescaled": ops.Config("mma", block_m=16, block_n=32, block_k=64)}
 
 
 @pytest.mark.parametrize("spec_name,path,dtype", [
@@ -72,7 +73,7 @@ CPU_CONFIGS = {"gemv": ops.Config("gemv", block_m=2, block_n=32, block_k=64),
     ("w4_sym_g128", "dequant", torch.bfloat16), ("w4_asym_g32", "gemv", torch.float16),
     ("w4_asym_g32", "mma", torch.bfloat16), ("w8_sym_channel", "gemv", torch.float16),
     ("w8_sym_channel", "mma", torch.bfloat16), ("w8_asym_g64", "dequant", torch.float16),
-    ("w8_asym_g64", "mma", torch.float16),
+    ("w8_asym_g64", "mma", torch.float16), ("w4_sym_g128", "mma_prescaled", torch.bfloat16),
 ])
 def test_small_shapes_match_float64(spec_name: str, path: str, dtype: torch.dtype) -> None:
     seed = fresh_seed()
@@ -95,14 +96,29 @@ def test_default_dispatch_and_torch_path_on_a_batch() -> None:
     check(torch_matmul(x, layer).reshape(-1, 40), ref, torch.bfloat16, seed, "torch path")
 
 
+def minilm_layer() -> tuple[str, torch.Tensor, torch.Tensor]:
+    """The default MiniLM layer's weight and real inputs. A GPU machine without the embedded model
+    package reads the same two tensors from the file named by QUANTLAB_MINILM_FIXTURE."""
+    fixture = os.environ.get("QUANTLAB_MINILM_FIXTURE")
+    if fixture:
+        from safetensors import safe_open
+        with safe_open(fixture, "pt") as f:
+            return f.metadata()["layer"], f.get_tensor("weight"), f.get_tensor("activations")
+    name = models.DEFAULT_LAYER
+    return name, models.load_tensor(models.ModelSource.embedded(), f"{name}.weight"), models.activations("general")[name]
+
+
 def test_real_minilm_weights_and_activations() -> None:
     seed = fresh_seed()
-    name = models.DEFAULT_LAYER
-    w = models.load_tensor(models.ModelSource.embedded(), f"{name}.weight").to(DEVICE, torch.float16)
-    acts = models.activations("general")[name][:4].to(DEVICE, torch.float16)
+    name, w, acts = minilm_layer()
+    w = w.to(DEVICE, torch.float16)
+    acts = acts[: 64 if CUDA else 4].to(DEVICE, torch.float16)
     # Wide tiles: this layer is 1536 x 384, and the interpreter's cost grows with the program count.
     configs = {"gemv": ops.Config("gemv", block_m=4, block_n=256, block_k=128),
-               "mma": ops.Config("mma", block_m=16, block_n=256, block_k=128)}
+               "mma": ops.Config("mma", block_m=16, block_n=256, block_k=128, post_scale=True)}
+    if CUDA:
+        configs = {path: ops.default_config(acts.shape[0], ops_layer, path) for path in ops.PATHS
+                   for ops_layer in [PackedLinear.from_quantized(ql.quantize(w, SPECS["w4_sym_g128"]))]}
     for spec in (SPECS["w4_sym_g128"], SPECS["w4_asym_g32"]):
         layer = PackedLinear.from_quantized(ql.quantize(w, spec))
         for path, cfg in configs.items():
@@ -161,7 +177,7 @@ def test_user_errors_are_one_line() -> None:
 
 def test_path_choice_follows_batch_size() -> None:
     paths = [ops.choose_path(m) for m in (1, 2, 4, 8, 16, 256, 1024, 4096)]
-    assert paths[0] == "gemv" and paths[-1] == "dequant"
+    assert paths[0] == "mma" and paths[-1] == "dequant"
     order = {p: i for i, p in enumerate(ops.PATHS)}
     assert [order[p] for p in paths] == sorted(order[p] for p in paths)
 

@@ -34,34 +34,56 @@ PATHS: tuple[Path, ...] = ("gemv", "mma", "dequant")
 
 
 @triton.jit
-def _unpack(words, bias, BITS: tl.constexpr):
-    """int32 words [R, W] -> float32 (q - zp) [R, W·32/BITS] in checkpoint order.
+def _field(words, J: tl.constexpr, BITS: tl.constexpr, MAGIC: tl.constexpr, WIDE: tl.constexpr, DT: tl.constexpr):
+    """Field J of each word OR-ed into the mantissa of a float whose value is MAGIC's base: the
+    result is exactly base + u with no integer-to-float conversion (2^23 in float32 when WIDE,
+    else 128 in bf16 or 1024 in fp16)."""
+    bits = ((words >> (J * BITS)) & ((1 << BITS) - 1)) | MAGIC
+    if WIDE:
+        value = bits.to(tl.float32, bitcast=True)
+    else:
+        value = bits.to(tl.uint16).to(DT, bitcast=True)
+    return value
+
+
+@triton.jit
+def _unpack_fields(words, BITS: tl.constexpr, MAGIC: tl.constexpr, WIDE: tl.constexpr, DT: tl.constexpr):
+    """int32 words [R, W] -> floats base + u [R, W·32/BITS] in checkpoint order.
 
     Field j of a word is element 8w + j (4-bit). `tl.join` appends a trailing axis of 2, so joining
     fields j and j+4, then pairs 2 apart, then 1 apart, makes the last three axes (a, b, c) hold
     field 4a + 2b + c, and the reshape lays them out as 8w + j.
     """
-    MASK: tl.constexpr = (1 << BITS) - 1
-    words = words.to(tl.uint32, bitcast=True)  # logical shifts: no sign extension to undo
+    w = words.to(tl.uint32, bitcast=True)  # logical shifts: no sign extension to undo
     if BITS == 4:
-        f0 = ((words & MASK) | 0x4B000000).to(tl.float32, bitcast=True)
-        f1 = (((words >> 4) & MASK) | 0x4B000000).to(tl.float32, bitcast=True)
-        f2 = (((words >> 8) & MASK) | 0x4B000000).to(tl.float32, bitcast=True)
-        f3 = (((words >> 12) & MASK) | 0x4B000000).to(tl.float32, bitcast=True)
-        f4 = (((words >> 16) & MASK) | 0x4B000000).to(tl.float32, bitcast=True)
-        f5 = (((words >> 20) & MASK) | 0x4B000000).to(tl.float32, bitcast=True)
-        f6 = (((words >> 24) & MASK) | 0x4B000000).to(tl.float32, bitcast=True)
-        f7 = (((words >> 28) & MASK) | 0x4B000000).to(tl.float32, bitcast=True)
-        fields = tl.join(tl.join(tl.join(f0, f4), tl.join(f2, f6)), tl.join(tl.join(f1, f5), tl.join(f3, f7)))
+        fields = tl.join(
+            tl.join(tl.join(_field(w, 0, 4, MAGIC, WIDE, DT), _field(w, 4, 4, MAGIC, WIDE, DT)),
+                    tl.join(_field(w, 2, 4, MAGIC, WIDE, DT), _field(w, 6, 4, MAGIC, WIDE, DT))),
+            tl.join(tl.join(_field(w, 1, 4, MAGIC, WIDE, DT), _field(w, 5, 4, MAGIC, WIDE, DT)),
+                    tl.join(_field(w, 3, 4, MAGIC, WIDE, DT), _field(w, 7, 4, MAGIC, WIDE, DT))))
         values = tl.reshape(fields, [words.shape[0], words.shape[1] * 8])
     else:
-        f0 = ((words & MASK) | 0x4B000000).to(tl.float32, bitcast=True)
-        f1 = (((words >> 8) & MASK) | 0x4B000000).to(tl.float32, bitcast=True)
-        f2 = (((words >> 16) & MASK) | 0x4B000000).to(tl.float32, bitcast=True)
-        f3 = (((words >> 24) & MASK) | 0x4B000000).to(tl.float32, bitcast=True)
-        fields = tl.join(tl.join(f0, f2), tl.join(f1, f3))
+        fields = tl.join(tl.join(_field(w, 0, 8, MAGIC, WIDE, DT), _field(w, 2, 8, MAGIC, WIDE, DT)),
+                         tl.join(_field(w, 1, 8, MAGIC, WIDE, DT), _field(w, 3, 8, MAGIC, WIDE, DT)))
         values = tl.reshape(fields, [words.shape[0], words.shape[1] * 4])
-    return values - bias[:, None]
+    return values
+
+
+@triton.jit
+def _unpack(words, bias, BITS: tl.constexpr):
+    """int32 words [R, W] -> float32 (q - zp) [R, W·32/BITS], bias per row (see layout.py)."""
+    return _unpack_fields(words, BITS, 0x4B000000, True, tl.float32) - bias[:, None]
+
+
+@triton.jit
+def _load_words(ptrs, n_ok, kw, KW, EVEN: tl.constexpr):
+    """A [BLOCK_N, BLOCK_KW] tile of packed words at `ptrs`; EVEN (the tiles divide N and K) drops
+    the masks, which cost an integer compare and select per element."""
+    if EVEN:
+        words = tl.load(ptrs)
+    else:
+        words = tl.load(ptrs, mask=n_ok[:, None] & (kw < KW)[None, :], other=0)
+    return words
 
 
 @triton.jit
@@ -107,8 +129,8 @@ def _gemv_kernel(x_ptr, w_ptr, s_ptr, b_ptr, y_ptr, M, N, K, KW, NG, GROUP, stri
 
 @triton.jit
 def _dequant_tile(w_ptr, s_ptr, b_ptr, offs_n, n_ok, kw, KW, NG, GROUP, kw0, BITS: tl.constexpr, ASYM: tl.constexpr,
-                  OUT_DTYPE: tl.constexpr):
-    words = tl.load(w_ptr + offs_n[:, None] * KW + kw[None, :], mask=n_ok[:, None] & (kw < KW)[None, :], other=0)
+                  OUT_DTYPE: tl.constexpr, EVEN: tl.constexpr):
+    words = _load_words(w_ptr + offs_n[:, None] * KW + kw[None, :], n_ok, kw, KW, EVEN)
     g = (kw0 * (32 // BITS)) // GROUP
     scale = tl.load(s_ptr + offs_n * NG + g, mask=n_ok, other=0.0).to(tl.float32)
     bias = _bias(b_ptr, offs_n, n_ok, NG, g, BITS, ASYM)
@@ -118,7 +140,8 @@ def _dequant_tile(w_ptr, s_ptr, b_ptr, offs_n, n_ok, kw, KW, NG, GROUP, kw0, BIT
 @triton.jit
 def _mma_kernel(x_ptr, w_ptr, s_ptr, b_ptr, y_ptr, M, N, K, KW, NG, GROUP, stride_xm, stride_ym,
                 BITS: tl.constexpr, ASYM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                BLOCK_KW: tl.constexpr, SPLIT_K: tl.constexpr, GROUP_M: tl.constexpr, DOT_F32: tl.constexpr):
+                BLOCK_KW: tl.constexpr, SPLIT_K: tl.constexpr, GROUP_M: tl.constexpr, DOT_F32: tl.constexpr,
+                EVEN: tl.constexpr, POST_SCALE: tl.constexpr, MAGIC16: tl.constexpr, BASE16: tl.constexpr):
     BLOCK_K: tl.constexpr = BLOCK_KW * (32 // BITS)
     pid = tl.program_id(0)
     num_m = tl.cdiv(M, BLOCK_M)
@@ -136,15 +159,39 @@ def _mma_kernel(x_ptr, w_ptr, s_ptr, b_ptr, y_ptr, M, N, K, KW, NG, GROUP, strid
     m_ok = offs_m < M
     n_ok = offs_n < N
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    # Base pointers once; the loop only adds the K offset (recomputing them cost ~1 IMAD per weight).
+    w_base = w_ptr + offs_n[:, None] * KW + offs_kw[None, :]
+    x_base = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :]
     for kw0 in range(tl.program_id(1) * BLOCK_KW, KW, BLOCK_KW * SPLIT_K):
         k = kw0 * (32 // BITS) + offs_k
-        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + k[None, :], mask=m_ok[:, None] & (k < K)[None, :], other=0.0)
-        w = _dequant_tile(w_ptr, s_ptr, b_ptr, offs_n, n_ok, kw0 + offs_kw, KW, NG, GROUP, kw0, BITS, ASYM,
-                          x_ptr.dtype.element_ty)
-        if DOT_F32:
-            acc = tl.dot(x.to(tl.float32), tl.trans(w).to(tl.float32), acc)
+        if EVEN:
+            x = tl.load(x_base + kw0 * (32 // BITS), mask=m_ok[:, None], other=0.0)
         else:
-            acc = tl.dot(x, tl.trans(w), acc)
+            x = tl.load(x_ptr + offs_m[:, None] * stride_xm + k[None, :], mask=m_ok[:, None] & (k < K)[None, :],
+                        other=0.0)
+        if POST_SCALE:
+            # Small M: the dot takes base + u straight from the bit pattern (no float arithmetic
+            # per weight); the group's bias and scale are applied to the [M, N] partial sums:
+            # sum x·(base + u) - (base + 2^(b-1) + zp)·sum x = sum x·(q - zp), exact enough in
+            # float32 (the cancellation costs ~8 of its 24 bits; the output keeps 8 or 11).
+            words = _load_words(w_base + kw0, n_ok, kw0 + offs_kw, KW, EVEN)
+            g = (kw0 * (32 // BITS)) // GROUP
+            scale = tl.load(s_ptr + offs_n * NG + g, mask=n_ok, other=0.0).to(tl.float32)
+            bias = _bias(b_ptr, offs_n, n_ok, NG, g, BITS, ASYM) - 8388608.0 + BASE16
+            w = _unpack_fields(words, BITS, MAGIC16, False, x_ptr.dtype.element_ty)
+            xsum = tl.sum(x.to(tl.float32), axis=1)
+            if DOT_F32:
+                part = tl.dot(x.to(tl.float32), tl.trans(w).to(tl.float32))
+            else:
+                part = tl.dot(x, tl.trans(w))
+            acc += (part - xsum[:, None] * bias[None, :]) * scale[None, :]
+        else:
+            w = _dequant_tile(w_ptr, s_ptr, b_ptr, offs_n, n_ok, kw0 + offs_kw, KW, NG, GROUP, kw0, BITS, ASYM,
+                              x_ptr.dtype.element_ty, EVEN)
+            if DOT_F32:
+                acc = tl.dot(x.to(tl.float32), tl.trans(w).to(tl.float32), acc)
+            else:
+                acc = tl.dot(x, tl.trans(w), acc)
     y = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :]
     if SPLIT_K == 1:
         tl.store(y, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
@@ -154,13 +201,14 @@ def _mma_kernel(x_ptr, w_ptr, s_ptr, b_ptr, y_ptr, M, N, K, KW, NG, GROUP, strid
 
 @triton.jit
 def _dequant_kernel(w_ptr, s_ptr, b_ptr, out_ptr, N, K, KW, NG, GROUP,
-                    BITS: tl.constexpr, ASYM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
+                    BITS: tl.constexpr, ASYM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr,
+                    EVEN: tl.constexpr):
     BLOCK_K: tl.constexpr = BLOCK_KW * (32 // BITS)
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     kw0 = tl.program_id(1) * BLOCK_KW
     n_ok = offs_n < N
     w = _dequant_tile(w_ptr, s_ptr, b_ptr, offs_n, n_ok, kw0 + tl.arange(0, BLOCK_KW), KW, NG, GROUP, kw0, BITS, ASYM,
-                      out_ptr.dtype.element_ty)
+                      out_ptr.dtype.element_ty, EVEN)
     k = kw0 * (32 // BITS) + tl.arange(0, BLOCK_K)
     tl.store(out_ptr + offs_n[:, None] * K + k[None, :], w, mask=n_ok[:, None] & (k < K)[None, :])
 
@@ -177,17 +225,16 @@ class Config:
     num_warps: int = 4
     num_stages: int = 3
     group_m: int = 8
+    post_scale: bool = False  # mma, 4-bit: scale partial sums per group instead of every weight
 
 
-# Measured crossovers (bench/NOTES.md): below GEMV_MAX_M rows the CUDA-core stream wins, up to
-# MMA_MAX_M the fused tensor-core kernel does, above it dequantize-then-cuBLAS.
-GEMV_MAX_M = 4
+# Crossover (bench/NOTES.md): the fused tensor-core kernel up to MMA_MAX_M rows, then
+# dequantize-then-cuBLAS. The GEMV path stays selectable for comparison; it lost to split-K mma
+# at every M in the v1 measurements.
 MMA_MAX_M = 512
 
 
 def choose_path(m: int) -> Path:
-    if m <= GEMV_MAX_M:
-        return "gemv"
     return "mma" if m <= MMA_MAX_M else "dequant"
 
 
@@ -210,12 +257,18 @@ def default_config(m: int, layer: PackedLinear, path: Path | None = None) -> Con
     if path == "gemv":
         return Config("gemv", block_m=triton.next_power_of_2(max(m, 1)), block_n=32 if n >= 8192 else 16,
                       block_k=_fit_block_k(256, layer), num_warps=4, num_stages=4)
+    if path == "mma" and m <= 64:
+        # Tile shape from the v1 sweep on H200 (bm16 bn64 bk128 won at M=1 and 16); split K until
+        # about four programs per multiprocessor are in flight.
+        tiles = triton.cdiv(n, 64)
+        split = 1
+        while split < 8 and tiles * split * 2 <= 4 * 132:
+            split *= 2
+        return Config("mma", block_m=16 if m <= 16 else 32 if m <= 32 else 64, block_n=64,
+                      block_k=_fit_block_k(128, layer), split_k=split, num_warps=4, num_stages=4,
+                      post_scale=layer.num_bits == 4)
     if path == "mma":
-        block_m = 16 if m <= 16 else 32 if m <= 32 else 64 if m <= 64 else 128
-        tiles = triton.cdiv(m, block_m) * triton.cdiv(n, 128)
-        split = max(1, min(8, 264 // tiles)) if m <= 64 else 1
-        return Config("mma", block_m=block_m, block_n=128, block_k=_fit_block_k(64 if block_m >= 128 else 128, layer),
-                      split_k=split, num_warps=4 if block_m <= 64 else 8, num_stages=4 if block_m <= 64 else 3)
+        return Config("mma", block_m=128, block_n=128, block_k=_fit_block_k(64, layer), num_warps=8, num_stages=3)
     return Config("dequant", block_n=32, block_k=_fit_block_k(256, layer), num_warps=4, num_stages=1)
 
 
@@ -235,8 +288,10 @@ def dequantize(layer: PackedLinear, dtype: torch.dtype, config: Config | None = 
     out = torch.empty(n, k, dtype=dtype, device=layer.device)
     bkw = _fit_block_k(cfg.block_k, layer) // layer.codes_per_word
     grid = (triton.cdiv(n, cfg.block_n), triton.cdiv(layer.words.shape[1], bkw))
+    even = n % cfg.block_n == 0 and layer.words.shape[1] % bkw == 0
     _dequant_kernel[grid](layer.words, layer.scale, layer.bias, out, n, k, layer.words.shape[1], layer.groups,
                           layer.group_size, BITS=layer.num_bits, ASYM=not layer.symmetric, BLOCK_N=cfg.block_n, BLOCK_KW=bkw,
+                          EVEN=even,
                           num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return out
 
@@ -270,7 +325,11 @@ def matmul(x: torch.Tensor, layer: PackedLinear, config: Config | None = None,
         grid = (triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n), cfg.split_k)
         _mma_kernel[grid](x2, *common, target, m, n, k, kw_total, layer.groups, layer.group_size, x2.stride(0),
                           target.stride(0), BITS=layer.num_bits, ASYM=not layer.symmetric, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
-                          BLOCK_KW=bkw, SPLIT_K=cfg.split_k, GROUP_M=cfg.group_m, DOT_F32=_INTERPRETED, num_warps=cfg.num_warps,
+                          BLOCK_KW=bkw, SPLIT_K=cfg.split_k, GROUP_M=cfg.group_m, DOT_F32=_INTERPRETED,
+                          EVEN=n % cfg.block_n == 0 and kw_total % bkw == 0,
+                          POST_SCALE=cfg.post_scale and layer.num_bits == 4,
+                          MAGIC16=0x4300 if x.dtype == torch.bfloat16 else 0x6400,
+                          BASE16=128.0 if x.dtype == torch.bfloat16 else 1024.0, num_warps=cfg.num_warps,
                           num_stages=cfg.num_stages)
         if cfg.split_k > 1:
             y2.copy_(target)
