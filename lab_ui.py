@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent
 T = TypeVar("T")
 
 
-def _leave_legacy_multipage_mode() -> None:
+def routed() -> None:
     """Make sure a lesson runs inside app.py (router, sidebar, page config), never on its own.
 
     Streamlit treats an app with a `pages/` folder as a legacy multipage app until a script calls
@@ -201,6 +201,6 @@ def selection() -> Selection:
 
     Every lesson calls this first, which is also where a page run outside app.py is rerouted.
     """
-    _leave_legacy_multipage_mode()
+    routed()
     sel = st.session_state.get("selection")
     return sel if isinstance(sel, Selection) else Selection(models.ModelSource.embedded(), models.DEFAULT_LAYER)

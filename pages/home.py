@@ -3,6 +3,8 @@ import streamlit as st
 
 import lab_ui
 
+lab_ui.routed()
+
 lab_ui.lesson_section("home", "intro")
 st.subheader("Lessons")
 cols = st.columns(2)

@@ -6,6 +6,8 @@ import streamlit as st
 import lab_ui
 from quantlab import formats, kvcache, sizing, viz
 
+lab_ui.routed()
+
 UNITS = {"GiB (2³⁰ bytes)": formats.GIB, "GB (10⁹ bytes)": formats.GB}
 
 

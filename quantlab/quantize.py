@@ -3,8 +3,9 @@
 The arithmetic mirrors `compressed_tensors.quantization.utils.helpers.calculate_qparams` and
 `lifecycle/forward.py`: zero is always inside the range, the scale is computed in the tensor's own
 dtype, codes are `round_half_even(clamp(x / scale + zp, qmin, qmax))`, and FP8 clamps to ±448
-before the cast (a bare cast of 470 to float8_e4m3fn gives NaN). Doing it in the input dtype, not in
-float32, is what makes a bf16 weight get the very codes llm-compressor writes for it.
+before the cast (whether a bare cast of 470 to float8_e4m3fn saturates or gives NaN depends on the
+torch version: 2.11 gives NaN, 2.13 on CPU saturates). Doing it in the input dtype, not in float32,
+is what makes a bf16 weight get the very codes llm-compressor writes for it.
 """
 from __future__ import annotations
 

@@ -108,3 +108,10 @@ def test_file_without_matrices(tmp_path):
     save_file({"norm.weight": torch.ones(64)}, str(f))
     at = _local(_app("pages/symmetric.py"), str(f))
     assert any("no 2-D weight matrix" in e.value for e in at.sidebar.error)
+
+
+@pytest.mark.parametrize("lesson", lab_ui.LESSONS, ids=lambda l: l.url)
+def test_every_lesson_reroutes_a_deep_link_through_the_router(lesson):
+    """A first request straight to a lesson must still get app.py's sidebar (see lab_ui.routed)."""
+    source = (lab_ui.ROOT / lesson.file).read_text()
+    assert "lab_ui.selection()" in source or "lab_ui.routed()" in source

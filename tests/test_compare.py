@@ -25,7 +25,7 @@ def test_finer_groups_cost_bits_and_buy_accuracy(layer):
 
 def test_activation_quantization_costs_output_accuracy(layer):
     w, x = layer
-    w8a16 = compare.layer_what_if("W8A16", w, x)
+    w8a16 = compare.layer_what_if("W8A16 per-channel", w, x)
     w8a8 = compare.layer_what_if("W8A8 (dynamic per-token)", w, x)
     assert w8a8.quantizes_activations and not w8a16.quantizes_activations
     assert w8a8.weight_sqnr_db == pytest.approx(w8a16.weight_sqnr_db)  # same weight grid
