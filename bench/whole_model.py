@@ -26,7 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 REPEATS = 5
 SCHEMES = {  # name -> (scheme key in whole_model.SCHEMES, SmoothQuant alpha)
-    "W8A16": ("W8A16: 8-bit weights per channel", None),
+    "W8A16 g128": ("W8A16: 8-bit weights, groups of 128", None),
+    "W8 per channel": ("W8: 8-bit weights per channel", None),
     "W4A16 g128": ("W4A16: 4-bit weights, groups of 128", None),
     "W4 per tensor": ("W4: 4-bit weights per tensor", None),
     "W8A8 dynamic": ("W8A8: dynamic per-token activations", None),

@@ -44,7 +44,8 @@ FP16_BYTES = 2
 
 # The schemes the lesson offers, by name; each is one QuantSpec (weights, maybe activations).
 SCHEMES: dict[str, QuantSpec] = {
-    "W8A16: 8-bit weights per channel": QuantSpec.preset("W8A16"),
+    "W8A16: 8-bit weights, groups of 128": QuantSpec.preset("W8A16"),
+    "W8: 8-bit weights per channel": QuantSpec(num_bits=8, strategy="channel"),
     "W4A16: 4-bit weights, groups of 128": QuantSpec.preset("W4A16"),
     "W4: 4-bit weights per channel": QuantSpec(num_bits=4, strategy="channel"),
     "W4: 4-bit weights per tensor": QuantSpec(num_bits=4),

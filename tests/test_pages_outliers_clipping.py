@@ -51,7 +51,7 @@ def test_outliers_alpha_and_scheme_change_the_numbers():
     assert _metrics(at)["…after SmoothQuant α = 0.80"] != smooth_before
     assert at.query_params["alpha"] == "80"
     cos_static = _metrics(at)["Embedding cosine to fp32"]
-    at.selectbox(key="out_scheme").set_value("W8A16: 8-bit weights per channel").run()
+    at.selectbox(key="out_scheme").set_value("W8A16: 8-bit weights, groups of 128").run()
     assert not at.exception
     assert float(_metrics(at)["Embedding cosine to fp32"]) > float(cos_static)
     at.selectbox(key="out_scheme").set_value("W8A8: static per-tensor activations").run()

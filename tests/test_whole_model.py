@@ -18,8 +18,10 @@ def test_eval_set_is_paraphrase_pairs_and_fp32_finds_them():
     assert r.paraphrase_recall_fp32 >= 0.9
 
 
-def test_8bit_weight_only_keeps_embeddings():
-    r = wm.run(ql.QuantSpec.preset("W8A16"))
+@pytest.mark.parametrize("spec", [ql.QuantSpec.preset("W8A16"), ql.QuantSpec(num_bits=8, strategy="channel")],
+                         ids=["g128", "channel"])
+def test_8bit_weight_only_keeps_embeddings(spec):
+    r = wm.run(spec)
     assert r.cosine_mean >= 0.999
     assert r.top1_agreement >= 0.95
     assert np.all(r.local_sqnr_db > 30)
