@@ -1,22 +1,17 @@
 """Lesson: precision formats down to their bits, on typed numbers and on real tensors."""
 import pandas as pd
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 import streamlit as st
 
 import lab_ui
-from quantlab import formats, sizing, viz
+from quantlab import formats, sizing, viz_formats
 from quantlab.models import ModelSource
 from quantlab.spec import QuantSpec
 
 FIELD_COLORS = {"sign": "red", "exponent": "blue", "mantissa": "orange", "two's complement": "violet",
                 "table index": "violet"}
-GRID_FORMATS = ["int8", "fp8_e4m3", "fp8_e5m2", "int4", "nf4", "fp4_e2m1"]
 GRANULARITY = {"per-tensor (one scale)": ("tensor", "tensor"),
                "per-channel weight / per-token activation": ("channel", "token")}
 CUSTOM = "Custom"
-COLORS = dict(zip(formats.FORMATS, viz.SERIES + [viz.PALETTE["data"]]))
-LABEL_POSITION = {"INT4": "top center", "NF4": "middle right", "FP4 E2M1": "bottom center"}
 
 
 @st.cache_data(max_entries=128, show_spinner=False)
@@ -39,62 +34,9 @@ def bits_markdown(fields: formats.BitFields) -> str:
     return " ".join(f":{FIELD_COLORS[name]}[**{bits}**]" for name, bits in fields.segments)
 
 
-@st.cache_data(show_spinner=False)
-def level_chart(log_x: bool) -> go.Figure:
-    fig = go.Figure()
-    for name in GRID_FORMATS:
-        levels = formats.positive_levels(name).tolist()
-        label = formats.get_format(name).label
-        fig.add_trace(go.Scatter(x=levels, y=[label] * len(levels), mode="markers", name=label,
-                                 marker=dict(symbol="line-ns-open", size=14, color=COLORS[name]),
-                                 hovertemplate=f"{label}: %{{x:.4g}} × max<extra></extra>", showlegend=False))
-    fig.update_xaxes(type="log" if log_x else "linear")
-    return viz.styled(fig, "Where the levels sit: each format's positive values, divided by its largest",
-                      "value / largest value (unitless)" + (", log scale" if log_x else ""), "format", height=340)
-
-
-@st.cache_data(show_spinner=False)
-def precision_chart() -> go.Figure:
-    fig = go.Figure()
-    for name in formats.FORMATS:
-        mags, rel = formats.precision_curve(name, 2.0**-26, 2.0**17, points=3000)
-        fig.add_trace(go.Scatter(x=mags.tolist(), y=(100 * rel).tolist(), mode="lines",
-                                 name=formats.get_format(name).label, line=dict(color=COLORS[name], width=1.4)))
-    fig.update_xaxes(type="log", exponentformat="power")
-    fig.update_yaxes(type="log")
-    return viz.styled(fig, "Relative precision against magnitude (unit scale)", "magnitude |x| (log scale)",
-                      "step to the next value / |x| (%, log scale)", height=420)
-
-
-@st.cache_data(show_spinner=False)
-def range_chart() -> go.Figure:
-    rows = formats.format_table()
-    fig = go.Figure(go.Scatter(
-        x=[r["range (binades)"] for r in rows], y=[r["precision at top (bits)"] for r in rows],
-        text=[r["format"] for r in rows], mode="markers+text",
-        textposition=[LABEL_POSITION.get(str(r["format"]), "top center") for r in rows],
-        marker=dict(size=11, color=[COLORS[n] for n in formats.FORMATS]),
-        hovertemplate="%{text}: %{x:.1f} binades, %{y:.2f} bits<extra></extra>"))
-    fig.update_xaxes(type="log")
-    return viz.styled(fig, "Dynamic range against precision", "dynamic range: log2(largest / smallest positive) (binades, log scale)",
-                      "precision at the top: log2(largest / last step) (bits)", height=400)
-
-
-def duel_chart(d: formats.FormatDuel, title: str) -> go.Figure:
-    centers = [(a * b) ** 0.5 for a, b in zip(d.band_edges[:-1], d.band_edges[1:])]
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.7, 0.3], vertical_spacing=0.06)
-    for i, (label, errs) in enumerate(d.band_rel_error.items()):
-        fig.add_trace(go.Scatter(x=centers, y=[100 * e for e in errs], name=f"{label} ({d.sqnr_db[label]:.1f} dB)",
-                                 mode="lines+markers", line=dict(color=viz.SERIES[i])), row=1, col=1)
-    fig.add_trace(go.Scatter(x=centers, y=[100 * s for s in d.band_share], name="share of values",
-                             mode="lines", line=dict(color=viz.PALETTE["data"], shape="hvh"), fill="tozeroy",
-                             hovertemplate="%{y:.2f}% of values<extra></extra>"), row=2, col=1)
-    fig.update_xaxes(type="log")
-    fig = viz.styled(fig, title, "|x| (log scale)", "mean relative error (%, log scale)", height=440)
-    fig.update_xaxes(title_text=None, row=1, col=1)
-    fig.update_yaxes(type="log", dtick=1, row=1, col=1)
-    fig.update_yaxes(title_text="values (%)", row=2, col=1)
-    return fig
+level_chart = st.cache_data(viz_formats.level_chart, show_spinner=False)
+precision_chart = st.cache_data(viz_formats.precision_chart, show_spinner=False)
+range_chart = st.cache_data(viz_formats.range_chart, show_spinner=False)
 
 
 sel = lab_ui.selection()
@@ -143,7 +85,7 @@ with lab_ui.user_errors():
 st.markdown(f"Layer `{sel.layer}` (pick another in the sidebar).")
 cols = st.columns(len(duels))
 for col, (tensor, d) in zip(cols, duels.items()):
-    col.plotly_chart(duel_chart(d, f"The {tensor}: error by magnitude"), width="stretch")
+    col.plotly_chart(viz_formats.duel_chart(d, f"The {tensor}: error by magnitude"), width="stretch")
 if not sel.has_activations:
     st.caption("Activations are captured from the embedded model only; this source shows the weight.")
 lab_ui.lesson_section("formats", "duel")
@@ -163,8 +105,7 @@ else:
         params = params_of(preset)
 st.markdown(f"**{params:,.0f} parameters** × bits per parameter ÷ 8 = bytes. "
             f"1 GB = 10⁹ bytes; 1 GiB = 2³⁰ = {formats.GIB:,} bytes.")
-memory = pd.DataFrame([{"format": r.format, "bits per parameter": r.bits_per_param,
-                        "GB (10⁹ B)": r.gb, "GiB (2³⁰ B)": r.gib} for r in formats.weight_memory(params)])
+memory = pd.DataFrame(viz_formats.memory_table(params))
 st.dataframe(memory.set_index("format"), width="stretch",
              column_config={"bits per parameter": st.column_config.NumberColumn(format="%.4g"),
                             **{c: st.column_config.NumberColumn(format="%.2f") for c in memory.columns[2:]}})

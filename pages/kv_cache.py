@@ -1,10 +1,9 @@
 """Lesson: the KV cache — where long-context memory goes, and what quantizing real K and V costs."""
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 import lab_ui
-from quantlab import formats, kvcache, sizing, viz
+from quantlab import formats, kvcache, sizing, viz_kv
 
 lab_ui.routed()
 
@@ -30,38 +29,6 @@ def sink(kind: str) -> kvcache.SinkStats:
 def channels(layer: int, head: int) -> tuple[list[float], list[float]]:
     k, v = kvcache.channel_absmax(layer, head)
     return k.tolist(), v.tolist()
-
-
-def memory_chart(p: kvcache.MemoryPlan, unit_name: str, title: str) -> go.Figure:
-    fig = go.Figure()
-    for i, label in enumerate(p.kv):
-        fig.add_trace(go.Scatter(x=p.tokens, y=p.totals(label), name=label, mode="lines",
-                                 line=dict(color=viz.SERIES[i], width=2.2),
-                                 hovertemplate="%{x:,} tokens: %{y:.1f} " + unit_name + "<extra></extra>"))
-    for gb in kvcache.GPU_MEMORY_GB:
-        fig.add_hline(y=gb, line=dict(color=viz.PALETTE["data"], dash="dot", width=1),
-                      annotation_text=f"{gb} {unit_name} card", annotation_position="top left")
-    return viz.styled(fig, title, "context length per sequence (tokens)", f"weights + KV cache ({unit_name})", height=440)
-
-
-def sqnr_chart(errs: dict[str, kvcache.KVError]) -> go.Figure:
-    labels = list(errs)
-    fig = go.Figure()
-    for i, (part, name) in enumerate((("k", "only K quantized"), ("v", "only V quantized"), ("kv", "both"))):
-        fig.add_trace(go.Bar(x=labels, y=[errs[l].out_sqnr_db[part] for l in labels], name=name,
-                             marker_color=viz.SERIES[i], hovertemplate="%{x}: %{y:.1f} dB<extra></extra>"))
-    fig.update_layout(barmode="group")
-    return viz.styled(fig, "Attention output error on real K and V (higher is better)", "KV scheme",
-                      "attention output SQNR (dB)", height=400)
-
-
-def channel_chart(k: list[float], v: list[float], layer: int, head: int) -> go.Figure:
-    fig = go.Figure()
-    fig.add_trace(go.Bar(x=list(range(len(k))), y=k, name="keys", marker_color=viz.SERIES[0]))
-    fig.add_trace(go.Bar(x=list(range(len(v))), y=v, name="values", marker_color=viz.SERIES[1]))
-    fig.update_layout(barmode="group")
-    return viz.styled(fig, f"Largest |K| and |V| per channel, layer {layer} head {head}", "head_dim channel (index)",
-                      "max |x| over real tokens (unitless)", height=340)
 
 
 st.title("🗄️ KV cache")
@@ -90,18 +57,11 @@ st.markdown(
     f"head_dim {arch.head_dim}. One token of one sequence at 16 bits: 2 × {arch.layers} × {arch.kv_heads} × "
     f"{arch.head_dim} × 2 bytes = **{per_token:,} bytes**. Weights at {scheme}: **{sizing.format_bytes(p.weights)}**."
 )
-st.plotly_chart(memory_chart(p, unit_short, f"{arch_name}, batch {batch}, weights at {scheme}"), width="stretch")
+st.plotly_chart(viz_kv.memory_chart(p, unit_short, f"{arch_name}, batch {batch}, weights at {scheme}"), width="stretch")
 
 st.markdown(f"**Longest context per sequence that fits** (batch {batch}, after the weights; the model reads at most "
             f"{p.max_position:,} tokens)")
-fit_rows = []
-for label, by_gpu in p.fits.items():
-    row = {"KV cache": label}
-    for gb, tokens in by_gpu.items():
-        row[f"{gb} {unit_short}"] = ("weights don't fit" if tokens == 0 else
-                                     f"all {p.max_position:,}" if tokens >= p.max_position else f"{tokens:,}")
-    fit_rows.append(row)
-st.dataframe(pd.DataFrame(fit_rows).set_index("KV cache"), width="stretch")
+st.dataframe(pd.DataFrame(viz_kv.fit_table(p, unit_short)).set_index("KV cache"), width="stretch")
 lab_ui.lesson_section("kv_cache", "memory")
 
 # -- quantizing real keys and values --------------------------------------------------------------
@@ -113,14 +73,10 @@ layers, seqs, heads, _, head_dim = data.k.shape
 st.caption(f"Keys and values of all-MiniLM-L6-v2 on {seqs} shipped sentences: {layers} layers × {heads} heads × "
            f"{data.real_tokens} real tokens × head_dim {head_dim}; padding masked out of scales, attention and errors.")
 lab_ui.lesson_section("kv_cache", "schemes")
-table = pd.DataFrame([{
-    "scheme": label, "K SQNR (dB)": e.k_sqnr_db, "V SQNR (dB)": e.v_sqnr_db,
-    "output, only K (dB)": e.out_sqnr_db["k"], "output, only V (dB)": e.out_sqnr_db["v"],
-    "output, K and V (dB)": e.out_sqnr_db["kv"], "logit RMS change": e.logit_rmse,
-} for label, e in errs.items()]).set_index("scheme")
+table = pd.DataFrame(viz_kv.error_table(errs)).set_index("scheme")
 st.dataframe(table, width="stretch", column_config={c: st.column_config.NumberColumn(format="%.2f" if "dB" in c else "%.4f")
                                                    for c in table.columns})
-st.plotly_chart(sqnr_chart(errs), width="stretch")
+st.plotly_chart(viz_kv.sqnr_chart(errs), width="stretch")
 st.markdown("**What the numbers say.**")
 for label in ("INT8 per-tensor", "INT4 per-tensor", "INT4 per-token"):
     e = errs[label]
@@ -129,7 +85,7 @@ for label in ("INT8 per-tensor", "INT4 per-tensor", "INT4 per-token"):
                 f"{e.out_sqnr_db['v']:.1f} dB with only V: the key error is damped by {e.k_propagation_db:+.1f} dB, the "
                 f"value error changes by {e.v_propagation_db:+.1f} dB on its way to the output.")
 s_ = sink("general")
-st.markdown(f"- On average **{100 * s_.first_token_share:.0f}%** of each query's attention goes to the first token "
+st.markdown(f"- On average **{s_.first_token_share:.0%}** of each query's attention goes to the first token "
             f"([CLS]), whose value vectors are tiny: ‖v‖ = {s_.first_token_v_norm:.2f} against {s_.mean_v_norm:.2f} "
             f"for the average token (the V rows attention actually reads average {s_.weighted_v_norm:.2f}).")
 lab_ui.lesson_section("kv_cache", "harder")
@@ -137,5 +93,5 @@ l1, l2 = st.columns(2)
 layer = l1.slider("Layer", 0, layers - 1, 0, key="kv_layer")
 head = l2.slider("Head", 0, heads - 1, 0, key="kv_head")
 k_max, v_max = channels(layer, head)
-st.plotly_chart(channel_chart(k_max, v_max, layer, head), width="stretch")
+st.plotly_chart(viz_kv.channel_chart(k_max, v_max, layer, head), width="stretch")
 lab_ui.lesson_section("kv_cache", "llms")

@@ -1,0 +1,64 @@
+"""Figures and tables for the KV cache lesson (pure: data in, `go.Figure` or rows out, house style)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import plotly.graph_objects as go
+
+from quantlab import kvcache
+from quantlab.viz import PALETTE, SERIES, styled
+
+def memory_chart(p: kvcache.MemoryPlan, unit_name: str, title: str) -> go.Figure:
+    """Weights plus cache against context length, one line per cache scheme, card sizes as dotted lines."""
+    fig = go.Figure()
+    for i, label in enumerate(p.kv):
+        fig.add_trace(go.Scatter(x=p.tokens, y=p.totals(label), name=label, mode="lines",
+                                 line=dict(color=SERIES[i], width=2.2),
+                                 hovertemplate="%{x:,} tokens: %{y:.1f} " + unit_name + "<extra></extra>"))
+    for gb in kvcache.GPU_MEMORY_GB:
+        fig.add_hline(y=gb, line=dict(color=PALETTE["data"], dash="dot", width=1),
+                      annotation_text=f"{gb} {unit_name} card", annotation_position="top left")
+    return styled(fig, title, "context length per sequence (tokens)", f"weights + KV cache ({unit_name})", height=440)
+
+
+def fit_table(p: kvcache.MemoryPlan, unit_name: str) -> list[dict[str, str]]:
+    """Rows of 'longest context that fits': one per cache scheme, one column per card size."""
+    rows = []
+    for label, by_gpu in p.fits.items():
+        row = {"KV cache": label}
+        for gb, tokens in by_gpu.items():
+            row[f"{gb} {unit_name}"] = ("weights don't fit" if tokens == 0 else
+                                        f"all {p.max_position:,}" if tokens >= p.max_position else f"{tokens:,}")
+        rows.append(row)
+    return rows
+
+
+def error_table(errs: dict[str, kvcache.KVError]) -> list[dict[str, object]]:
+    """Rows of the real-K/V error table: one per scheme label."""
+    return [{
+        "scheme": label, "K SQNR (dB)": e.k_sqnr_db, "V SQNR (dB)": e.v_sqnr_db,
+        "output, only K (dB)": e.out_sqnr_db["k"], "output, only V (dB)": e.out_sqnr_db["v"],
+        "output, K and V (dB)": e.out_sqnr_db["kv"], "logit RMS change": e.logit_rmse,
+    } for label, e in errs.items()]
+
+
+def sqnr_chart(errs: dict[str, kvcache.KVError]) -> go.Figure:
+    """Grouped bars: attention output SQNR per scheme with only K, only V, or both quantized."""
+    labels = list(errs)
+    fig = go.Figure()
+    for i, (part, name) in enumerate((("k", "only K quantized"), ("v", "only V quantized"), ("kv", "both"))):
+        fig.add_trace(go.Bar(x=labels, y=[errs[l].out_sqnr_db[part] for l in labels], name=name,
+                             marker_color=SERIES[i], hovertemplate="%{x}: %{y:.1f} dB<extra></extra>"))
+    fig.update_layout(barmode="group")
+    return styled(fig, "Attention output error on real K and V (higher is better)", "KV scheme",
+                  "attention output SQNR (dB)", height=400)
+
+
+def channel_chart(k: Sequence[float], v: Sequence[float], layer: int, head: int) -> go.Figure:
+    """Grouped bars of max |K| and max |V| per head_dim channel of one head."""
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=list(range(len(k))), y=list(k), name="keys", marker_color=SERIES[0]))
+    fig.add_trace(go.Bar(x=list(range(len(v))), y=list(v), name="values", marker_color=SERIES[1]))
+    fig.update_layout(barmode="group")
+    return styled(fig, f"Largest |K| and |V| per channel, layer {layer} head {head}", "head_dim channel (index)",
+                  "max |x| over real tokens (unitless)", height=340)
