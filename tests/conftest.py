@@ -2,6 +2,10 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Triton reads TRITON_INTERPRET when it is first imported, and compressed-tensors imports it early;
+# without a GPU every kernel test must run in the interpreter, so set it before anything loads.
+if not os.path.exists("/dev/nvidia0") and "TRITON_INTERPRET" not in os.environ:
+    os.environ["TRITON_INTERPRET"] = "1"
 
 
 import pytest  # noqa: E402
