@@ -64,6 +64,11 @@ def whole(spec: QuantSpec, alpha: float | None, calibration: str, keep: int) -> 
     return whole_model.run(spec, alpha, calibration, keep_fp)
 
 
+@st.cache_data(max_entries=32, show_spinner="Running the model with 0, 1, 2, 4 and 8 layers kept in 16-bit…")
+def keep_sweep(spec: QuantSpec, alpha: float | None, calibration: str) -> whole_model.KeepCurve:
+    return whole_model.keep_curve(spec, alpha, calibration)
+
+
 sel = lab_ui.selection()
 st.title("⚡ Outliers")
 lab_ui.lesson_section("outliers", "intro")
@@ -153,4 +158,8 @@ r4.metric("Linear weights", f"{result.weight_bytes / 2**20:.1f} MiB", f"fp16: {r
 st.caption(f"{result.label} · paraphrase found at #1: fp32 {result.paraphrase_recall_fp32:.0%}, quantized "
            f"{result.paraphrase_recall:.0%} · computed in {result.seconds:.2f} s")
 st.plotly_chart(outlier_viz.sqnr_heatmap(result, "local" if which == "own error" else "running"), width="stretch")
+if st.toggle("Sweep k: what each whole layer kept in 16-bit buys (5 model runs)", key="out_sweep"):
+    with lab_ui.user_errors():
+        sweep = keep_sweep(model_spec, alpha if use_smooth and quantizes_acts else None, calib)
+    st.plotly_chart(outlier_viz.keep_curve(sweep), width="stretch")
 lab_ui.lesson_section("outliers", "whole_reading")

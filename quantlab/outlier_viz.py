@@ -12,7 +12,7 @@ from quantlab.observers import ClipCurve
 from quantlab.outliers import AwqSearch, ChannelStats, MixedCurve, SmoothCurve, SmoothRanges
 from quantlab.stats import Histogram
 from quantlab.viz import PALETTE, SERIES, TEMPLATE, histogram_bars, styled
-from quantlab.whole_model import SHORT_NAMES, WholeModelResult
+from quantlab.whole_model import SHORT_NAMES, KeepCurve, WholeModelResult
 
 
 def clip_curve(curve: ClipCurve, marks: dict[str, float], current: float) -> go.Figure:
@@ -155,4 +155,15 @@ def sqnr_heatmap(result: WholeModelResult, which: str) -> go.Figure:
     styled(fig, f"Output SQNR of every Linear, {what}: red hurts most", "Linear in the block", "encoder block",
            height=360)
     fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def keep_curve(curve: KeepCurve) -> go.Figure:
+    mib = curve.extra_bytes / 2**20
+    fig = go.Figure(go.Scatter(x=mib, y=curve.cosine_mean, mode="lines+markers+text", name="embedding cosine",
+                               text=[f"k={k}" for k in curve.ks], textposition="bottom right",
+                               line=dict(color=PALETTE["good"]),
+                               hovertemplate="+%{x:.2f} MiB: cosine %{y:.4f}<extra></extra>"))
+    styled(fig, "Whole Linears kept in 16-bit, worst first: embedding quality against extra bytes",
+           "extra weight storage (MiB)", "mean embedding cosine to fp32", height=340)
     return fig

@@ -313,3 +313,22 @@ def worst_layers(result: WholeModelResult, k: int) -> tuple[str, ...]:
     """The k Linears with the lowest own-error SQNR: the first candidates to keep in 16-bit."""
     order = np.argsort(result.local_sqnr_db)
     return tuple(result.layers[i] for i in order[:k])
+
+
+@dataclass(frozen=True, eq=False)
+class KeepCurve:
+    """Whole layers kept in 16-bit, worst first: what each step buys and costs."""
+
+    ks: np.ndarray
+    extra_bytes: np.ndarray  # over the all-quantized model
+    cosine_mean: np.ndarray
+    top5_agreement: np.ndarray
+
+
+def keep_curve(spec: QuantSpec, smooth_alpha: float | None = None, calibration: str = "general",
+               ks: tuple[int, ...] = (0, 1, 2, 4, 8)) -> KeepCurve:
+    base = run(spec, smooth_alpha, calibration)
+    runs = [run(spec, smooth_alpha, calibration, worst_layers(base, k)) for k in ks]
+    return KeepCurve(ks=np.array(ks), extra_bytes=np.array([r.weight_bytes - base.weight_bytes for r in runs]),
+                     cosine_mean=np.array([r.cosine_mean for r in runs]),
+                     top5_agreement=np.array([r.top5_agreement for r in runs]))

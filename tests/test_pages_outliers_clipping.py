@@ -67,6 +67,10 @@ def test_outliers_keeping_layers_in_16_bit_costs_bytes():
     assert not at.exception
     assert _metrics(at)["Linear weights"] != before
     assert "16-bit" in " ".join(c.value for c in at.caption)
+    charts = len(at.get("plotly_chart"))
+    at.toggle(key="out_sweep").set_value(True).run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == charts + 1
 
 
 def _local(at, path: str):

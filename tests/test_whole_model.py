@@ -61,3 +61,9 @@ def test_user_errors():
         wm.run(ql.QuantSpec.preset("W4A16"), smooth_alpha=0.5)
     with pytest.raises(ql.QuantlabError):
         wm.run(ql.QuantSpec.preset("W8A16"), keep_fp=("no.such.layer",))
+
+
+def test_keep_curve_costs_bytes_in_steps_and_ends_better():
+    curve = wm.keep_curve(W8A8_STATIC, ks=(0, 2, 8))
+    assert curve.extra_bytes[0] == 0 and np.all(np.diff(curve.extra_bytes) > 0)
+    assert curve.cosine_mean[-1] > curve.cosine_mean[0]
