@@ -58,8 +58,9 @@ def test_awq_choice_is_never_worse_than_no_scaling(xw, spec, duo):
     plain = metrics.mse(ref, x.double() @ ql.fake_quantize(w, spec).double().T)
     s = result.scales
     scaled = x.double() @ (ql.fake_quantize(w * s, spec) / s).double().T
-    assert metrics.mse(ref, scaled) <= plain * (1 + 1e-9)
-    assert result.identity_loss == pytest.approx(plain, rel=1e-9)
+    # The search multiplies in float32, this check in float64: equal to ~1e-7.
+    assert metrics.mse(ref, scaled) <= plain * (1 + 1e-5)
+    assert result.identity_loss == pytest.approx(plain, rel=1e-5)
     assert result.best_ratio is not None and result.gain_db > 0  # on this layer AWQ does help
 
 
@@ -70,7 +71,7 @@ def test_mixed_precision_error_falls_as_k_grows(xw):
     assert np.all(np.diff(curve.extra_bytes) > 0)
     assert curve.extra_bytes[1] == w.shape[0]  # one column of 1536 weights, 8 extra bits each
     everything = outliers.mixed_precision_output(x, w, W8A8_STATIC, x.shape[1])
-    assert torch.allclose(everything, outliers.layer_output(x, w))
+    assert torch.allclose(everything, outliers.layer_output(x, w), rtol=1e-4, atol=1e-4)
 
 
 def test_mismatched_shapes_are_a_user_error(xw):
