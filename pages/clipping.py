@@ -78,7 +78,7 @@ with lab_ui.user_errors():
 st.markdown(f"**`{sel.layer}` {tensor}**, INT{bits} symmetric, one scale for the whole tensor.")
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Total MSE at this ratio", f"{point.total_mse:.3g}")
-m2.metric("…of which clipping", f"{point.clipping_share:.0%}")
+m2.metric("…of which clipping", f"{point.clipping_share:.1%}")
 m3.metric("Values saturated", f"{point.clipped_fraction:.3%}")
 m4.metric("Best ratio for this tensor", f"{sweep.best_ratio:.2f}")
 st.plotly_chart(outlier_viz.clip_curve(sweep, where, ratio), width="stretch")
