@@ -197,3 +197,14 @@ def test_clipped_and_levels_used():
     assert metrics.levels_used_fraction(full) == pytest.approx(255 / 256)
     positive = ql.quantize(x.abs(), spec)  # symmetric grid on one-sided data wastes the negative half
     assert metrics.levels_used_fraction(positive) <= 0.51
+
+
+def test_symmetric_max_is_not_counted_as_clipped():
+    """max/scale lands on qmax + 0.5 (give or take float rounding): that is rounding, not clipping."""
+    from quantlab import metrics
+
+    for seed in range(20):
+        x = torch.randn(64, 256, generator=torch.Generator().manual_seed(seed))
+        for bits in (4, 8):
+            qt = ql.quantize(x, ql.QuantSpec(num_bits=bits, strategy="channel"))
+            assert metrics.clipped_fraction(x, qt) == 0
