@@ -66,6 +66,8 @@ LESSONS: list[Lesson] = [
            "Cache memory against context on real architectures; FP8/INT8/INT4 on real keys and values."),
     Lesson("pages/compare.py", "What if…", "🔀",
            "Your schemes side by side: error on real weights and activations against checkpoint size."),
+    Lesson("pages/speed.py", "Speed", "🏎️",
+           "Measured GPU kernels: when 4-bit beats bf16, the roofline, and why int4 can be slower than fp16."),
 ]
 
 
