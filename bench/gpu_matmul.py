@@ -10,7 +10,7 @@ W8A16 per-channel, and FP8 W8A8 (per-token activation quantization + torch._scal
 crossovers in `triton_ops.choose_path` were picked.
 
 Timing: each measurement is a CUDA graph of R back-to-back calls (no Python or launch overhead
-between them) replayed 11 times; the median replay divided by R is the time of one call. Calls
+between them) replayed 9 times; the median replay divided by R is the time of one call. Calls
 rotate over enough copies of the weights that their total is over 3x the L2 cache, so weights come
 from device memory as they would in a model whose layers do not fit in L2. Ceilings are measured in
 the same run: a 2 GiB device-to-device copy (bytes read + written) and an 8192^3 bf16 matmul.
@@ -21,10 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import math
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -33,7 +30,7 @@ import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import quantlab as ql  # noqa: E402
-from quantlab.kernels import roofline  # noqa: E402
+from quantlab.kernels import live, roofline  # noqa: E402
 from quantlab.kernels.fp8 import Fp8Linear, fp8_linear  # noqa: E402
 from quantlab.kernels.layout import PackedLinear  # noqa: E402
 from quantlab.kernels import triton_ops as ops  # noqa: E402
@@ -42,50 +39,16 @@ SHAPES = [(4096, 4096), (8192, 8192), (4096, 14336), (14336, 4096), (8192, 28672
 MS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096]
 
 
-def time_calls(calls: list, target_ms: float = 5.0, replays: int = 11) -> float:
-    """Median ms of one call, from CUDA-graph replays of R calls rotating over `calls`."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for c in calls * 2:
-            c()
-    torch.cuda.current_stream().wait_stream(stream)
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for c in calls:
-        c()
-    torch.cuda.synchronize()
-    est_ms = max((time.perf_counter() - t0) * 1e3 / len(calls), 1e-3)
-    reps = max(len(calls), min(4000, math.ceil(target_ms / est_ms)))
-    reps = math.ceil(reps / len(calls)) * len(calls)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for i in range(reps):
-            calls[i % len(calls)]()
-    graph.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(replays):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / reps)
-    del graph
-    return statistics.median(times)
-
-
 def ceilings() -> dict[str, float]:
     src = torch.randn(2**30 // 2, dtype=torch.bfloat16, device="cuda")  # 1 GiB each way
     dst = torch.empty_like(src)
-    copy_ms = time_calls([lambda: dst.copy_(src)], replays=10)
+    copy_ms = live.time_gpu([lambda: dst.copy_(src)], replays=10)
     a = torch.randn(8192, 8192, dtype=torch.bfloat16, device="cuda")
     b = torch.randn(8192, 8192, dtype=torch.bfloat16, device="cuda")
-    mm_ms = time_calls([lambda: a @ b], replays=10)
+    mm_ms = live.time_gpu([lambda: a @ b], replays=10)
     a8, b8 = a.to(torch.float8_e4m3fn), b.to(torch.float8_e4m3fn)
     one = torch.ones(1, dtype=torch.float32, device="cuda")
-    fp8_ms = time_calls([lambda: torch._scaled_mm(a8, b8.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16)],
+    fp8_ms = live.time_gpu([lambda: torch._scaled_mm(a8, b8.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16)],
                         replays=10)
     del src, dst, a, b, a8, b8
     return {"copy_gbps": 2 * 2**30 / copy_ms / 1e6, "bf16_tflops": 2 * 8192**3 / mm_ms / 1e9,
@@ -120,7 +83,7 @@ def main() -> None:
     l2 = getattr(props, "L2_cache_size", 50 * 2**20)
     meta = {"card": torch.cuda.get_device_name(0), "sms": props.multi_processor_count, "l2_bytes": l2,
             "torch": torch.__version__, "triton": triton.__version__, "tag": args.tag,
-            "date": dt.date.today().isoformat(), "timing": "median of 11 CUDA-graph replays, weights rotated past 3x L2"}
+            "date": dt.date.today().isoformat(), "timing": "median of 9 CUDA-graph replays, weights rotated past 3x L2"}
     meta.update(ceilings())
     print(json.dumps(meta), flush=True)
     rows, checks = [], []
@@ -153,13 +116,13 @@ def main() -> None:
             for path in ops.PATHS:
                 methods[f"w4a16_{path}"] = (w4, lambda x, p, path=path: ops.matmul(x, p, ops.default_config(x.shape[0], p, path)), w4.nbytes)
         for name, (weight, fn, wbytes) in methods.items():
-            copies = max(1, min(16, math.ceil(3 * l2 / wbytes)))
-            clones = [weight] + [_clone(weight) for _ in range(copies - 1)]
+            copies = live.copies_for(wbytes, l2)
+            clones = [weight] + [live._clone(weight) for _ in range(copies - 1)]
             for m in ms:
                 xs = [torch.randn(m, k, dtype=torch.bfloat16, device="cuda") for _ in range(len(clones))]
                 calls = [lambda x=x, c=c: fn(x, c) for x, c in zip(xs, clones)]
                 try:
-                    t = time_calls(calls)
+                    t = live.time_gpu(calls)
                 except (RuntimeError, ValueError, triton.CompilationError) as err:  # record, keep going
                     print(f"skip {name} K={k} N={n} M={m}: {str(err).splitlines()[0][:160]}", flush=True)
                     continue
@@ -191,7 +154,7 @@ def tune(l2: int) -> list[dict[str, object]]:
     for k, n in [(4096, 4096), (8192, 8192)]:
         w = torch.randn(n, k, dtype=torch.bfloat16, device="cuda") * 0.02
         layer = PackedLinear.from_quantized(ql.quantize(w, ql.QuantSpec.preset("W4A16")))
-        clones = [layer] + [_clone(layer) for _ in range(max(0, math.ceil(3 * l2 / layer.nbytes) - 1))]
+        clones = [layer] + [live._clone(layer) for _ in range(live.copies_for(layer.nbytes, l2) - 1)]
         for m in (1, 16):
             xs = [torch.randn(m, k, dtype=torch.bfloat16, device="cuda") for _ in clones]
             best = None
@@ -199,7 +162,7 @@ def tune(l2: int) -> list[dict[str, object]]:
                 if cfg.path == "gemv" and cfg.block_m < min(m, 4):
                     continue
                 try:
-                    t = time_calls([lambda x=x, c=c, cfg=cfg: ops.matmul(x, c, cfg) for x, c in zip(xs, clones)],
+                    t = live.time_gpu([lambda x=x, c=c, cfg=cfg: ops.matmul(x, c, cfg) for x, c in zip(xs, clones)],
                                    target_ms=3.0, replays=7)
                 except Exception as err:  # a config that does not compile or fit is skipped, noted
                     print(f"tune skip {cfg}: {str(err).splitlines()[0][:120]}", flush=True)
@@ -209,15 +172,6 @@ def tune(l2: int) -> list[dict[str, object]]:
                     best = (cfg, t)
             print(f"tune K={k} N={n} M={m}: best {best}", flush=True)
     return out
-
-
-def _clone(weight):
-    if isinstance(weight, torch.Tensor):
-        return weight.clone()
-    if isinstance(weight, tuple):
-        return tuple(t.clone() for t in weight)
-    return type(weight)(*[getattr(weight, f).clone() if isinstance(getattr(weight, f), torch.Tensor) else getattr(weight, f)
-                          for f in weight.__dataclass_fields__])
 
 
 if __name__ == "__main__":

@@ -128,9 +128,16 @@ def load_results(path: Path) -> Results:
 
 
 def committed_results(directory: Path = RESULTS_DIR) -> list[Path]:
-    """Result files in bench/results, newest date first."""
-    return sorted(directory.glob("*.json"), key=lambda p: (json.loads(p.read_text())["meta"]["date"], p.name),
-                  reverse=True)
+    """GPU matmul result files in bench/results (other benchmarks share the folder), newest first."""
+    found: list[tuple[str, str, Path]] = []
+    for path in directory.glob("*.json"):
+        try:
+            meta = json.loads(path.read_text()).get("meta", {})
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and "card" in meta and "copy_gbps" in meta:
+            found.append((str(meta.get("date", "")), path.name, path))
+    return [p for _, _, p in sorted(found, reverse=True)]
 
 
 def crossover(batch_sizes: Sequence[int], speedups: Sequence[float | None]) -> float | None:
@@ -188,3 +195,43 @@ def summary_table(result: Mapping[str, object]) -> str:
 def series(res: Results, k: int, n: int, methods: Iterable[str], baseline: str = "bf16") -> dict[str, list[float | None]]:
     """Speedup over `baseline` against batch size, per method, for one shape."""
     return {m: [res.speedup(k, n, b, m, baseline) for b in res.batch_sizes] for m in methods}
+
+
+# -- the shape a learner picks ----------------------------------------------------------------------
+
+def preset_layers(arch: str) -> dict[str, tuple[int, int]]:
+    """The Linear layers of one block of a shipped architecture (plus the LM head), as (K, N)."""
+    from quantlab import sizing
+
+    checkpoint = sizing.load_checkpoint(arch)
+    out: dict[str, tuple[int, int]] = {}
+    for t in checkpoint.tensors:
+        if t.linear and len(t.shape) == 2 and (".layers.0." in t.name or "lm_head" in t.name):
+            out[t.layer] = (int(t.shape[1]), int(t.shape[0]))
+    if not out:
+        raise QuantlabError(f"{arch}: no Linear layers found in its config")
+    return out
+
+
+@dataclass(frozen=True)
+class WhyNumbers:
+    """The measured answer to "why is my int4 model slower than fp16?" on one shape."""
+
+    k: int
+    n: int
+    int4_at_1: float | None  # torch int4 speedup over bf16 at M=1
+    int4_at_16: float | None
+    int4_at_max: float | None  # at the largest measured M
+    max_m: int
+    int4_crossover: float | None  # M where torch int4 drops below bf16
+    ours_at_1: float | None  # quantlab W4A16 at M=1
+    ideal_at_1: float  # bytes of bf16 over bytes of W4A16 g128: the memory-bound ceiling
+
+
+def why_slower(res: Results, k: int, n: int) -> WhyNumbers:
+    ms = res.batch_sizes
+    int4 = [res.speedup(k, n, m, "torch_int4") for m in ms]
+    return WhyNumbers(k, n, res.speedup(k, n, 1, "torch_int4"), res.speedup(k, n, 16, "torch_int4"),
+                      res.speedup(k, n, ms[-1], "torch_int4"), ms[-1], crossover(ms, int4),
+                      res.speedup(k, n, 1, "w4a16"),
+                      BITS_PER_WEIGHT["bf16"] / BITS_PER_WEIGHT["w4a16"])

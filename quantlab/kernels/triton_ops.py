@@ -228,10 +228,11 @@ class Config:
     post_scale: bool = False  # mma, 4-bit: scale partial sums per group instead of every weight
 
 
-# Crossover (bench/NOTES.md): the fused tensor-core kernel up to MMA_MAX_M rows, then
-# dequantize-then-cuBLAS. The GEMV path stays selectable for comparison; it lost to split-K mma
-# at every M in the v1 measurements.
-MMA_MAX_M = 512
+# Crossover measured on an H200 (bench/NOTES.md): the fused tensor-core kernel up to MMA_MAX_M
+# rows (0.60x bf16 at M=64 against 0.42x for dequantize-then-cuBLAS), dequantize-then-cuBLAS from
+# M=128 on (0.42x against 0.33x). The GEMV path stays selectable for comparison: it lost to the
+# split-K tensor-core kernel at every M.
+MMA_MAX_M = 64
 
 
 def choose_path(m: int) -> Path:
@@ -255,7 +256,8 @@ def default_config(m: int, layer: PackedLinear, path: Path | None = None) -> Con
     path = path or choose_path(m)
     n = layer.out_features
     if path == "gemv":
-        return Config("gemv", block_m=triton.next_power_of_2(max(m, 1)), block_n=32 if n >= 8192 else 16,
+        # The per-row loop is unrolled, so rows per program stay few; more rows mean more programs.
+        return Config("gemv", block_m=min(4, triton.next_power_of_2(max(m, 1))), block_n=32 if n >= 8192 else 16,
                       block_k=_fit_block_k(256, layer), num_warps=4, num_stages=4)
     if path == "mma" and m <= 64:
         # Tile shape from the v1 sweep on H200 (bm16 bn64 bk128 won at M=1 and 16); split K until
@@ -265,8 +267,7 @@ def default_config(m: int, layer: PackedLinear, path: Path | None = None) -> Con
         while split < 8 and tiles * split * 2 <= 4 * 132:
             split *= 2
         return Config("mma", block_m=16 if m <= 16 else 32 if m <= 32 else 64, block_n=64,
-                      block_k=_fit_block_k(128, layer), split_k=split, num_warps=4, num_stages=4,
-                      post_scale=layer.num_bits == 4)
+                      block_k=_fit_block_k(128, layer), split_k=split, num_warps=4, num_stages=4)
     if path == "mma":
         return Config("mma", block_m=128, block_n=128, block_k=_fit_block_k(64, layer), num_warps=8, num_stages=3)
     return Config("dequant", block_n=32, block_k=_fit_block_k(256, layer), num_warps=4, num_stages=1)

@@ -1,0 +1,146 @@
+"""Lesson: speed — when does a quantized matmul beat bf16, and why is int4 sometimes slower?"""
+import pandas as pd
+import streamlit as st
+import torch
+
+import lab_ui
+from quantlab import kvcache, models, viz_speed
+from quantlab.kernels import live, roofline
+
+lab_ui.routed()
+
+MAIN_METHODS = ["bf16", "torch_int4", "w4a16", "w8a16", "fp8"]
+CPU_CAP = 4096  # largest K or N timed live on a CPU: the torch path dequantizes the whole matrix per call
+
+
+@st.cache_data(show_spinner=False)
+def results(name: str) -> roofline.Results:
+    return roofline.load_results(roofline.RESULTS_DIR / f"{name}.json")
+
+
+@st.cache_data(show_spinner="Reading the architecture's layers from its config…")
+def preset(arch: str) -> dict[str, tuple[int, int]]:
+    return roofline.preset_layers(arch)
+
+
+@st.cache_data(show_spinner=False)
+def targets(name: str) -> list[dict[str, object]]:
+    return roofline.targets(results(name))
+
+
+st.title("🏎️ Speed")
+lab_ui.lesson_section("speed", "intro")
+
+files = [p.stem for p in roofline.committed_results()]
+if not files:
+    st.error("No benchmark results in bench/results: run `python bench/gpu_matmul.py --out bench/results` on a GPU.")
+    st.stop()
+c1, c2 = st.columns([1.2, 2])
+run = c1.selectbox("Benchmark run", files, key="speed_run", index=files.index(lab_ui.url_choice("speed_run", files, files[0])))
+res = results(run)
+shape_names = [f"K={k} × N={n}" for k, n in res.shapes]
+shape_name = c2.selectbox("Weight shape (in × out)", shape_names, key="speed_shape",
+                          index=shape_names.index(lab_ui.url_choice("speed_shape", shape_names, shape_names[1 % len(shape_names)])))
+k, n = res.shapes[shape_names.index(shape_name)]
+extra = [m for m in res.methods if m not in MAIN_METHODS]
+methods = st.multiselect("Methods", MAIN_METHODS + extra, default=[m for m in MAIN_METHODS if m in res.methods],
+                         key="speed_methods", format_func=lambda m: roofline.LABELS.get(m, m))
+lab_ui.set_url(speed_run=run, speed_shape=shape_name)
+st.caption(f"Measured on **{res.label}** — {res.meta['timing']}. Copy bandwidth {res.meta['copy_gbps']:,.0f} GB/s "
+           f"(read + write), bf16 matmul {res.meta['bf16_tflops']:,.0f} TFLOP/s, fp8 {res.meta['fp8_tflops']:,.0f} "
+           "TFLOP/s, all measured in the same run." + ("" if torch.cuda.is_available() else
+                                                       " This app runs without a GPU: these are the committed results."))
+
+st.plotly_chart(viz_speed.speedup_chart(res, k, n, ["bf16"] + [m for m in methods if m != "bf16"]), width="stretch")
+lab_ui.lesson_section("speed", "speedup")
+
+# -- why is my int4 model slower than fp16? -------------------------------------------------------------
+st.subheader("Why is my int4 model slower than fp16?")
+why = roofline.why_slower(res, k, n)
+cross = f"M ≈ {why.int4_crossover:.0f}" if why.int4_crossover else "no measured batch size"
+st.markdown(
+    f"On this card and shape, torch's built-in int4 kernel runs **{why.int4_at_1:.2f}×** bf16 at one token, "
+    f"**{why.int4_at_16:.2f}×** at 16 tokens and **{why.int4_at_max:.2f}×** at {why.max_m} tokens; it falls below "
+    f"bf16 at **{cross}**. The memory-bound ceiling at one token is **{why.ideal_at_1:.1f}×** (16 bits against "
+    f"{roofline.BITS_PER_WEIGHT['w4a16']:.3f} per weight). quantlab's own W4A16 kernel measures "
+    f"**{why.ours_at_1:.2f}×** at one token here."
+)
+lab_ui.lesson_section("speed", "why")
+
+# -- roofline -------------------------------------------------------------------------------------------
+st.subheader("The roofline")
+st.plotly_chart(viz_speed.roofline_chart(res, k, n, methods), width="stretch")
+lab_ui.lesson_section("speed", "roofline")
+
+# -- your shape -----------------------------------------------------------------------------------------
+st.subheader("Your layer: memory- or compute-bound?")
+sel = lab_ui.selection()
+archs = kvcache.architectures()
+origins = ["Layer picked in the sidebar"] + [f"Architecture: {a}" for a in archs]
+c1, c2, c3 = st.columns([1.4, 1.6, 1.2])
+origin = c1.selectbox("Shape from", origins, key="speed_origin")
+with lab_ui.user_errors():
+    if origin == origins[0]:
+        out_f, in_f = models.list_tensors(sel.source)[sel.weight_name].shape[:2]
+        layers = {sel.layer: (int(in_f), int(out_f))}
+    else:
+        layers = preset(origin.split(": ", 1)[1])
+layer = c2.selectbox("Layer", list(layers), key="speed_layer")
+m = c3.select_slider("Batch size M", [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192], value=1,
+                     key="speed_m")
+lk, ln = layers[layer]
+bw, peak = float(res.meta["copy_gbps"]), float(res.meta["bf16_tflops"])
+rows = []
+for method in ("bf16", "w4a16", "w8a16"):
+    b = roofline.bound(m, lk, ln, method, bw, peak)
+    rows.append({"method": roofline.LABELS[method], "FLOP per byte": round(b.intensity, 1),
+                 "ridge (FLOP/B)": round(b.ridge, 1), "memory time (µs)": round(b.memory_us, 2),
+                 "compute time (µs)": round(b.compute_us, 2), "bound": "memory" if b.memory_bound else "compute"})
+st.markdown(f"`{layer}`: K = {lk}, N = {ln}, at M = {m}, with the ceilings of {res.meta['card']} measured above.")
+st.dataframe(pd.DataFrame(rows).set_index("method"), width="stretch")
+st.plotly_chart(viz_speed.floors_chart(lk, ln, bw, peak, [2**i for i in range(14)], ["bf16", "w4a16", "w8a16"], m),
+                width="stretch")
+lab_ui.lesson_section("speed", "bound")
+
+# -- live timing ----------------------------------------------------------------------------------------
+st.subheader("Time it here")
+if torch.cuda.is_available():
+    st.caption(f"This app has a GPU ({torch.cuda.get_device_name(0)}): time bf16 cuBLAS against quantlab's W4A16 "
+               "kernel on the shape above. One measurement runs at a time for everyone using this server.")
+    if st.button("Time on this GPU", key="speed_gpu"):
+        if not live.MEASURING.acquire(blocking=False):
+            st.warning("Another session is measuring right now; try again in a few seconds.")
+        else:
+            try:
+                with st.spinner("Compiling and timing…"), lab_ui.user_errors():
+                    st.session_state["speed_live"] = live.measure_gpu(m, lk, ln)
+            finally:
+                live.MEASURING.release()
+else:
+    ck, cn, cm = min(lk, CPU_CAP), min(ln, CPU_CAP), min(m, 64)
+    st.caption(f"No GPU here. The button times, **on this CPU**, bf16 `F.linear` against quantlab's plain torch W4A16 "
+               f"path (unpack + dequantize + matmul) at K={ck}, N={cn}, M={cm} (capped so it takes seconds). CPU "
+               "numbers say nothing about GPU kernels; they show what a dequantize-every-call path costs.")
+    if st.button("Time on this CPU", key="speed_cpu"):
+        if not live.MEASURING.acquire(blocking=False):
+            st.warning("Another session is measuring right now; try again in a few seconds.")
+        else:
+            try:
+                with st.spinner("Timing on the CPU…"):
+                    st.session_state["speed_live"] = live.measure_cpu(cm, ck, cn)
+            finally:
+                live.MEASURING.release()
+timing = st.session_state.get("speed_live")
+if isinstance(timing, live.LiveTiming):
+    base = timing.ms["bf16"]
+    st.dataframe(pd.DataFrame([{"device": timing.device.upper() if timing.device == "cpu" else timing.device,
+                                "shape": f"M={timing.m}, K={timing.k}, N={timing.n}", "method": name,
+                                "ms per call": round(t, 4), "speedup over bf16": round(base / t, 2)}
+                               for name, t in timing.ms.items()]).set_index("method"), width="stretch")
+
+with st.expander("The issue's targets for quantlab's kernels, on this run"):
+    st.dataframe(pd.DataFrame([{"target": t["target"], "goal (×)": t["goal"],
+                                "measured (×)": None if t["measured"] is None else round(float(t["measured"]), 2),
+                                "met": "yes" if t["met"] else "no"} for t in targets(run)]).set_index("target"),
+                 width="stretch")
+    lab_ui.lesson_section("speed", "targets")

@@ -1,0 +1,58 @@
+"""The Speed lesson: committed GPU results, the roofline, the user's shape, and live CPU timing."""
+import pytest
+import torch
+
+from apptest_util import markdown_text, run_page
+from quantlab.kernels import roofline
+
+PAGE = "pages/speed.py"
+
+
+def test_committed_results_are_real_runs() -> None:
+    files = roofline.committed_results()
+    assert files, "bench/results holds no GPU matmul results"
+    res = roofline.load_results(files[0])
+    assert {"bf16", "torch_int4", "w4a16", "w8a16", "fp8"} <= set(res.methods)
+    assert res.batch_sizes == [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096]
+    assert len(res.shapes) == 5 and all(r["ms"] > 0 for r in res.rows)
+
+
+def test_page_runs_and_labels_card_and_date() -> None:
+    at = run_page(PAGE)
+    res = roofline.load_results(roofline.committed_results()[0])
+    captions = " ".join(c.value for c in at.caption)
+    assert str(res.meta["card"]) in captions and str(res.meta["date"]) in captions
+    assert len(at.get("plotly_chart")) >= 3
+
+
+def test_shape_choice_changes_the_measured_answer() -> None:
+    at = run_page(PAGE)
+    before = markdown_text(at)
+    shapes = at.selectbox(key="speed_shape").options
+    at.selectbox(key="speed_shape").set_value(shapes[-1]).run()
+    assert not at.exception
+    assert markdown_text(at) != before
+    assert "torch's built-in int4 kernel runs" in markdown_text(at)
+
+
+def test_architecture_preset_and_batch_move_the_bound() -> None:
+    at = run_page(PAGE)
+    at.selectbox(key="speed_origin").set_value("Architecture: llama-3.1-8b").run()
+    assert "model.layers.0.mlp.down_proj" in at.selectbox(key="speed_layer").options
+    at.selectbox(key="speed_layer").set_value("model.layers.0.mlp.down_proj").run()
+    table = at.dataframe[0].value
+    assert set(table["bound"]) == {"memory"}  # one token: every method waits for memory
+    at.select_slider(key="speed_m").set_value(8192).run()
+    assert not at.exception
+    assert "compute" in set(at.dataframe[0].value["bound"])
+    assert "K = 14336, N = 4096" in markdown_text(at)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the page offers GPU timing instead")
+def test_live_timing_is_labelled_cpu_without_a_gpu() -> None:
+    at = run_page(PAGE)
+    at.button(key="speed_cpu").click().run()
+    assert not at.exception
+    live = at.dataframe[1].value  # the table after the bound table
+    assert set(live["device"]) == {"CPU"}
+    assert set(live.index) == {"bf16", "w4a16 (torch path)"} and (live["ms per call"] > 0).all()
