@@ -20,3 +20,11 @@ def run_page(page: str | None = None, query: dict[str, str] | None = None, timeo
 
 def markdown_text(at: AppTest) -> str:
     return "\n".join(m.value for m in at.markdown)
+
+
+def use_local_path(at: AppTest, path: str) -> AppTest:
+    """Point the sidebar at a local .safetensors file or folder, as a user would, and rerun."""
+    at.radio(key="source_kind").set_value("Local path").run()
+    at.text_input(key="source_path").set_value(path).run()
+    assert not at.exception, at.exception
+    return at

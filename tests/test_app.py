@@ -3,6 +3,7 @@ import pytest
 import torch
 from apptest_util import markdown_text as _text
 from apptest_util import run_page as _app
+from apptest_util import use_local_path
 from safetensors.torch import save_file
 from streamlit.testing.v1 import AppTest
 
@@ -57,17 +58,11 @@ def test_url_state_restores_the_view():
 
 # -- bad input reaches the UI as one line, and the app keeps working ------------------------------
 
-def _local(at: AppTest, path: str) -> AppTest:
-    at.radio(key="source_kind").set_value("Local path").run()
-    at.text_input(key="source_path").set_value(path).run()
-    assert not at.exception, at.exception
-    return at
-
 
 def test_not_safetensors_file_is_one_line_and_app_goes_on(tmp_path):
     bad = tmp_path / "model.safetensors"
     bad.write_bytes(b"PK\x03\x04 this is a zip, not safetensors")
-    at = _local(_app("pages/symmetric.py"), str(bad))
+    at = use_local_path(_app("pages/symmetric.py"), str(bad))
     messages = [e.value for e in at.sidebar.error]
     assert any("not a safetensors file" in m for m in messages)
     assert all("\n" not in m for m in messages)
@@ -79,7 +74,7 @@ def test_truncated_file(tmp_path):
     save_file({"layer.weight": torch.randn(64, 64)}, str(good))
     cut = tmp_path / "cut.safetensors"
     cut.write_bytes(good.read_bytes()[:-100])
-    at = _local(_app("pages/symmetric.py"), str(cut))
+    at = use_local_path(_app("pages/symmetric.py"), str(cut))
     assert any("truncated" in e.value for e in at.sidebar.error)
 
 
@@ -89,7 +84,7 @@ def test_nan_tensor_gets_a_message_in_the_page(tmp_path):
     w[4, 6] = float("inf")
     f = tmp_path / "nan.safetensors"
     save_file({"layer.weight": w}, str(f))
-    at = _local(_app("pages/symmetric.py"), str(f))
+    at = use_local_path(_app("pages/symmetric.py"), str(f))
     assert any("NaN/Inf" in e.value for e in at.error)
     at.radio(key="source_kind").set_value("Embedded MiniLM").run()  # and the session recovers
     assert not at.error and not at.exception
@@ -98,7 +93,7 @@ def test_nan_tensor_gets_a_message_in_the_page(tmp_path):
 def test_all_zero_tensor_quantizes_to_zero(tmp_path):
     f = tmp_path / "zeros.safetensors"
     save_file({"layer.weight": torch.zeros(16, 64)}, str(f))
-    at = _local(_app("pages/symmetric.py"), str(f))
+    at = use_local_path(_app("pages/symmetric.py"), str(f))
     assert not at.error
     assert "[0, 0]" in _text(at)
 
@@ -106,7 +101,7 @@ def test_all_zero_tensor_quantizes_to_zero(tmp_path):
 def test_file_without_matrices(tmp_path):
     f = tmp_path / "vec.safetensors"
     save_file({"norm.weight": torch.ones(64)}, str(f))
-    at = _local(_app("pages/symmetric.py"), str(f))
+    at = use_local_path(_app("pages/symmetric.py"), str(f))
     assert any("no 2-D weight matrix" in e.value for e in at.sidebar.error)
 
 

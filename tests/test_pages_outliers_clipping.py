@@ -1,6 +1,6 @@
 """The Clipping and Outliers lessons in AppTest: they run, and their widgets change what is shown."""
 import torch
-from apptest_util import run_page
+from apptest_util import run_page, use_local_path
 from safetensors.torch import save_file
 
 
@@ -73,20 +73,14 @@ def test_outliers_keeping_layers_in_16_bit_costs_bytes():
     assert len(at.get("plotly_chart")) == charts + 1
 
 
-def _local(at, path: str):
-    at.radio(key="source_kind").set_value("Local path").run()
-    at.text_input(key="source_path").set_value(path).run()
-    assert not at.exception, at.exception
-    return at
-
 
 def test_a_users_own_weight_gets_the_clipping_lesson_and_an_outliers_notice(tmp_path):
     f = tmp_path / "w.safetensors"
     save_file({"proj.weight": torch.randn(48, 64)}, str(f))
-    at = _local(run_page("pages/clipping.py"), str(f))
+    at = use_local_path(run_page("pages/clipping.py"), str(f))
     assert at.radio(key="clip_tensor").options == ["weight"]
     assert at.metric and not at.error
-    at = _local(run_page("pages/outliers.py"), str(f))
+    at = use_local_path(run_page("pages/outliers.py"), str(f))
     assert any("Embedded MiniLM" in i.value for i in at.info)
     assert not at.metric
 
@@ -96,5 +90,5 @@ def test_a_nan_weight_is_one_line_on_the_clipping_page(tmp_path):
     w[2, 3] = float("nan")
     f = tmp_path / "nan.safetensors"
     save_file({"proj.weight": w}, str(f))
-    at = _local(run_page("pages/clipping.py"), str(f))
+    at = use_local_path(run_page("pages/clipping.py"), str(f))
     assert any("NaN/Inf" in e.value and "\n" not in e.value for e in at.error)
