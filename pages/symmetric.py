@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 import lab_ui
-from quantlab import metrics, models, symmetry, viz
+from quantlab import metrics, symmetry, viz
 from quantlab.models import ModelSource
 
 TENSORS = ["weight", "input activation"]

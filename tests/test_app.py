@@ -5,7 +5,6 @@ from apptest_util import markdown_text as _text
 from apptest_util import run_page as _app
 from apptest_util import use_local_path
 from safetensors.torch import save_file
-from streamlit.testing.v1 import AppTest
 
 import lab_ui
 

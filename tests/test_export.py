@@ -11,7 +11,7 @@ import torch
 from safetensors import safe_open
 
 import quantlab as ql
-from quantlab import export, models, sizing
+from quantlab import export, models
 from quantlab.errors import QuantlabError
 
 ct_reference = pytest.importorskip("ct_reference")

@@ -7,7 +7,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import quantlab as ql
-from quantlab.quantize import observe_minmax
 
 ct_args = pytest.importorskip("compressed_tensors.quantization")
 from compressed_tensors.quantization import QuantizationArgs  # noqa: E402
