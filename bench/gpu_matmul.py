@@ -19,6 +19,7 @@ Writes one JSON (a row per K, N, M, method) and prints a table of speedups over 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import sys
@@ -75,7 +76,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="two shapes and M in 1, 16, 256, 4096")
     ap.add_argument("--sweep", action="store_true", help="also time each W4A16 path on its own")
     ap.add_argument("--tag", default="", help="label stored with the results (kernel version)")
-    ap.add_argument("--tune", action="store_true", help="time a grid of W4A16 tile configs at M=1 and 16 first")
+    ap.add_argument("--tune", action="store_true", help="time small-M tile variants at M=1 and 16 first")
     args = ap.parse_args()
     shapes = SHAPES[:2] if args.quick else SHAPES
     ms = [1, 16, 256, 4096] if args.quick else MS
@@ -147,9 +148,8 @@ def save(out: Path, meta: dict, checks: list, rows: list, tuning: list) -> dict:
 
 
 def tune(l2: int) -> list[dict[str, object]]:
-    """Time W4A16 g128 tile configs of the gemv and mma paths at small M on two shapes."""
-    grid = [ops.Config("mma", block_m=16, block_n=bn, block_k=128, split_k=sk, num_warps=4, num_stages=4,
-                       post_scale=True) for bn in (32, 64, 128) for sk in (2, 4, 8)]
+    """Time tile variants of the W4A16 g128 tensor-core kernel at M=1 and 16 on two shapes."""
+    variants = {f"bn{bn} split{sk}": dict(block_n=bn, split_k=sk) for bn in (32, 64, 128) for sk in (2, 4, 8)}
     out = []
     for k, n in [(4096, 4096), (8192, 8192)]:
         w = torch.randn(n, k, dtype=torch.bfloat16, device="cuda") * 0.02
@@ -158,16 +158,16 @@ def tune(l2: int) -> list[dict[str, object]]:
         for m in (1, 16):
             xs = [torch.randn(m, k, dtype=torch.bfloat16, device="cuda") for _ in clones]
             best = None
-            for cfg in grid:
-                if cfg.path == "gemv" and cfg.block_m < min(m, 4):
-                    continue
+            for name, fields in variants.items():
+                cfg = dataclasses.replace(ops.default_config(m, layer, "mma"), **fields)
                 try:
                     t = live.time_gpu([lambda x=x, c=c, cfg=cfg: ops.matmul(x, c, cfg) for x, c in zip(xs, clones)],
                                    target_ms=3.0, replays=7)
                 except Exception as err:  # a config that does not compile or fit is skipped, noted
                     print(f"tune skip {cfg}: {str(err).splitlines()[0][:120]}", flush=True)
                     continue
-                out.append({"K": k, "N": n, "M": m, "config": cfg.__dict__, "ms": t})
+                out.append({"K": k, "N": n, "M": m, "variant": name, "config": cfg.__dict__, "ms": t})
+                print(f"tune K={k} N={n} M={m} {name}: {t * 1e3:.1f} us", flush=True)
                 if best is None or t < best[1]:
                     best = (cfg, t)
             print(f"tune K={k} N={n} M={m}: best {best}", flush=True)

@@ -4,7 +4,6 @@ CI) and, marked `gpu`, compiled on a CUDA card at model sizes. Inputs are drawn 
 element a kernel forgets to write fails the check."""
 from __future__ import annotations
 
-import math
 import os
 import random
 
@@ -63,9 +62,9 @@ def check(y: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, seed: int, wha
 
 # Small tiles on the CPU keep the interpreter fast while still leaving partial tiles in M, N and K.
 CPU_CONFIGS = {"gemv": ops.Config("gemv", block_m=2, block_n=32, block_k=64),
-               "mma": ops.Config("mma", block_m=16, block_n=32, block_k=64, split_k=2, post_scale=True),
+               "mma": ops.Config("mma", block_m=16, block_n=32, block_k=64, split_k=2),
                "dequant": ops.Config("dequant", block_n=16, block_k=64),
-               "mma_prescaled": ops.Config("mma", block_m=16, block_n=32, block_k=64)}
+               "mma_one_pass": ops.Config("mma", block_m=16, block_n=32, block_k=64)}
 
 
 @pytest.mark.parametrize("spec_name,path,dtype", [
@@ -73,7 +72,7 @@ CPU_CONFIGS = {"gemv": ops.Config("gemv", block_m=2, block_n=32, block_k=64),
     ("w4_sym_g128", "dequant", torch.bfloat16), ("w4_asym_g32", "gemv", torch.float16),
     ("w4_asym_g32", "mma", torch.bfloat16), ("w8_sym_channel", "gemv", torch.float16),
     ("w8_sym_channel", "mma", torch.bfloat16), ("w8_asym_g64", "dequant", torch.float16),
-    ("w8_asym_g64", "mma", torch.float16), ("w4_sym_g128", "mma_prescaled", torch.bfloat16),
+    ("w8_asym_g64", "mma", torch.float16), ("w4_sym_g128", "mma_one_pass", torch.bfloat16),
 ])
 def test_small_shapes_match_float64(spec_name: str, path: str, dtype: torch.dtype) -> None:
     seed = fresh_seed()
@@ -115,7 +114,7 @@ def test_real_minilm_weights_and_activations() -> None:
     acts = acts[: 64 if CUDA else 4].to(DEVICE, torch.float16)
     # Wide tiles: this layer is 1536 x 384, and the interpreter's cost grows with the program count.
     configs = {"gemv": ops.Config("gemv", block_m=4, block_n=256, block_k=128),
-               "mma": ops.Config("mma", block_m=16, block_n=256, block_k=128, post_scale=True)}
+               "mma": ops.Config("mma", block_m=16, block_n=256, block_k=128)}
     if CUDA:
         configs = {path: ops.default_config(acts.shape[0], ops_layer, path) for path in ops.PATHS
                    for ops_layer in [PackedLinear.from_quantized(ql.quantize(w, SPECS["w4_sym_g128"]))]}

@@ -34,21 +34,15 @@ PATHS: tuple[Path, ...] = ("gemv", "mma", "dequant")
 
 
 @triton.jit
-def _field(words, J: tl.constexpr, BITS: tl.constexpr, MAGIC: tl.constexpr, WIDE: tl.constexpr, DT: tl.constexpr):
-    """Field J of each word OR-ed into the mantissa of a float whose value is MAGIC's base: the
-    result is exactly base + u with no integer-to-float conversion (2^23 in float32 when WIDE,
-    else 128 in bf16 or 1024 in fp16)."""
-    bits = ((words >> (J * BITS)) & ((1 << BITS) - 1)) | MAGIC
-    if WIDE:
-        value = bits.to(tl.float32, bitcast=True)
-    else:
-        value = bits.to(tl.uint16).to(DT, bitcast=True)
-    return value
+def _field(words, J: tl.constexpr, BITS: tl.constexpr):
+    """Field J of each word OR-ed into the mantissa of 2^23: exactly the float32 2^23 + u, with no
+    integer-to-float conversion (a quarter-rate instruction on Hopper)."""
+    return (((words >> (J * BITS)) & ((1 << BITS) - 1)) | 0x4B000000).to(tl.float32, bitcast=True)
 
 
 @triton.jit
-def _unpack_fields(words, BITS: tl.constexpr, MAGIC: tl.constexpr, WIDE: tl.constexpr, DT: tl.constexpr):
-    """int32 words [R, W] -> floats base + u [R, W·32/BITS] in checkpoint order.
+def _unpack_fields(words, BITS: tl.constexpr):
+    """int32 words [R, W] -> float32 2^23 + u [R, W·32/BITS] in checkpoint order.
 
     Field j of a word is element 8w + j (4-bit). `tl.join` appends a trailing axis of 2, so joining
     fields j and j+4, then pairs 2 apart, then 1 apart, makes the last three axes (a, b, c) hold
@@ -56,15 +50,11 @@ def _unpack_fields(words, BITS: tl.constexpr, MAGIC: tl.constexpr, WIDE: tl.cons
     """
     w = words.to(tl.uint32, bitcast=True)  # logical shifts: no sign extension to undo
     if BITS == 4:
-        fields = tl.join(
-            tl.join(tl.join(_field(w, 0, 4, MAGIC, WIDE, DT), _field(w, 4, 4, MAGIC, WIDE, DT)),
-                    tl.join(_field(w, 2, 4, MAGIC, WIDE, DT), _field(w, 6, 4, MAGIC, WIDE, DT))),
-            tl.join(tl.join(_field(w, 1, 4, MAGIC, WIDE, DT), _field(w, 5, 4, MAGIC, WIDE, DT)),
-                    tl.join(_field(w, 3, 4, MAGIC, WIDE, DT), _field(w, 7, 4, MAGIC, WIDE, DT))))
+        fields = tl.join(tl.join(tl.join(_field(w, 0, 4), _field(w, 4, 4)), tl.join(_field(w, 2, 4), _field(w, 6, 4))),
+                         tl.join(tl.join(_field(w, 1, 4), _field(w, 5, 4)), tl.join(_field(w, 3, 4), _field(w, 7, 4))))
         values = tl.reshape(fields, [words.shape[0], words.shape[1] * 8])
     else:
-        fields = tl.join(tl.join(_field(w, 0, 8, MAGIC, WIDE, DT), _field(w, 2, 8, MAGIC, WIDE, DT)),
-                         tl.join(_field(w, 1, 8, MAGIC, WIDE, DT), _field(w, 3, 8, MAGIC, WIDE, DT)))
+        fields = tl.join(tl.join(_field(w, 0, 8), _field(w, 2, 8)), tl.join(_field(w, 1, 8), _field(w, 3, 8)))
         values = tl.reshape(fields, [words.shape[0], words.shape[1] * 4])
     return values
 
@@ -72,7 +62,7 @@ def _unpack_fields(words, BITS: tl.constexpr, MAGIC: tl.constexpr, WIDE: tl.cons
 @triton.jit
 def _unpack(words, bias, BITS: tl.constexpr):
     """int32 words [R, W] -> float32 (q - zp) [R, W·32/BITS], bias per row (see layout.py)."""
-    return _unpack_fields(words, BITS, 0x4B000000, True, tl.float32) - bias[:, None]
+    return _unpack_fields(words, BITS) - bias[:, None]
 
 
 @triton.jit
@@ -141,7 +131,7 @@ def _dequant_tile(w_ptr, s_ptr, b_ptr, offs_n, n_ok, kw, KW, NG, GROUP, kw0, BIT
 def _mma_kernel(x_ptr, w_ptr, s_ptr, b_ptr, y_ptr, M, N, K, KW, NG, GROUP, stride_xm, stride_ym,
                 BITS: tl.constexpr, ASYM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                 BLOCK_KW: tl.constexpr, SPLIT_K: tl.constexpr, GROUP_M: tl.constexpr, DOT_F32: tl.constexpr,
-                EVEN: tl.constexpr, POST_SCALE: tl.constexpr, MAGIC16: tl.constexpr, BASE16: tl.constexpr):
+                EVEN: tl.constexpr):
     BLOCK_K: tl.constexpr = BLOCK_KW * (32 // BITS)
     pid = tl.program_id(0)
     num_m = tl.cdiv(M, BLOCK_M)
@@ -159,9 +149,7 @@ def _mma_kernel(x_ptr, w_ptr, s_ptr, b_ptr, y_ptr, M, N, K, KW, NG, GROUP, strid
     m_ok = offs_m < M
     n_ok = offs_n < N
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    # Base pointers once; the loop only adds the K offset (recomputing them cost ~1 IMAD per weight).
-    w_base = w_ptr + offs_n[:, None] * KW + offs_kw[None, :]
-    x_base = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :]
+    x_base = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :]  # the loop adds only the K offset
     for kw0 in range(tl.program_id(1) * BLOCK_KW, KW, BLOCK_KW * SPLIT_K):
         k = kw0 * (32 // BITS) + offs_k
         if EVEN:
@@ -169,29 +157,12 @@ def _mma_kernel(x_ptr, w_ptr, s_ptr, b_ptr, y_ptr, M, N, K, KW, NG, GROUP, strid
         else:
             x = tl.load(x_ptr + offs_m[:, None] * stride_xm + k[None, :], mask=m_ok[:, None] & (k < K)[None, :],
                         other=0.0)
-        if POST_SCALE:
-            # Small M: the dot takes base + u straight from the bit pattern (no float arithmetic
-            # per weight); the group's bias and scale are applied to the [M, N] partial sums:
-            # sum x·(base + u) - (base + 2^(b-1) + zp)·sum x = sum x·(q - zp), exact enough in
-            # float32 (the cancellation costs ~8 of its 24 bits; the output keeps 8 or 11).
-            words = _load_words(w_base + kw0, n_ok, kw0 + offs_kw, KW, EVEN)
-            g = (kw0 * (32 // BITS)) // GROUP
-            scale = tl.load(s_ptr + offs_n * NG + g, mask=n_ok, other=0.0).to(tl.float32)
-            bias = _bias(b_ptr, offs_n, n_ok, NG, g, BITS, ASYM) - 8388608.0 + BASE16
-            w = _unpack_fields(words, BITS, MAGIC16, False, x_ptr.dtype.element_ty)
-            xsum = tl.sum(x.to(tl.float32), axis=1)
-            if DOT_F32:
-                part = tl.dot(x.to(tl.float32), tl.trans(w).to(tl.float32))
-            else:
-                part = tl.dot(x, tl.trans(w))
-            acc += (part - xsum[:, None] * bias[None, :]) * scale[None, :]
+        w = _dequant_tile(w_ptr, s_ptr, b_ptr, offs_n, n_ok, kw0 + offs_kw, KW, NG, GROUP, kw0, BITS, ASYM,
+                          x_ptr.dtype.element_ty, EVEN)
+        if DOT_F32:
+            acc = tl.dot(x.to(tl.float32), tl.trans(w).to(tl.float32), acc)
         else:
-            w = _dequant_tile(w_ptr, s_ptr, b_ptr, offs_n, n_ok, kw0 + offs_kw, KW, NG, GROUP, kw0, BITS, ASYM,
-                              x_ptr.dtype.element_ty, EVEN)
-            if DOT_F32:
-                acc = tl.dot(x.to(tl.float32), tl.trans(w).to(tl.float32), acc)
-            else:
-                acc = tl.dot(x, tl.trans(w), acc)
+            acc = tl.dot(x, tl.trans(w), acc)
     y = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :]
     if SPLIT_K == 1:
         tl.store(y, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
@@ -225,7 +196,6 @@ class Config:
     num_warps: int = 4
     num_stages: int = 3
     group_m: int = 8
-    post_scale: bool = False  # mma, 4-bit: scale partial sums per group instead of every weight
 
 
 # Crossover measured on an H200 (bench/NOTES.md): the fused tensor-core kernel up to MMA_MAX_M
@@ -327,10 +297,7 @@ def matmul(x: torch.Tensor, layer: PackedLinear, config: Config | None = None,
         _mma_kernel[grid](x2, *common, target, m, n, k, kw_total, layer.groups, layer.group_size, x2.stride(0),
                           target.stride(0), BITS=layer.num_bits, ASYM=not layer.symmetric, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
                           BLOCK_KW=bkw, SPLIT_K=cfg.split_k, GROUP_M=cfg.group_m, DOT_F32=_INTERPRETED,
-                          EVEN=n % cfg.block_n == 0 and kw_total % bkw == 0,
-                          POST_SCALE=cfg.post_scale and layer.num_bits == 4,
-                          MAGIC16=0x4300 if x.dtype == torch.bfloat16 else 0x6400,
-                          BASE16=128.0 if x.dtype == torch.bfloat16 else 1024.0, num_warps=cfg.num_warps,
+                          EVEN=n % cfg.block_n == 0 and kw_total % bkw == 0, num_warps=cfg.num_warps,
                           num_stages=cfg.num_stages)
         if cfg.split_k > 1:
             y2.copy_(target)
