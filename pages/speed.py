@@ -93,9 +93,9 @@ bw, peak = float(res.meta["copy_gbps"]), float(res.meta["bf16_tflops"])
 rows = []
 for method in ("bf16", "w4a16", "w8a16"):
     b = roofline.bound(m, lk, ln, method, bw, peak)
-    rows.append({"method": roofline.LABELS[method], "FLOP per byte": round(b.intensity, 1),
-                 "ridge (FLOP/B)": round(b.ridge, 1), "memory time (µs)": round(b.memory_us, 2),
-                 "compute time (µs)": round(b.compute_us, 2), "bound": "memory" if b.memory_bound else "compute"})
+    rows.append({"method": roofline.LABELS[method], "FLOP per byte": f"{b.intensity:.3g}",
+                 "ridge (FLOP/B)": f"{b.ridge:.3g}", "memory time (µs)": f"{b.memory_us:.3g}",
+                 "compute time (µs)": f"{b.compute_us:.3g}", "bound": "memory" if b.memory_bound else "compute"})
 st.markdown(f"`{layer}`: K = {lk}, N = {ln}, at M = {m}, with the ceilings of {res.meta['card']} measured above.")
 st.dataframe(pd.DataFrame(rows).set_index("method"), width="stretch")
 st.plotly_chart(viz_speed.floors_chart(lk, ln, bw, peak, [2**i for i in range(14)], ["bf16", "w4a16", "w8a16"], m),
@@ -138,7 +138,7 @@ if isinstance(timing, live.LiveTiming):
                                 "ms per call": round(t, 4), "speedup over bf16": round(base / t, 2)}
                                for name, t in timing.ms.items()]).set_index("method"), width="stretch")
 
-with st.expander("The issue's targets for quantlab's kernels, on this run"):
+with st.expander("Targets quantlab's kernels were written against, on this run"):
     st.dataframe(pd.DataFrame([{"target": t["target"], "goal (×)": t["goal"],
                                 "measured (×)": None if t["measured"] is None else round(float(t["measured"]), 2),
                                 "met": "yes" if t["met"] else "no"} for t in targets(run)]).set_index("target"),

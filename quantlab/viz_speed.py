@@ -37,8 +37,16 @@ def speedup_chart(res: roofline.Results, k: int, n: int, methods: Sequence[str])
                                      hovertemplate=f"{method} falls below bf16 at M≈{cross:.0f}<extra></extra>"))
     fig.update_xaxes(type="log", tickvals=ms, ticktext=[str(m) for m in ms])
     fig.update_yaxes(type="log")
-    return styled(fig, f"Speedup over bf16 cuBLAS, K={k}, N={n} (× marks the crossover below 1×)",
-                  "batch size M (tokens per matmul, log scale)", "speedup over bf16 (×, log scale)", height=440)
+    return _legend_below(styled(fig, f"Speedup over bf16 cuBLAS, K={k}, N={n} (× marks the crossover below 1×)",
+                                "batch size M (tokens per matmul, log scale)", "speedup over bf16 (×, log scale)",
+                                height=500))
+
+
+def _legend_below(fig: go.Figure) -> go.Figure:
+    """Long method names: the legend goes under the plot so it never covers the title."""
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0),
+                      margin=dict(b=140))
+    return fig
 
 
 def roofline_chart(res: roofline.Results, k: int, n: int, methods: Sequence[str]) -> go.Figure:
@@ -52,6 +60,10 @@ def roofline_chart(res: roofline.Results, k: int, n: int, methods: Sequence[str]
                              line=dict(color="#0f172a", width=2)))
     fig.add_trace(go.Scatter(x=xs, y=[roofline.roof(x, bw, fp8_peak) for x in xs], mode="lines",
                              name=f"fp8 roof: {fp8_peak:,.0f} TFLOP/s", line=dict(color="#0f172a", width=1, dash="dot")))
+    read = roofline.fastest_read_gbps(res)
+    fig.add_trace(go.Scatter(x=xs, y=[roofline.roof(x, read, peak) for x in xs], mode="lines",
+                             name=f"fastest weight read in this run: {read:,.0f} GB/s",
+                             line=dict(color=PALETTE["muted"], width=1.5, dash="dash")))
     for method in methods:
         if method not in roofline.BITS_PER_WEIGHT:
             continue
@@ -63,8 +75,9 @@ def roofline_chart(res: roofline.Results, k: int, n: int, methods: Sequence[str]
                                  hovertemplate="%{text}: %{x:.1f} FLOP/B, %{y:.1f} TFLOP/s<extra>" + method + "</extra>"))
     fig.update_xaxes(type="log")
     fig.update_yaxes(type="log")
-    return styled(fig, f"Roofline of {res.meta['card']}, K={k}, N={n}: one point per batch size",
-                  "arithmetic intensity (FLOP per byte of device memory, log)", "achieved TFLOP/s (log)", height=460)
+    return _legend_below(styled(fig, f"Roofline of {res.meta['card']}, K={k}, N={n}: one point per batch size",
+                                "arithmetic intensity (FLOP per byte of device memory, log)", "achieved TFLOP/s (log)",
+                                height=560))
 
 
 def floors_chart(k: int, n: int, bandwidth_gbps: float, peak_tflops: float, batch_sizes: Sequence[int],
@@ -84,5 +97,5 @@ def floors_chart(k: int, n: int, bandwidth_gbps: float, peak_tflops: float, batc
                       annotation_text="compute-bound in bf16", annotation_position="top left")
     fig.update_xaxes(type="log")
     fig.update_yaxes(type="log")
-    return styled(fig, f"Lower bound on time, K={k}, N={n}, at the card's measured ceilings",
-                  "batch size M (log)", "floor: max(bytes / bandwidth, FLOPs / peak) (µs, log)", height=400)
+    return styled(fig, f"Lower bound on time = max(bytes / bandwidth, FLOPs / peak), K={k}, N={n}",
+                  "batch size M (log)", "floor (µs, log)", height=420)

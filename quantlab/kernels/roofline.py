@@ -119,6 +119,13 @@ class Results:
         return math.exp(sum(math.log(r) for r in ratios if r) / len(ratios))
 
 
+def fastest_read_gbps(res: Results) -> float:
+    """The best weight-streaming rate any method reached in the run (GB/s, bytes it had to move).
+
+    Reading needs no write, so this exceeds the copy bandwidth (read + write) the roofline uses."""
+    return max(float(r["gbps"]) for r in res.rows)  # type: ignore[arg-type]
+
+
 def load_results(path: Path) -> Results:
     try:
         data = json.loads(Path(path).read_text())
