@@ -259,3 +259,13 @@ def test_gpu_results_do_not_depend_on_the_run() -> None:
     first = run_poisoned(x, layer, None).clone()
     for _ in range(3):
         assert torch.equal(run_poisoned(x, layer, None), first)
+
+
+@gpu
+@needs_cuda
+def test_gpu_live_measurement_for_the_lesson() -> None:
+    from quantlab.kernels import live
+
+    timing = live.measure_gpu(1, 4096, 4096)
+    assert timing.device.startswith("cuda: ") and set(timing.ms) == {"bf16", "w4a16"}
+    assert all(0 < t < 10 for t in timing.ms.values())  # ms per call: a 4096² matvec takes microseconds
