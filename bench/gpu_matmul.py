@@ -2,6 +2,7 @@
 
     python bench/gpu_matmul.py --out bench/results        # the full run (about 5 minutes)
     python bench/gpu_matmul.py --out /tmp/r --quick       # two shapes, four batch sizes
+    python bench/gpu_matmul.py --out bench/results --plot bench/results/<run>.json   # charts, no GPU
 
 Methods, all on the same random bf16 weight quantized once: bf16 cuBLAS (F.linear), torch's int4
 kernel (aten._weight_int4pack_mm, g128), quantlab W4A16 g128 (its own choice of path), quantlab
@@ -73,11 +74,15 @@ def rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--plot", type=Path, help="only write <results>.html (charts of a results JSON) into --out")
     ap.add_argument("--quick", action="store_true", help="two shapes and M in 1, 16, 256, 4096")
     ap.add_argument("--sweep", action="store_true", help="also time each W4A16 path on its own")
     ap.add_argument("--tag", default="", help="label stored with the results (kernel version)")
     ap.add_argument("--tune", action="store_true", help="time small-M tile variants at M=1 and 16 first")
     args = ap.parse_args()
+    if args.plot:
+        print(write_plots(args.plot, args.out))
+        return
     shapes = SHAPES[:2] if args.quick else SHAPES
     ms = [1, 16, 256, 4096] if args.quick else MS
     props = torch.cuda.get_device_properties(0)
@@ -137,6 +142,22 @@ def main() -> None:
         del w, w4, w8, f8, i4
         torch.cuda.empty_cache()
     print(roofline.summary_table(save(args.out, meta, checks, rows, tuning)))
+
+
+def write_plots(results: Path, out: Path) -> Path:
+    """One HTML page: speedup against batch size for every shape, and the roofline of the largest."""
+    from quantlab import viz_speed
+
+    res = roofline.load_results(results)
+    methods = [m for m in res.methods if m != "bf16"]
+    figs = [viz_speed.speedup_chart(res, k, n, ["bf16"] + methods) for k, n in res.shapes]
+    figs.append(viz_speed.roofline_chart(res, *res.shapes[-1], ["bf16", "torch_int4", "w4a16", "w8a16", "fp8"]))
+    body = "".join(f.to_html(full_html=False, include_plotlyjs="cdn" if i == 0 else False) for i, f in enumerate(figs))
+    target = out / f"{results.stem}.html"
+    target.write_text(f"<html><head><meta charset='utf-8'><title>{res.label}</title></head><body>"
+                      f"<h2>{res.label}</h2><pre>{roofline.summary_table({'meta': res.meta, 'rows': list(res.rows)})}</pre>"
+                      f"{body}</body></html>")
+    return target
 
 
 def save(out: Path, meta: dict, checks: list, rows: list, tuning: list) -> dict:
