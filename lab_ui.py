@@ -5,6 +5,7 @@ The engine (`quantlab`) never imports Streamlit; this module is the only bridge.
 """
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,6 +153,15 @@ def activations(kind: str = "general") -> dict[str, torch.Tensor]:
     return models.activations(kind)
 
 
+@st.cache_resource(show_spinner=False)
+def _warm_up_activations() -> threading.Thread:
+    """Capture the default activations in the background once per process, so the first learner
+    who switches to an activation does not wait for the model to run (models.activations caches)."""
+    thread = threading.Thread(target=models.activations, name="quantlab-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
 def _source_from_sidebar() -> models.ModelSource:
     choice = st.sidebar.radio("Model", ["Embedded MiniLM", "Local path", "Upload"], key="source_kind",
                               horizontal=True, help="The embedded model needs no download.")
@@ -174,6 +184,7 @@ def _source_from_sidebar() -> models.ModelSource:
 
 def sidebar() -> Selection:
     """Model source and layer picker, shown on every page; the choice is kept in the URL."""
+    _warm_up_activations()
     source = _source_from_sidebar()
     try:
         layers = [models.layer_name(t.name) for t in models.list_layers(source)]

@@ -219,22 +219,18 @@ def capture_qkv(kind: str = "general") -> QKV:
                       return_tensors="pt")
     heads = model.config.num_attention_heads
     captured: dict[str, torch.Tensor] = {}
-    hooks = []
-    for name, module in model.named_modules():
-        if name.endswith(("attention.self.query", "attention.self.key", "attention.self.value")):
-            def to_heads(mod: torch.nn.Module, args: tuple, out: torch.Tensor, _name: str = name) -> None:
-                b, t, hidden = out.shape
-                captured[_name] = out.detach().reshape(b, t, heads, hidden // heads).transpose(1, 2)
-            hooks.append(module.register_forward_hook(to_heads))
-        elif name.endswith("attention.self"):
-            def keep_output(mod: torch.nn.Module, args: tuple, out: tuple, _name: str = name) -> None:
-                captured[_name] = out[0].detach()
-            hooks.append(module.register_forward_hook(keep_output))
-    try:
+    with models.exclusive_model_use() as hooks:
+        for name, module in model.named_modules():
+            if name.endswith(("attention.self.query", "attention.self.key", "attention.self.value")):
+                def to_heads(mod: torch.nn.Module, args: tuple, out: torch.Tensor, _name: str = name) -> None:
+                    b, t, hidden = out.shape
+                    captured[_name] = out.detach().reshape(b, t, heads, hidden // heads).transpose(1, 2)
+                hooks.append(module.register_forward_hook(to_heads))
+            elif name.endswith("attention.self"):
+                def keep_output(mod: torch.nn.Module, args: tuple, out: tuple, _name: str = name) -> None:
+                    captured[_name] = out[0].detach()
+                hooks.append(module.register_forward_hook(keep_output))
         model(**batch)
-    finally:
-        for h in hooks:
-            h.remove()
     prefixes = [f"encoder.layer.{i}.attention.self" for i in range(model.config.num_hidden_layers)]
     return QKV(
         q=torch.stack([captured[f"{p}.query"] for p in prefixes]),

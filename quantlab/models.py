@@ -13,12 +13,16 @@ import math
 import os
 import struct
 import tempfile
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from safetensors import safe_open
+from torch.utils.hooks import RemovableHandle
 
 from quantlab.errors import QuantlabError
 
@@ -219,23 +223,39 @@ def linear_names(model: torch.nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
 
 
+_MODEL_LOCK = threading.RLock()
+
+
+@contextmanager
+def exclusive_model_use() -> Iterator[list[RemovableHandle]]:
+    """Take a turn with the shared model for a pass with hooks (or a deep copy of it).
+
+    Sessions share one model object; hooks one pass registers would capture another pass's
+    tensors, and a copy taken meanwhile would inherit them. Hooks appended to the yielded list are
+    removed when the turn ends, whatever happens.
+    """
+    handles: list[RemovableHandle] = []
+    with _MODEL_LOCK:
+        try:
+            yield handles
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
 @torch.no_grad()
 def capture_linear_inputs(model: torch.nn.Module, tokenizer: object, texts: list[str]) -> dict[str, torch.Tensor]:
     """Each Linear's input on `texts`, as [real tokens, in_features] (padding dropped)."""
     batch = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")  # type: ignore[operator]
     keep = batch["attention_mask"].bool()
     captured: dict[str, list[torch.Tensor]] = {}
-    hooks = []
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear):
-            def hook(mod: torch.nn.Module, args: tuple[torch.Tensor, ...], _name: str = name) -> None:
-                captured.setdefault(_name, []).append(args[0][keep].detach().clone())
-            hooks.append(module.register_forward_pre_hook(hook))
-    try:
+    with exclusive_model_use() as hooks:
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.Linear):
+                def hook(mod: torch.nn.Module, args: tuple[torch.Tensor, ...], _name: str = name) -> None:
+                    captured.setdefault(_name, []).append(args[0][keep].detach().clone())
+                hooks.append(module.register_forward_pre_hook(hook))
         model(**batch)
-    finally:
-        for h in hooks:
-            h.remove()
     return {name: torch.cat(chunks) for name, chunks in captured.items()}
 
 

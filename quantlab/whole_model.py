@@ -99,27 +99,23 @@ def _forward(model: torch.nn.Module, tokenizer: object, texts: list[str],
     keep = mask.bool()
     inputs: dict[str, torch.Tensor] = {}
     outputs: dict[str, torch.Tensor] = {}
-    hooks = []
-    for name, module in model.named_modules():
-        if not isinstance(module, torch.nn.Linear):
-            continue
+    with models.exclusive_model_use() as hooks:
+        for name, module in model.named_modules():
+            if not isinstance(module, torch.nn.Linear):
+                continue
 
-        def pre_hook(mod: torch.nn.Module, args: tuple[torch.Tensor, ...], _n: str = name):
-            if keep_inputs:
-                inputs[_n] = args[0][keep]
-            if pre and _n in pre:
-                return (pre[_n](args[0]),)
-            return None
+            def pre_hook(mod: torch.nn.Module, args: tuple[torch.Tensor, ...], _n: str = name):
+                if keep_inputs:
+                    inputs[_n] = args[0][keep]
+                if pre and _n in pre:
+                    return (pre[_n](args[0]),)
+                return None
 
-        def post_hook(mod: torch.nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor, _n: str = name):
-            outputs[_n] = out[keep]
+            def post_hook(mod: torch.nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor, _n: str = name):
+                outputs[_n] = out[keep]
 
-        hooks += [module.register_forward_pre_hook(pre_hook), module.register_forward_hook(post_hook)]
-    try:
+            hooks += [module.register_forward_pre_hook(pre_hook), module.register_forward_hook(post_hook)]
         hidden = model(**batch).last_hidden_state
-    finally:
-        for h in hooks:
-            h.remove()
     m = mask.unsqueeze(-1).to(hidden.dtype)
     emb = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
     return Run(embeddings=emb, inputs=inputs, outputs=outputs)
@@ -276,7 +272,8 @@ def run(spec: QuantSpec, smooth_alpha: float | None = None, calibration: str = "
     model, tokenizer = models.embedded_model()
     start = time.perf_counter()
     plans = plan(spec, smooth_alpha, calibration, keep_fp)
-    qmodel = copy.deepcopy(model)
+    with models.exclusive_model_use():  # never copy the model while another pass has hooks on it
+        qmodel = copy.deepcopy(model)
     qmods = dict(qmodel.named_modules())
     for name, p in plans.items():
         qmods[name].weight.data = p.weight

@@ -113,3 +113,21 @@ def test_real_activations_have_outlier_channels():
     post_gelu = acts["encoder.layer.0.output.dense"]
     assert post_gelu.min() > -0.2 and post_gelu.max() > 5  # GELU output: one-sided, long tail
     assert len(acts) == 36
+
+
+def test_concurrent_sessions_do_not_mix_captured_activations():
+    """Thirty people share one model object: one pass's hooks must never see another pass's tensors."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model, tokenizer = models.embedded_model()
+    texts = {kind: models.sample_texts(kind)[:12] for kind in ("general", "code")}
+    alone = {kind: models.capture_linear_inputs(model, tokenizer, t) for kind, t in texts.items()}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = [(kind, pool.submit(models.capture_linear_inputs, model, tokenizer, texts[kind]))
+                   for _ in range(3) for kind in texts]
+        for kind, future in futures:
+            together = future.result()
+            assert together.keys() == alone[kind].keys()
+            for name, x in together.items():
+                assert torch.equal(x, alone[kind][name]), name
+    assert not any(m._forward_pre_hooks for m in model.modules())  # every hook was removed
