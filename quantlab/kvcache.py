@@ -219,7 +219,7 @@ def capture_qkv(kind: str = "general") -> QKV:
                       return_tensors="pt")
     heads = model.config.num_attention_heads
     captured: dict[str, torch.Tensor] = {}
-    with models.exclusive_model_use() as hooks:
+    with models.exclusive_transformers() as hooks:
         for name, module in model.named_modules():
             if name.endswith(("attention.self.query", "attention.self.key", "attention.self.value")):
                 def to_heads(mod: torch.nn.Module, args: tuple, out: torch.Tensor, _name: str = name) -> None:

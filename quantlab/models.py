@@ -207,9 +207,14 @@ def calibration_kinds() -> list[str]:
     return sorted(p.stem for p in (ASSETS / "calibration").glob("*.txt"))
 
 
-@lru_cache(maxsize=1)
 def embedded_model() -> tuple[torch.nn.Module, object]:
     """The embedded MiniLM and its tokenizer, loaded once per process."""
+    with exclusive_transformers():
+        return _load_embedded_model()
+
+
+@lru_cache(maxsize=1)
+def _load_embedded_model() -> tuple[torch.nn.Module, object]:
     from transformers import AutoModel, AutoTokenizer
 
     folder = embedded_model_dir()
@@ -223,19 +228,21 @@ def linear_names(model: torch.nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
 
 
-_MODEL_LOCK = threading.RLock()
+_TRANSFORMERS_LOCK = threading.RLock()
 
 
 @contextmanager
-def exclusive_model_use() -> Iterator[list[RemovableHandle]]:
-    """Take a turn with the shared model for a pass with hooks (or a deep copy of it).
+def exclusive_transformers() -> Iterator[list[RemovableHandle]]:
+    """Take a turn with transformers and the shared model: loading, hooked passes, copies.
 
-    Sessions share one model object; hooks one pass registers would capture another pass's
-    tensors, and a copy taken meanwhile would inherit them. Hooks appended to the yielded list are
-    removed when the turn ends, whatever happens.
+    Each Streamlit session runs in its own thread. Sessions share one model object, so hooks one
+    pass registers would capture another pass's tensors (and a copy taken meanwhile would inherit
+    them); and transformers resolves its classes through lazy imports that are not thread-safe
+    (two first loads at once raised "cannot import name 'AutoModel'"). Hooks appended to the
+    yielded list are removed when the turn ends, whatever happens.
     """
     handles: list[RemovableHandle] = []
-    with _MODEL_LOCK:
+    with _TRANSFORMERS_LOCK:
         try:
             yield handles
         finally:
@@ -249,7 +256,7 @@ def capture_linear_inputs(model: torch.nn.Module, tokenizer: object, texts: list
     batch = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")  # type: ignore[operator]
     keep = batch["attention_mask"].bool()
     captured: dict[str, list[torch.Tensor]] = {}
-    with exclusive_model_use() as hooks:
+    with exclusive_transformers() as hooks:
         for name, module in model.named_modules():
             if isinstance(module, torch.nn.Linear):
                 def hook(mod: torch.nn.Module, args: tuple[torch.Tensor, ...], _name: str = name) -> None:

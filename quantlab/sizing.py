@@ -117,9 +117,14 @@ def read_json(path: Path) -> dict[str, object]:
     return data
 
 
-@lru_cache(maxsize=16)
 def _from_config(path: Path) -> Checkpoint:
     """Build the model on the meta device: exact names, shapes and dtypes, no memory."""
+    with models.exclusive_transformers():  # transformers' lazy class lookups are not thread-safe
+        return _build_from_config(path)
+
+
+@lru_cache(maxsize=16)
+def _build_from_config(path: Path) -> Checkpoint:
     import transformers
 
     raw = read_json(path)

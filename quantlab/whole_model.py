@@ -99,7 +99,7 @@ def _forward(model: torch.nn.Module, tokenizer: object, texts: list[str],
     keep = mask.bool()
     inputs: dict[str, torch.Tensor] = {}
     outputs: dict[str, torch.Tensor] = {}
-    with models.exclusive_model_use() as hooks:
+    with models.exclusive_transformers() as hooks:
         for name, module in model.named_modules():
             if not isinstance(module, torch.nn.Linear):
                 continue
@@ -272,7 +272,7 @@ def run(spec: QuantSpec, smooth_alpha: float | None = None, calibration: str = "
     model, tokenizer = models.embedded_model()
     start = time.perf_counter()
     plans = plan(spec, smooth_alpha, calibration, keep_fp)
-    with models.exclusive_model_use():  # never copy the model while another pass has hooks on it
+    with models.exclusive_transformers():  # never copy the model while another pass has hooks on it
         qmodel = copy.deepcopy(model)
     qmods = dict(qmodel.named_modules())
     for name, p in plans.items():

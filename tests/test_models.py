@@ -131,3 +131,19 @@ def test_concurrent_sessions_do_not_mix_captured_activations():
             for name, x in together.items():
                 assert torch.equal(x, alone[kind][name]), name
     assert not any(m._forward_pre_hooks for m in model.modules())  # every hook was removed
+
+
+def test_first_loads_from_many_sessions_at_once_are_safe():
+    """A room opening the app together: model loads and config builds race from many threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from quantlab import sizing
+
+    models._load_embedded_model.cache_clear()
+    sizing._build_from_config.cache_clear()
+    jobs = [models.embedded_model, lambda: sizing.model_size("qwen2.5-7b", ql.QuantSpec.preset("W4A16"))]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = [pool.submit(jobs[i % 2]) for i in range(6)]
+        outcomes = [r.result() for r in results]
+    loaded = {id(o[0]) for o in outcomes[::2]}
+    assert len(loaded) == 1  # one model object, loaded once, shared
