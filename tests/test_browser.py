@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,9 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def server():
+@contextmanager
+def _streamlit_server():
+    """`streamlit run app.py` on a free port, as a user starts it; yields the base URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -47,6 +49,12 @@ def server():
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+@pytest.fixture(scope="module")
+def server():
+    with _streamlit_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +127,21 @@ def test_bad_upload_is_one_line_and_the_lesson_stays(server, browser_page, tmp_p
     assert "not a safetensors file" in message and "\n" not in message
     assert page.locator("[data-testid='stException']").count() == 0
     assert "Symmetric vs asymmetric" in page.locator("h1").first.inner_text()
+
+
+def test_a_room_opening_every_lesson_at_once_on_a_fresh_server(browser_page):
+    """Sessions run in parallel threads: first loads of the model, activations and configs race."""
+    import lab_ui
+
+    with _streamlit_server() as url:
+        context = browser_page.context.browser.new_context(viewport={"width": 1200, "height": 900})
+        pages = [context.new_page() for _ in lab_ui.LESSONS]
+        for page, lesson in zip(pages, lab_ui.LESSONS):
+            page.goto(f"{url}/{lesson.url}", wait_until="commit", timeout=120_000)
+        for page, lesson in zip(pages, lab_ui.LESSONS):
+            _settle(page)
+            page.wait_for_timeout(500)
+            _settle(page)
+            assert page.locator("[data-testid='stException']").count() == 0, lesson.url
+            assert lesson.title in page.locator("h1").first.inner_text()
+        context.close()
