@@ -103,33 +103,29 @@ st.plotly_chart(viz_speed.floors_chart(lk, ln, bw, peak, [2**i for i in range(14
 lab_ui.lesson_section("speed", "bound")
 
 # -- live timing ----------------------------------------------------------------------------------------
+def time_here(measure, spinner: str) -> None:
+    """One live measurement for this session, unless another session is measuring right now."""
+    with st.spinner(spinner), lab_ui.user_errors():
+        timing = live.measure_if_free(measure)
+    if timing is None:
+        st.warning("Another session is measuring right now; try again in a few seconds.")
+    else:
+        st.session_state["speed_live"] = timing
+
+
 st.subheader("Time it here")
 if torch.cuda.is_available():
     st.caption(f"This app has a GPU ({torch.cuda.get_device_name(0)}): time bf16 cuBLAS against quantlab's W4A16 "
                "kernel on the shape above. One measurement runs at a time for everyone using this server.")
     if st.button("Time on this GPU", key="speed_gpu"):
-        if not live.MEASURING.acquire(blocking=False):
-            st.warning("Another session is measuring right now; try again in a few seconds.")
-        else:
-            try:
-                with st.spinner("Compiling and timing…"), lab_ui.user_errors():
-                    st.session_state["speed_live"] = live.measure_gpu(m, lk, ln)
-            finally:
-                live.MEASURING.release()
+        time_here(lambda: live.measure_gpu(m, lk, ln), "Compiling and timing…")
 else:
     ck, cn, cm = min(lk, CPU_CAP), min(ln, CPU_CAP), min(m, 64)
     st.caption(f"No GPU here. The button times, **on this CPU**, bf16 `F.linear` against quantlab's plain torch W4A16 "
                f"path (unpack + dequantize + matmul) at K={ck}, N={cn}, M={cm} (capped so it takes seconds). CPU "
                "numbers say nothing about GPU kernels; they show what a dequantize-every-call path costs.")
     if st.button("Time on this CPU", key="speed_cpu"):
-        if not live.MEASURING.acquire(blocking=False):
-            st.warning("Another session is measuring right now; try again in a few seconds.")
-        else:
-            try:
-                with st.spinner("Timing on the CPU…"):
-                    st.session_state["speed_live"] = live.measure_cpu(cm, ck, cn)
-            finally:
-                live.MEASURING.release()
+        time_here(lambda: live.measure_cpu(cm, ck, cn), "Timing on the CPU…")
 timing = st.session_state.get("speed_live")
 if isinstance(timing, live.LiveTiming):
     base = timing.ms["bf16"]

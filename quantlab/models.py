@@ -33,8 +33,9 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_LAYER = "encoder.layer.0.intermediate.dense"
 MAX_UPLOAD_BYTES = 200 * 2**20
 _MAX_HEADER_BYTES = 100 * 2**20
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-                "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+# Bytes per element of each safetensors dtype code (the one table: sizing and headers share it).
+DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
+               "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8}
 
 
 def embedded_model_dir() -> Path:
@@ -57,7 +58,7 @@ class TensorInfo:
 
     @property
     def nbytes(self) -> int:
-        return self.numel * _DTYPE_BYTES.get(self.dtype, 4)
+        return self.numel * DTYPE_BYTES.get(self.dtype, 4)
 
 
 @dataclass(frozen=True)

@@ -56,3 +56,15 @@ def test_live_timing_is_labelled_cpu_without_a_gpu() -> None:
     live = at.dataframe[1].value  # the table after the bound table
     assert set(live["device"]) == {"CPU"}
     assert set(live.index) == {"bf16", "w4a16 (torch path)"} and (live["ms per call"] > 0).all()
+
+
+def test_one_live_measurement_at_a_time_across_sessions():
+    from quantlab.kernels import live
+
+    calls = []
+    with live.MEASURING:  # another session is mid-measurement
+        assert live.measure_if_free(lambda: calls.append(1)) is None
+    assert calls == []
+    assert live.measure_if_free(lambda: "timed") == "timed"
+    assert live.MEASURING.acquire(blocking=False)  # released again after the measurement
+    live.MEASURING.release()

@@ -88,6 +88,16 @@ class LiveTiming:
 
 
 @torch.no_grad()
+def measure_if_free(measure: Callable[[], LiveTiming]) -> LiveTiming | None:
+    """Run one measurement unless another session is measuring (then None: timings would collide)."""
+    if not MEASURING.acquire(blocking=False):
+        return None
+    try:
+        return measure()
+    finally:
+        MEASURING.release()
+
+
 def measure_cpu(m: int, k: int, n: int) -> LiveTiming:
     """bf16 F.linear against quantlab's plain torch W4A16 path (unpack, dequantize, matmul) on the CPU."""
     w = torch.randn(n, k, dtype=torch.bfloat16) * 0.02
