@@ -46,11 +46,12 @@ def embedded_model_dir() -> Path:
 
 
 @dataclass(frozen=True)
-class TensorInfo:
+class TensorMeta:
+    """A tensor known by name, shape and safetensors dtype code (F32, BF16, I32, ...) alone."""
+
     name: str
     shape: tuple[int, ...]
-    dtype: str  # safetensors dtype code: F32, BF16, I32, ...
-    file: str
+    dtype: str
 
     @property
     def numel(self) -> int:
@@ -58,7 +59,12 @@ class TensorInfo:
 
     @property
     def nbytes(self) -> int:
-        return self.numel * DTYPE_BYTES.get(self.dtype, 4)
+        return self.numel * DTYPE_BYTES[self.dtype]
+
+
+@dataclass(frozen=True)
+class TensorInfo(TensorMeta):
+    file: str
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,8 @@ def parse_header(head: bytes, total_size: int, name: str = "file") -> dict[str, 
             dtype = str(meta["dtype"])
         except (KeyError, TypeError, ValueError, IndexError):
             raise QuantlabError(f"{name} is not a safetensors file (entry {key!r} is malformed)") from None
+        if dtype not in DTYPE_BYTES:
+            raise QuantlabError(f"{name}: tensor {key!r} has dtype {dtype}, which quantlab does not read")
         if 8 + n + end > total_size:
             raise QuantlabError(f"{name} is truncated: tensor {key!r} runs past the end of the file")
         tensors[key] = TensorInfo(key, shape, dtype, name)

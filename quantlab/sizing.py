@@ -56,22 +56,11 @@ def torch_dtype_code(dtype: torch.dtype) -> str:
 # -- what a checkpoint holds ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class SourceTensor:
+class SourceTensor(models.TensorMeta):
     """One tensor of the original checkpoint. `linear` is known from module types for configs and
     inferred from the name and shape for safetensors files (which carry no module types)."""
 
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
     linear: bool
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        return self.numel * DTYPE_BYTES[self.dtype]
 
     @property
     def layer(self) -> str:

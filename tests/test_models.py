@@ -147,3 +147,10 @@ def test_first_loads_from_many_sessions_at_once_are_safe():
         outcomes = [r.result() for r in results]
     loaded = {id(o[0]) for o in outcomes[::2]}
     assert len(loaded) == 1  # one model object, loaded once, shared
+
+
+def test_unknown_dtype_is_a_one_line_error():
+    header = json.dumps({"x.weight": {"dtype": "C128", "shape": [2, 2], "data_offsets": [0, 64]}}).encode()
+    blob = struct.pack("<Q", len(header)) + header + bytes(64)
+    with pytest.raises(QuantlabError, match="dtype C128"):
+        models.ModelSource.from_upload("odd.safetensors", blob)
