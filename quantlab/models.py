@@ -275,9 +275,18 @@ def capture_linear_inputs(model: torch.nn.Module, tokenizer: object, texts: list
     return {name: torch.cat(chunks) for name, chunks in captured.items()}
 
 
-@lru_cache(maxsize=8)
 def activations(kind: str = "general") -> dict[str, torch.Tensor]:
-    """Real inputs of every Linear of the embedded model on shipped text, once per process."""
+    """Real inputs of every Linear of the embedded model on shipped text, once per process.
+
+    Callers that arrive during a capture (the server's warm-up, another session) wait for it and
+    then read the cache instead of running the model a second time.
+    """
+    with exclusive_transformers():
+        return _captured_activations(kind)
+
+
+@lru_cache(maxsize=8)
+def _captured_activations(kind: str) -> dict[str, torch.Tensor]:
     model, tokenizer = embedded_model()
     return capture_linear_inputs(model, tokenizer, sample_texts(kind))
 

@@ -154,3 +154,15 @@ def test_unknown_dtype_is_a_one_line_error():
     blob = struct.pack("<Q", len(header)) + header + bytes(64)
     with pytest.raises(QuantlabError, match="dtype C128"):
         models.ModelSource.from_upload("odd.safetensors", blob)
+
+
+def test_activations_are_captured_once_however_many_ask_at_once(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    runs = []
+    original = models.capture_linear_inputs
+    monkeypatch.setattr(models, "capture_linear_inputs", lambda *a: runs.append(1) or original(*a))
+    models._captured_activations.cache_clear()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: models.activations("science"), range(4)))
+    assert len(runs) == 1 and all(r is results[0] for r in results)
