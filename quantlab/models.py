@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from safetensors import safe_open
@@ -259,20 +259,54 @@ def exclusive_transformers() -> Iterator[list[RemovableHandle]]:
                 handle.remove()
 
 
+@dataclass(frozen=True, eq=False)
+class LinearTrace:
+    """One forward pass: mean-pooled sentence embeddings and every Linear's input and output,
+    as [real tokens, features] (padding dropped)."""
+
+    embeddings: torch.Tensor  # [sentences, hidden]
+    inputs: dict[str, torch.Tensor]
+    outputs: dict[str, torch.Tensor]
+
+
 @torch.no_grad()
-def capture_linear_inputs(model: torch.nn.Module, tokenizer: object, texts: list[str]) -> dict[str, torch.Tensor]:
-    """Each Linear's input on `texts`, as [real tokens, in_features] (padding dropped)."""
+def trace_linears(model: torch.nn.Module, tokenizer: object, texts: list[str],
+                  pre: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+                  keep_inputs: bool = True, keep_outputs: bool = True) -> LinearTrace:
+    """Run `texts` through the model with a hook on every Linear; `pre` may rewrite a layer's input
+    (SmoothQuant's 1/s, activation quantization) before the layer sees it."""
     batch = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")  # type: ignore[operator]
-    keep = batch["attention_mask"].bool()
-    captured: dict[str, list[torch.Tensor]] = {}
+    mask = batch["attention_mask"]
+    keep = mask.bool()
+    inputs: dict[str, torch.Tensor] = {}
+    outputs: dict[str, torch.Tensor] = {}
     with exclusive_transformers() as hooks:
         for name, module in model.named_modules():
-            if isinstance(module, torch.nn.Linear):
-                def hook(mod: torch.nn.Module, args: tuple[torch.Tensor, ...], _name: str = name) -> None:
-                    captured.setdefault(_name, []).append(args[0][keep].detach().clone())
-                hooks.append(module.register_forward_pre_hook(hook))
-        model(**batch)
-    return {name: torch.cat(chunks) for name, chunks in captured.items()}
+            if not isinstance(module, torch.nn.Linear):
+                continue
+
+            def pre_hook(mod: torch.nn.Module, args: tuple[torch.Tensor, ...], _n: str = name):
+                if keep_inputs:
+                    inputs[_n] = args[0][keep]
+                if pre and _n in pre:
+                    return (pre[_n](args[0]),)
+                return None
+
+            def post_hook(mod: torch.nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor, _n: str = name):
+                outputs[_n] = out[keep]
+
+            hooks.append(module.register_forward_pre_hook(pre_hook))
+            if keep_outputs:
+                hooks.append(module.register_forward_hook(post_hook))
+        hidden = model(**batch).last_hidden_state
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    embeddings = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
+    return LinearTrace(embeddings=embeddings, inputs=inputs, outputs=outputs)
+
+
+def capture_linear_inputs(model: torch.nn.Module, tokenizer: object, texts: list[str]) -> dict[str, torch.Tensor]:
+    """Each Linear's input on `texts`, as [real tokens, in_features] (padding dropped)."""
+    return trace_linears(model, tokenizer, texts, keep_outputs=False).inputs
 
 
 def activations(kind: str = "general") -> dict[str, torch.Tensor]:

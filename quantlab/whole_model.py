@@ -22,7 +22,6 @@ import math
 import time
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
 
 import numpy as np
 import torch
@@ -81,51 +80,11 @@ def smoothing_groups(names: list[str]) -> dict[str, tuple[str, ...]]:
     return groups
 
 
-@dataclass(frozen=True, eq=False)
-class Run:
-    """One forward pass on the eval sentences: embeddings and every Linear's input and output."""
-
-    embeddings: torch.Tensor  # [sentences, hidden], mean-pooled
-    inputs: dict[str, torch.Tensor]  # Linear -> [real tokens, in]
-    outputs: dict[str, torch.Tensor]  # Linear -> [real tokens, out]
-
-
-@torch.no_grad()
-def _forward(model: torch.nn.Module, tokenizer: object, texts: list[str],
-             pre: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
-             keep_inputs: bool = True) -> Run:
-    batch = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")  # type: ignore[operator]
-    mask = batch["attention_mask"]
-    keep = mask.bool()
-    inputs: dict[str, torch.Tensor] = {}
-    outputs: dict[str, torch.Tensor] = {}
-    with models.exclusive_transformers() as hooks:
-        for name, module in model.named_modules():
-            if not isinstance(module, torch.nn.Linear):
-                continue
-
-            def pre_hook(mod: torch.nn.Module, args: tuple[torch.Tensor, ...], _n: str = name):
-                if keep_inputs:
-                    inputs[_n] = args[0][keep]
-                if pre and _n in pre:
-                    return (pre[_n](args[0]),)
-                return None
-
-            def post_hook(mod: torch.nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor, _n: str = name):
-                outputs[_n] = out[keep]
-
-            hooks += [module.register_forward_pre_hook(pre_hook), module.register_forward_hook(post_hook)]
-        hidden = model(**batch).last_hidden_state
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    emb = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
-    return Run(embeddings=emb, inputs=inputs, outputs=outputs)
-
-
 @lru_cache(maxsize=1)
-def reference() -> Run:
+def reference() -> models.LinearTrace:
     """The fp32 model on the eval sentences, once per process."""
     model, tokenizer = models.embedded_model()
-    return _forward(model, tokenizer, eval_sentences())
+    return models.trace_linears(model, tokenizer, eval_sentences())
 
 
 def neighbours(emb: torch.Tensor, k: int) -> torch.Tensor:
@@ -278,7 +237,7 @@ def run(spec: QuantSpec, smooth_alpha: float | None = None, calibration: str = "
     for name, p in plans.items():
         qmods[name].weight.data = p.weight
     pre = {name: p.input for name, p in plans.items() if p.smooth is not None or p.act_spec is not None}
-    out = _forward(qmodel, tokenizer, eval_sentences(), pre, keep_inputs=False)
+    out = models.trace_linears(qmodel, tokenizer, eval_sentences(), pre, keep_inputs=False)
     layers = tuple(plans)
     local = []
     for name in layers:
