@@ -25,7 +25,8 @@ from safetensors.torch import save_file
 
 from quantlab import models, packing, sizing
 from quantlab.errors import QuantlabError
-from quantlab.quantize import calculate_qparams, quantize
+from quantlab.observers import calibrate
+from quantlab.quantize import quantize
 from quantlab.spec import QuantSpec
 
 # The compressed-tensors release whose on-disk format this module writes (and tests against).
@@ -126,8 +127,7 @@ def input_qparams(source: models.ModelSource, layers: Sequence[str], spec: Quant
     captured = models.activations(kind)
     out: dict[str, dict[str, torch.Tensor]] = {}
     for layer in layers:
-        lo, hi = torch.aminmax(captured[layer])
-        scale, zp = calculate_qparams(lo.reshape(1), hi.reshape(1), acts)
+        scale, zp = calibrate(captured[layer], acts)
         out[layer] = {"input_scale": scale} | ({"input_zero_point": zp} if zp is not None else {})
     return out
 

@@ -46,8 +46,8 @@ def max_abs_error(ref: torch.Tensor, approx: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def clipped_fraction(x: torch.Tensor, qt: QuantizedTensor) -> float:
-    """Share of values that fell outside the grid and were saturated to qmin/qmax."""
+def clipped_mask(x: torch.Tensor, qt: QuantizedTensor) -> torch.Tensor:
+    """Which values fell outside the grid and were saturated to qmin/qmax (shaped like `x`)."""
     spec = qt.spec
     xs = as_groups(x, spec) if spec.strategy == "group" else x
     scaled = xs.float() / expand_params(qt.scale, x, spec).float()
@@ -57,8 +57,13 @@ def clipped_fraction(x: torch.Tensor, qt: QuantizedTensor) -> float:
     # Half a step beyond the end still rounds onto the end level, so it is rounding, not clipping;
     # the symmetric max lands on qmax + 0.5 exactly, give or take float32 rounding (hence the slack).
     edge = 0.5 + 1e-3
-    outside = (scaled < qmin - edge) | (scaled > qmax + edge)
-    return outside.double().mean().item()
+    return ((scaled < qmin - edge) | (scaled > qmax + edge)).reshape(x.shape)
+
+
+@torch.no_grad()
+def clipped_fraction(x: torch.Tensor, qt: QuantizedTensor) -> float:
+    """Share of values that fell outside the grid and were saturated to qmin/qmax."""
+    return clipped_mask(x, qt).double().mean().item()
 
 
 @torch.no_grad()

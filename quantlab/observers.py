@@ -18,12 +18,14 @@ import numpy as np
 import torch
 
 from quantlab.errors import QuantlabError
+from quantlab.metrics import clipped_mask
 from quantlab.quantize import (
     QuantizedTensor,
     as_groups,
     calculate_qparams,
     check_tensor,
     dequantize,
+    grid_range,
     observe_minmax,
     quantize,
     quantize_with,
@@ -201,20 +203,8 @@ def error_split(x: torch.Tensor, qt: QuantizedTensor) -> tuple[float, float, flo
     that, it would round onto the end level anyway); its whole error counts as clipping error.
     FP8 grids are treated as ±448.
     """
-    spec = qt.spec
-    approx = qt.dequantize().double()
-    err2 = (x.double() - approx) ** 2
-    xs = as_groups(x, spec) if spec.strategy == "group" else x
-    scale = qt.scale.double()
-    scaled = xs.double() / (scale.unsqueeze(-1) if spec.strategy == "group" else scale)
-    if qt.zero_point is not None:
-        zp = qt.zero_point.double()
-        scaled = scaled + (zp.unsqueeze(-1) if spec.strategy == "group" else zp)
-    qmin, qmax = (spec.qmin, spec.qmax) if spec.type == "int" else (-448.0, 448.0)
-    # A symmetric scale is max|x| / 127.5, so the largest value lands on 127.5 itself, up to the
-    # float32 rounding of the scale: a thousandth of a step keeps that half step counted as rounding.
-    edge = 0.5 + 1e-3
-    clipped = ((scaled < qmin - edge) | (scaled > qmax + edge)).reshape(x.shape)
+    err2 = (x.double() - qt.dequantize().double()) ** 2
+    clipped = clipped_mask(x, qt)
     n = x.numel()
     return err2[~clipped].sum().item() / n, err2[clipped].sum().item() / n, clipped.double().mean().item()
 
@@ -300,7 +290,7 @@ def grid_limits(qt: QuantizedTensor) -> tuple[float, float]:
         raise QuantlabError("grid limits are shown for per-tensor scales only")
     zp = 0.0 if qt.zero_point is None else float(qt.zero_point.item())
     scale = qt.scale.item()
-    qmin, qmax = (qt.spec.qmin, qt.spec.qmax) if qt.spec.type == "int" else (-448.0, 448.0)
+    qmin, qmax = grid_range(qt.spec)
     return (qmin - zp) * scale, (qmax - zp) * scale
 
 
