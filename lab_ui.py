@@ -82,11 +82,6 @@ def user_errors() -> Iterator[None]:
         st.stop()
 
 
-def lesson_text(name: str) -> None:
-    """Render assets/lessons/<name>.md (lesson prose lives in markdown, not in code)."""
-    st.markdown((ROOT / "assets" / "lessons" / f"{name}.md").read_text())
-
-
 def lesson_section(name: str, section: str) -> None:
     """Render one '## section' of assets/lessons/<name>.md, so prose can sit between charts."""
     text = (ROOT / "assets" / "lessons" / f"{name}.md").read_text()

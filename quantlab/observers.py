@@ -81,24 +81,6 @@ def observe_percentile(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, 
 
 
 @torch.no_grad()
-def shrink_errors(x: torch.Tensor, spec: QuantSpec, factors: torch.Tensor) -> torch.Tensor:
-    """sum |x - x̂|^norm per scale for each shrink factor p (range p·[min, max]): [factors, scales].
-
-    This is the exhaustive table the MSE observer walks through; tests use it as the brute force.
-    """
-    rows = _rows(x, spec)
-    row_spec = _row_spec(spec)
-    norm = spec.observer_setting("norm") if spec.observer == "mse" else 2.0
-    lo, hi = observe_minmax(rows, row_spec)
-    out = []
-    for p in factors.tolist():
-        scale, zp = calculate_qparams(p * lo, p * hi, row_spec)
-        approx = dequantize(quantize_with(rows, scale, zp, row_spec))
-        out.append(((approx - rows).abs().double() ** norm).sum(dim=1))
-    return torch.stack(out)
-
-
-@torch.no_grad()
 def observe_mse(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """The shrunken range with the smallest p-norm error, per scale, with early stopping."""
     rows = _rows(x, spec)

@@ -31,9 +31,3 @@ def histogram(x: torch.Tensor, bins: int = 120, lo: float | None = None, hi: flo
         hi = lo + 1e-12
     counts = torch.histc(flat, bins=bins, min=lo, max=hi)
     return Histogram(edges=np.linspace(lo, hi, bins + 1), counts=counts.numpy().astype(np.int64))
-
-
-@torch.no_grad()
-def channel_absmax(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
-    """max |x| of each column (dim=0: over rows, i.e. per input channel of an activation)."""
-    return x.abs().amax(dim=dim)
