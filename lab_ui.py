@@ -148,6 +148,14 @@ def activations(kind: str = "general") -> dict[str, torch.Tensor]:
     return models.activations(kind)
 
 
+def layer_tensor(source: models.ModelSource, layer: str, tensor: str) -> torch.Tensor:
+    """The layer's weight matrix ("weight"), or the real input it receives on the sample text
+    (any other choice, e.g. "input activation"; captured for the embedded model only)."""
+    if tensor == "weight":
+        return weight(source, f"{layer}.weight")
+    return activations()[layer]
+
+
 @st.cache_resource(show_spinner=False)
 def _warm_up_activations() -> threading.Thread:
     """Capture the default activations in the background once per process, so the first learner
@@ -177,20 +185,22 @@ def _source_from_sidebar() -> models.ModelSource:
     return models.ModelSource.embedded()
 
 
+def _layer_names(source: models.ModelSource) -> list[str]:
+    return [models.layer_name(t.name) for t in models.list_layers(source)]
+
+
 def sidebar() -> Selection:
     """Model source and layer picker, shown on every page; the choice is kept in the URL."""
     _warm_up_activations()
     source = _source_from_sidebar()
     try:
-        layers = [models.layer_name(t.name) for t in models.list_layers(source)]
+        layers = _layer_names(source)
+        if not layers:
+            raise QuantlabError(f"{source.label} has no 2-D weight matrix to quantize; showing the embedded model.")
     except QuantlabError as err:
         st.sidebar.error(str(err), icon="⚠️")
         source = models.ModelSource.embedded()
-        layers = [models.layer_name(t.name) for t in models.list_layers(source)]
-    if not layers:
-        st.sidebar.error(f"{source.label} has no 2-D weight matrix to quantize; showing the embedded model.")
-        source = models.ModelSource.embedded()
-        layers = [models.layer_name(t.name) for t in models.list_layers(source)]
+        layers = _layer_names(source)
     default = models.DEFAULT_LAYER if models.DEFAULT_LAYER in layers else layers[0]
     layer = st.sidebar.selectbox("Layer", layers, index=layers.index(url_choice("layer", layers, default)),
                                  key="layer", help="A Linear layer's weight matrix [out, in].")

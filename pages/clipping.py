@@ -13,12 +13,6 @@ OBSERVER_NAMES = {"min-max": "minmax", "percentile": "percentile", "MSE search":
 RATIOS = np.round(np.linspace(0.04, 1.0, 25), 4)
 
 
-def _tensor(source: ModelSource, layer: str, tensor: str):
-    if tensor == "weight":
-        return lab_ui.weight(source, f"{layer}.weight")
-    return lab_ui.activations()[layer]
-
-
 def _spec(bits: int, observer: str = "minmax", percentile: float = 99.9) -> QuantSpec:
     kwargs = {"percentile": percentile} if observer == "percentile" else {}
     return QuantSpec(num_bits=bits, observer=observer, observer_kwargs=kwargs)
@@ -26,12 +20,12 @@ def _spec(bits: int, observer: str = "minmax", percentile: float = 99.9) -> Quan
 
 @st.cache_data(max_entries=64, show_spinner="Sweeping the clipping ratio…")
 def curve(source: ModelSource, layer: str, tensor: str, bits: int) -> observers.ClipCurve:
-    return observers.clipping_curve(_tensor(source, layer, tensor), _spec(bits), RATIOS)
+    return observers.clipping_curve(lab_ui.layer_tensor(source, layer, tensor), _spec(bits), RATIOS)
 
 
 @st.cache_data(max_entries=64, show_spinner="Running the observers…")
 def marks(source: ModelSource, layer: str, tensor: str, bits: int, percentile: float) -> dict[str, float]:
-    x = _tensor(source, layer, tensor)
+    x = lab_ui.layer_tensor(source, layer, tensor)
     return {"min-max": observers.clip_ratio(x, _spec(bits)),
             f"percentile {percentile:g}": observers.clip_ratio(x, _spec(bits, "percentile", percentile)),
             "MSE": observers.clip_ratio(x, _spec(bits, "mse"))}
@@ -39,12 +33,12 @@ def marks(source: ModelSource, layer: str, tensor: str, bits: int, percentile: f
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def histogram(source: ModelSource, layer: str, tensor: str) -> stats.Histogram:
-    return stats.histogram(_tensor(source, layer, tensor), bins=160)
+    return stats.histogram(lab_ui.layer_tensor(source, layer, tensor), bins=160)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def at_ratio(source: ModelSource, layer: str, tensor: str, bits: int, ratio: float) -> observers.ClipPoint:
-    return observers.clip_point(_tensor(source, layer, tensor), _spec(bits), ratio)
+    return observers.clip_point(lab_ui.layer_tensor(source, layer, tensor), _spec(bits), ratio)
 
 
 @st.cache_data(max_entries=128, show_spinner="Calibrating on every sample text…")

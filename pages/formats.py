@@ -16,8 +16,7 @@ CUSTOM = "Custom"
 
 @st.cache_data(max_entries=128, show_spinner=False)
 def duel(source: ModelSource, layer: str, tensor: str, strategy: str) -> formats.FormatDuel:
-    x = lab_ui.weight(source, f"{layer}.weight") if tensor == "weight" else lab_ui.activations()[layer]
-    return formats.fp8_vs_int8(x, strategy)
+    return formats.fp8_vs_int8(lab_ui.layer_tensor(source, layer, tensor), strategy)
 
 
 @st.cache_data(show_spinner="Building the architecture on the meta device…")

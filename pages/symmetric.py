@@ -17,18 +17,12 @@ EXAMPLES = {  # (layer, tensor) pairs worth a click: outliers, and a one-sided d
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def comparison(source: ModelSource, layer: str, tensor: str, bits: int) -> symmetry.ModeComparison:
-    return symmetry.compare_modes(_tensor(source, layer, tensor), bits)
+    return symmetry.compare_modes(lab_ui.layer_tensor(source, layer, tensor), bits)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def by_bits(source: ModelSource, layer: str, tensor: str) -> dict[str, list[float]]:
-    return symmetry.sqnr_by_bits(_tensor(source, layer, tensor))
-
-
-def _tensor(source: ModelSource, layer: str, tensor: str):
-    if tensor == "weight":
-        return lab_ui.weight(source, f"{layer}.weight")
-    return lab_ui.activations()[layer]
+    return symmetry.sqnr_by_bits(lab_ui.layer_tensor(source, layer, tensor))
 
 
 def _pick(layer: str, tensor: str) -> None:
