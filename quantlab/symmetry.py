@@ -25,11 +25,14 @@ class ModeResult:
     scale: float
     zero_point: int  # 0 for symmetric
     levels: np.ndarray  # every representable value in real units, (q - zp) * scale
-    codes_used: int
     levels_outside_data: int  # grid points beyond the data's min/max: can never be hit
     report: metrics.ErrorReport
     example_code: int  # the lesson's worked example: one real value of the tensor, quantized
     example_back: float
+
+    @property
+    def codes_used(self) -> int:
+        return round(self.report.levels_used * self.spec.levels)
 
     @property
     def levels_wasted(self) -> int:
@@ -57,7 +60,7 @@ def _example_value(x: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def _mode(x: torch.Tensor, spec: QuantSpec, example: float) -> ModeResult:
+def _mode(x: torch.Tensor, spec: QuantSpec, example: float, lo: float, hi: float) -> ModeResult:
     qt = quantize(x, spec)
     worked = quantize_with(torch.tensor([example], dtype=x.dtype), qt.scale, qt.zero_point, spec)
     scale = qt.scale.double().item()
@@ -65,13 +68,12 @@ def _mode(x: torch.Tensor, spec: QuantSpec, example: float) -> ModeResult:
     qmin, qmax = grid_range(spec)
     codes = np.arange(int(qmin), int(qmax) + 1)
     levels = (codes - zp) * scale
-    lo, hi = x.min().item(), x.max().item()
     outside = int(np.sum((levels < lo - scale / 2) | (levels > hi + scale / 2)))
     amax = max(abs(lo), abs(hi))
     fitted = (-amax, amax) if spec.symmetric else (min(lo, 0.0), max(hi, 0.0))
     return ModeResult(
         spec=spec, range_lo=fitted[0], range_hi=fitted[1], scale=scale, zero_point=zp,
-        levels=levels, codes_used=round(metrics.levels_used_fraction(qt) * spec.levels), levels_outside_data=outside,
+        levels=levels, levels_outside_data=outside,
         report=metrics.error_report(x, qt),
         example_code=int(worked.q.item()), example_back=worked.dequantize().item(),
     )
@@ -84,10 +86,11 @@ def compare_modes(x: torch.Tensor, num_bits: int, bins: int = 160) -> ModeCompar
     asym = sym.with_(symmetric=False)
     check_tensor(x, sym)
     example = _example_value(x)
+    lo, hi = (v.item() for v in torch.aminmax(x))
     return ModeComparison(
-        x_min=x.min().item(), x_max=x.max().item(), amax=x.abs().max().item(), numel=x.numel(),
-        example=example, hist=histogram(x, bins=bins),
-        symmetric=_mode(x, sym, example), asymmetric=_mode(x, asym, example),
+        x_min=lo, x_max=hi, amax=max(abs(lo), abs(hi)), numel=x.numel(),
+        example=example, hist=histogram(x, bins=bins, lo=lo, hi=hi),
+        symmetric=_mode(x, sym, example, lo, hi), asymmetric=_mode(x, asym, example, lo, hi),
     )
 
 
