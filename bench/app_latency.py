@@ -21,12 +21,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the AppTest helpers the test suite uses
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from streamlit.runtime.pages_manager import PagesManager  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import lab_ui  # noqa: E402
+from apptest_util import routed_pages_manager_init  # noqa: E402
 
 SYMMETRIC_TOUR: list[tuple[str, str, object]] = [
     ("slider", "sym_bits", 3), ("slider", "sym_bits", 5), ("slider", "sym_bits", 8),
@@ -36,17 +38,6 @@ SYMMETRIC_TOUR: list[tuple[str, str, object]] = [
 ]
 # Widgets whose change asks for a new computation (buttons and free-text boxes are left alone).
 MOVABLE = ("slider", "select_slider", "selectbox", "radio", "toggle", "checkbox", "button_group")
-
-
-def _route_through_app_py() -> None:
-    """Run every AppTest pass through app.py, as a live server does after its first request."""
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    PagesManager.__init__ = init
 
 
 def _timed_run(at: AppTest) -> float:
@@ -118,7 +109,7 @@ def measure(page: str, tour: list[tuple[str, str, object]] | None = None) -> dic
 
 
 def main() -> None:
-    _route_through_app_py()
+    PagesManager.__init__ = routed_pages_manager_init(PagesManager.__init__)
     pages = [("pages/symmetric.py", SYMMETRIC_TOUR)]
     pages += [(lesson.file, None) for lesson in lab_ui.LESSONS if lesson.file != "pages/symmetric.py"]
     results = [measure(page, tour) for page, tour in pages]

@@ -1,9 +1,25 @@
 """Shared AppTest helpers: run the real router (app.py) and switch to a lesson page."""
 from pathlib import Path
 
+from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+def routed_pages_manager_init(original):
+    """A PagesManager.__init__ that makes every AppTest pass run through app.py, as a live server
+    does after its first request.
+
+    AppTest re-detects the `pages/` folder on every run and would otherwise run lesson files on
+    their own (Streamlit's legacy multipage mode); lab_ui reroutes such runs with a rerun, which
+    would swallow button clicks. The browser tests cover the real first-request path.
+    """
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    return init
 
 
 def run_page(page: str | None = None, query: dict[str, str] | None = None, timeout: float = 120) -> AppTest:
