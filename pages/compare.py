@@ -58,7 +58,7 @@ table = pd.DataFrame({
     "bits / weight (this layer)": [r.bits_per_weight for r in rows],
     "weight SQNR (dB)": [r.weight_sqnr_db for r in rows],
     "output SQNR (dB)": [r.output_sqnr_db for r in rows],
-    f"checkpoint size ({target})": [sizing.format_bytes(size_by_name[r.name].total_bytes) for r in rows],
+    "checkpoint size": [sizing.format_bytes(size_by_name[r.name].total_bytes) for r in rows],
 }).set_index("scheme")
 st.dataframe(table.style.format(precision=2, na_rep="—"), width="stretch")
 st.caption(f"Layer `{sel.layer}` of {sel.source.label}. Sizes are the compressed-tensors file that "
