@@ -78,7 +78,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="two shapes and M in 1, 16, 256, 4096")
     ap.add_argument("--sweep", action="store_true", help="also time each W4A16 path on its own")
     ap.add_argument("--tag", default="", help="label stored with the results (kernel version)")
-    ap.add_argument("--tune", action="store_true", help="time small-M tile variants at M=1 and 16 first")
+    ap.add_argument("--tune", action="store_true", help="first time every launch variant of W4A16 on three shapes")
+    ap.add_argument("--tune-only", action="store_true", help="stop after --tune")
     args = ap.parse_args()
     if args.plot:
         print(write_plots(args.plot, args.out))
@@ -94,7 +95,10 @@ def main() -> None:
     print(json.dumps(meta), flush=True)
     rows, checks = [], []
     torch.manual_seed(0)
-    tuning = tune(l2) if args.tune else []
+    tuning = tune(l2, shapes[:3], [1, 16, 64, 256, 1024]) if args.tune else []
+    if args.tune_only:
+        save(args.out, meta, [], [], tuning)
+        return
     for k, n in shapes:
         w = torch.randn(n, k, dtype=torch.bfloat16, device="cuda") * 0.02
         w4 = PackedLinear.from_quantized(ql.quantize(w, ql.QuantSpec.preset("W4A16")))
@@ -168,30 +172,56 @@ def save(out: Path, meta: dict, checks: list, rows: list, tuning: list) -> dict:
     return result
 
 
-def tune(l2: int) -> list[dict[str, object]]:
-    """Time tile variants of the W4A16 g128 tensor-core kernel at M=1 and 16 on two shapes."""
-    variants = {f"bn{bn} split{sk}": dict(block_n=bn, split_k=sk) for bn in (32, 64, 128) for sk in (2, 4, 8)}
+def tune_variants(m: int) -> dict[str, ops.Config]:
+    """The launch variants `--tune` times at batch size m (every path that could serve it)."""
+    c = ops.Config
+    if m == 1:
+        out = {f"gemv bn{bn} split{sk}": c("gemv", block_n=bn, split_k=sk) for bn in (32, 64, 128) for sk in (4, 8, 16)}
+    else:
+        out = {}
+    if m <= 64:
+        bm = 16 if m <= 16 else 64
+        out.update({f"mma bm{bm} bn64 split{sk} st{st}": c("mma", block_m=bm, block_n=64, split_k=sk, num_stages=st)
+                    for sk in (1, 2, 4, 8, 16) for st in (3, 4)})
+    if m >= 64:
+        big = [(128, 128, 8), (128, 256, 8), (64, 256, 4), (64, 128, 4)]
+        out.update({f"mma bn{bn} bm{bm} w{nw} pre": c("mma", block_m=bm, block_n=bn, num_warps=nw, pre_scale=True)
+                    for bn, bm, nw in big if bm <= 2 * max(m, 64)})
+        out["mma bn128 bm128 w8 post"] = c("mma", block_m=128, block_n=128, num_warps=8)
+        out["dequant"] = c("dequant", block_n=32, num_warps=4, num_stages=1)
+    return out
+
+
+def tune(l2: int, shapes: list[tuple[int, int]], ms: list[int]) -> list[dict[str, object]]:
+    """Time every variant of `tune_variants` for W4A16 g128 against bf16 cuBLAS; print the best per case."""
     out = []
-    for k, n in [(4096, 4096), (8192, 8192)]:
+    for k, n in shapes:
         w = torch.randn(n, k, dtype=torch.bfloat16, device="cuda") * 0.02
         layer = PackedLinear.from_quantized(ql.quantize(w, ql.QuantSpec.preset("W4A16")))
         clones = [layer] + [live._clone(layer) for _ in range(live.copies_for(layer.nbytes, l2) - 1)]
-        for m in (1, 16):
-            xs = [torch.randn(m, k, dtype=torch.bfloat16, device="cuda") for _ in clones]
+        dense = [w] + [w.clone() for _ in range(live.copies_for(w.numel() * 2, l2) - 1)]
+        for m in ms:
+            xs = [torch.randn(m, k, dtype=torch.bfloat16, device="cuda") for _ in range(max(len(clones), len(dense)))]
+            base = live.time_gpu([lambda x=x, d=d: F.linear(x, d) for x, d in zip(xs, dense)])
+            ref = xs[0].double() @ ops.dequantize(layer, torch.bfloat16).double().T
             best = None
-            for name, fields in variants.items():
-                cfg = dataclasses.replace(ops.default_config(m, layer, "mma"), **fields)
+            for name, cfg in tune_variants(m).items():
                 try:
+                    err = rel_err(ops.matmul(xs[0], layer, cfg), ref)
                     t = live.time_gpu([lambda x=x, c=c, cfg=cfg: ops.matmul(x, c, cfg) for x, c in zip(xs, clones)],
-                                   target_ms=3.0, replays=7)
-                except Exception as err:  # a config that does not compile or fit is skipped, noted
-                    print(f"tune skip {cfg}: {str(err).splitlines()[0][:120]}", flush=True)
+                                      target_ms=2.0, replays=7)
+                except Exception as e:  # a config that does not compile or fit is skipped, noted
+                    print(f"tune skip K={k} N={n} M={m} {name}: {str(e).splitlines()[0][:160]}", flush=True)
                     continue
-                out.append({"K": k, "N": n, "M": m, "variant": name, "config": cfg.__dict__, "ms": t})
-                print(f"tune K={k} N={n} M={m} {name}: {t * 1e3:.1f} us", flush=True)
+                out.append({"K": k, "N": n, "M": m, "variant": name, "config": dataclasses.asdict(cfg), "ms": t,
+                            "bf16_ms": base, "rel_err": err})
                 if best is None or t < best[1]:
-                    best = (cfg, t)
-            print(f"tune K={k} N={n} M={m}: best {best}", flush=True)
+                    best = (name, t)
+            if best:
+                print(f"tune K={k} N={n} M={m}: bf16 {base * 1e3:.1f} us, best {best[0]} {best[1] * 1e3:.1f} us "
+                      f"= {base / best[1]:.2f}x", flush=True)
+        del clones, dense
+        torch.cuda.empty_cache()
     return out
 
 

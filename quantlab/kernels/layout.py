@@ -1,10 +1,18 @@
 """The weight layout the kernels read, and the plain torch paths that define what they compute.
 
-The packed words are compressed-tensors' pack-quantized layout unchanged (`quantlab.packing`): int32
-words along the input dimension, least significant bits first, codes stored as u = q + 2^(b-1).
-Only the per-group parameters are rearranged once at load time (the one repack): the zero point,
-which compressed-tensors packs along the output dimension, is unpacked and folded with the storage
-offset and a float "magic" bias into one float32 per group,
+A checkpoint stores compressed-tensors' pack-quantized layout (`quantlab.packing`): int32 words along
+the input dimension, least significant bits first, codes stored as u = q + 2^(b-1), so word w holds
+the consecutive inputs 8w..8w+7 (4-bit). Loading repacks once (`interleave`): K is cut into tiles of
+TILE_K = 128 inputs held by W words (16 at 4 bits, 32 at 8), and the S = fields/2 fields of each
+16-bit half of a word are spread over the tile so that input s·2W + 2c + h is field s of half h of
+word c. Read as 16-bit halves, the tile is then S operands of [rows, 2W] with the two halves of one
+word side by side: operand s is "field s of every half", which one shift and one LOP3 produce for two
+weights at once (two 16-bit floats in one 32-bit register, the trick Marlin uses), and it lines up
+with the contiguous activations s·2W .. s·2W + 2W - 1. Nothing is shuffled between threads, which is
+what made the checkpoint order slow (bench/NOTES.md). `checkpoint_words` undoes it exactly.
+
+The zero point, which compressed-tensors packs along the output dimension, is unpacked and folded
+with the storage offset and a float "magic" bias into one float32 per group,
 
     bias = 2^23 + 2^(b-1) + zero_point,
 
@@ -26,13 +34,39 @@ from quantlab.spec import QuantSpec
 
 MAGIC = float(2**23)
 KERNEL_BITS = (4, 8)
+TILE_K = 128
+
+
+def _tile_view(n: int, num_bits: int) -> tuple[int, int, int]:
+    """(operands per tile S, words per tile W, 2): input s·2W + 2c + h of a tile is field s + S·h of word c."""
+    fields = 32 // num_bits
+    return fields // 2, TILE_K // fields, 2
+
+
+def interleave(words: torch.Tensor, num_bits: int, in_features: int) -> torch.Tensor:
+    """Checkpoint words [N, ceil(K·b/32)] -> kernel words [N, ceil(K/128)·128·b/32] (see the module
+    docstring); inputs past K, up to the tile boundary, are stored as code 0."""
+    n, tiles = words.shape[0], -(-in_features // TILE_K)
+    q = packing.unpack(words, num_bits, in_features)
+    q = torch.nn.functional.pad(q, (0, tiles * TILE_K - in_features), value=-packing.offset(num_bits))
+    s, w, h = _tile_view(n, num_bits)
+    return packing.pack(q.view(n, tiles, s, w, h).permute(0, 1, 3, 4, 2).reshape(n, -1), num_bits)
+
+
+def checkpoint_words(words: torch.Tensor, num_bits: int, in_features: int) -> torch.Tensor:
+    """Kernel words -> the checkpoint's pack-quantized words (inverse of `interleave`)."""
+    n = words.shape[0]
+    s, w, h = _tile_view(n, num_bits)
+    q = packing.unpack(words, num_bits, words.shape[1] * (32 // num_bits))
+    q = q.view(n, -1, w, h, s).permute(0, 1, 4, 2, 3).reshape(n, -1)[:, :in_features]
+    return packing.pack(q.contiguous(), num_bits)
 
 
 @dataclass(frozen=True, eq=False)
 class PackedLinear:
     """A quantized nn.Linear weight [out_features, in_features] ready for the kernels."""
 
-    words: torch.Tensor  # int32 [N, K·b/32], compressed-tensors pack-quantized
+    words: torch.Tensor  # int32 [N, tiles·128·b/32], interleaved per 128-input tile (`interleave`)
     scale: torch.Tensor  # [N, groups] in the activation dtype
     bias: torch.Tensor  # float32 [N, groups]: 2^23 + 2^(b-1) + zero_point
     num_bits: int
@@ -51,6 +85,11 @@ class PackedLinear:
     @property
     def codes_per_word(self) -> int:
         return 32 // self.num_bits
+
+    @property
+    def tile_words(self) -> int:
+        """Words per 128-input tile, which is also the inputs per field (`interleave`)."""
+        return TILE_K // self.codes_per_word
 
     @property
     def device(self) -> torch.device:
@@ -75,14 +114,15 @@ class PackedLinear:
         n = weight_packed.shape[0]
         group = spec.group_size if spec.strategy == "group" else in_features
         assert group is not None
-        if group % (32 // spec.num_bits):
-            raise QuantlabError(f"group size {group} must hold whole int32 words ({32 // spec.num_bits} codes)")
+        if spec.strategy == "group" and (group % (TILE_K * spec.num_bits // 32) or (group % TILE_K and TILE_K % group)):
+            raise QuantlabError(f"the kernels take group sizes that divide {TILE_K} or are multiples of it "
+                                f"(32, 64, 128, 256, ...), not {group}")
         dtype = dtype or weight_scale.dtype
         zp = torch.zeros(weight_scale.shape, dtype=torch.float32, device=weight_scale.device)
         if weight_zero_point is not None:
             zp = packing.unpack(weight_zero_point, spec.num_bits, n, dim=-2).to(torch.float32)
         bias = (MAGIC + packing.offset(spec.num_bits) + zp).contiguous()
-        return cls(weight_packed.contiguous(), weight_scale.to(dtype).contiguous(), bias, spec.num_bits, group,
+        return cls(interleave(weight_packed, spec.num_bits, in_features), weight_scale.to(dtype).contiguous(), bias, spec.num_bits, group,
                    in_features, weight_zero_point is None)
 
     @classmethod
@@ -99,7 +139,8 @@ class PackedLinear:
 @torch.no_grad()
 def dequantize_packed(layer: PackedLinear) -> torch.Tensor:
     """The [N, K] weight in the scale's dtype: (q - zp)·scale, rounded once, like the kernels."""
-    u = packing.unpack(layer.words, layer.num_bits, layer.in_features).to(torch.float32) + packing.offset(layer.num_bits)
+    words = checkpoint_words(layer.words, layer.num_bits, layer.in_features)
+    u = packing.unpack(words, layer.num_bits, layer.in_features).to(torch.float32) + packing.offset(layer.num_bits)
     centred = u.unflatten(-1, (layer.groups, -1)) - (layer.bias - MAGIC).unsqueeze(-1)
     return (centred * layer.scale.float().unsqueeze(-1)).flatten(-2).to(layer.scale.dtype)
 

@@ -1,15 +1,26 @@
 """Triton dequant-matmul kernels for `PackedLinear` weights: y = x @ W.T with W dequantized on the fly.
 
 Three paths, chosen by the number of rows M of x (`choose_path`):
-- "gemv": CUDA cores, one program per block of output features walking all of K. At M <= a few
-  rows the work is reading the packed weight once, so the kernel is a streaming reduction.
-- "mma": tensor cores (`tl.dot`), the weight tile dequantized in registers then fed to the matrix
-  unit; optionally split along K (fp32 atomics) so that small M still fills every multiprocessor.
+- "gemv": CUDA cores, one program per block of output features and slice of K, for a single row
+  of x: the work is streaming the packed weight once.
+- "mma": tensor cores (`tl.dot`) with the roles swapped (y.T = W @ x.T): the dequantized weight
+  tile is the dot's left operand, held in registers, and the few rows of x the right one, so even
+  M = 1 fills the matrix unit's 64-row instruction with weights rather than padding. Split along
+  K when the output has too few tiles to fill the card.
 - "dequant": at large M the problem is compute-bound and cuBLAS' bf16 GEMM is the best matrix
   engine available, so the weight is expanded once per call into a bf16 buffer and handed to it.
 
-Every kernel unpacks words with the same `_unpack` (see layout.py for the float "magic" bias) and
-keeps the K order of the checkpoint, so activations are read contiguously.
+All three read the interleaved layout (layout.py): in a 128-input tile, field j of the W words is
+the contiguous run of inputs j·W .. j·W + W - 1, so each field becomes an operand with a shift and
+a mask, lined up with a contiguous slice of x. Codes become numbers through float "magic": OR-ing
+a field into the mantissa of a power of two gives exactly that power plus the code, and
+subtracting the per-row bias leaves q - zp exactly, with no integer-to-float conversion. Scales
+multiply per-group partial sums, never single weights.
+
+A split along K is reduced inside the same launch: each program writes its partial tile to a
+workspace and bumps a per-tile counter; the last to arrive sums the partials, writes y and resets
+the counter, so one call is one launch and needs no zero-filled buffer. Calls that share a
+workspace must not run concurrently on different streams (the app measures one call at a time).
 
 The module needs Triton. Set TRITON_INTERPRET=1 before importing it to run the kernels on the CPU.
 """
@@ -24,60 +35,56 @@ import triton
 import triton.language as tl
 
 from quantlab.errors import QuantlabError
-from quantlab.kernels.layout import PackedLinear
+from quantlab.kernels.layout import TILE_K, PackedLinear
 
 Path = Literal["gemv", "mma", "dequant"]
-# Triton's CPU interpreter multiplies bf16 dot operands as raw 16-bit integers (seen with 3.9), so
-# there the tensor-core kernel feeds tl.dot float32; compiled kernels always use the 16-bit operands.
+# Triton's CPU interpreter does bf16 arithmetic on the raw 16-bit integers (seen with 3.9) and runs no
+# PTX, so there the tensor-core kernel makes float32 operands; compiled kernels use 16-bit ones.
 _INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 PATHS: tuple[Path, ...] = ("gemv", "mma", "dequant")
+_TILE_K = tl.constexpr(TILE_K)
+
+
+# One instruction pair per two weights: shift the word so field s of each 16-bit half sits at bit 0,
+# LOP3 keeps those bits and ORs in the magic of both halves, and a packed subtract removes magic +
+# 2^(b-1) + zp. $0 out (two 16-bit floats), $1 the word (two int16 halves), $2 the packed bias,
+# $3/$5/$7 shift, mask and magic (each arrives twice with pack=2; the copies $4/$6/$8 are unused).
+_PAIR_ASM_BF16 = tl.constexpr("{ .reg .b32 t; shr.u32 t, $1, $3; lop3.b32 t, t, $5, $7, 0xea; sub.bf16x2 $0, t, $2; }")
+_PAIR_ASM_F16 = tl.constexpr("{ .reg .b32 t; shr.u32 t, $1, $3; lop3.b32 t, t, $5, $7, 0xea; sub.f16x2 $0, t, $2; }")
 
 
 @triton.jit
-def _field(words, J: tl.constexpr, BITS: tl.constexpr):
-    """Field J of each word OR-ed into the mantissa of 2^23: exactly the float32 2^23 + u, with no
-    integer-to-float conversion (a quarter-rate instruction on Hopper)."""
-    return (((words >> (J * BITS)) & ((1 << BITS) - 1)) | 0x4B000000).to(tl.float32, bitcast=True)
+def _operand_f32(halves, bias32, S: tl.constexpr, BITS: tl.constexpr):
+    """Operand S of a tile as exact float32 q - zp, [rows, 2W]; `bias32` per row is 2^23 + 2^(b-1) + zp.
+    OR-ing the code into the mantissa of 2^23 gives exactly 2^23 + u, with no int-to-float convert."""
+    u = (halves.to(tl.uint16, bitcast=True).to(tl.uint32) >> (S * BITS)) & ((1 << BITS) - 1)
+    return (u | 0x4B000000).to(tl.float32, bitcast=True) - bias32[:, None]
 
 
 @triton.jit
-def _unpack_fields(words, BITS: tl.constexpr):
-    """int32 words [R, W] -> float32 2^23 + u [R, W·32/BITS] in checkpoint order.
-
-    Field j of a word is element 8w + j (4-bit). `tl.join` appends a trailing axis of 2, so joining
-    fields j and j+4, then pairs 2 apart, then 1 apart, makes the last three axes (a, b, c) hold
-    field 4a + 2b + c, and the reshape lays them out as 8w + j.
-    """
-    w = words.to(tl.uint32, bitcast=True)  # logical shifts: no sign extension to undo
-    if BITS == 4:
-        fields = tl.join(tl.join(tl.join(_field(w, 0, 4), _field(w, 4, 4)), tl.join(_field(w, 2, 4), _field(w, 6, 4))),
-                         tl.join(tl.join(_field(w, 1, 4), _field(w, 5, 4)), tl.join(_field(w, 3, 4), _field(w, 7, 4))))
-        values = tl.reshape(fields, [words.shape[0], words.shape[1] * 8])
-    else:
-        fields = tl.join(tl.join(_field(w, 0, 8), _field(w, 2, 8)), tl.join(_field(w, 1, 8), _field(w, 3, 8)))
-        values = tl.reshape(fields, [words.shape[0], words.shape[1] * 4])
-    return values
-
-
-@triton.jit
-def _unpack(words, bias, BITS: tl.constexpr):
-    """int32 words [R, W] -> float32 (q - zp) [R, W·32/BITS], bias per row (see layout.py)."""
-    return _unpack_fields(words, BITS) - bias[:, None]
+def _operand(halves, bias32, S: tl.constexpr, BITS: tl.constexpr, DTYPE: tl.constexpr, PAIRS: tl.constexpr):
+    """Operand S as exact q - zp in DTYPE. PAIRS: two weights per instruction through 16-bit magic
+    (fp16 1024.0 has room for 8-bit codes, bf16 128.0 for 4-bit ones); else through float32."""
+    if PAIRS:
+        if DTYPE == tl.float16:
+            magic_value: tl.constexpr = 1024.0
+            magic: tl.constexpr = 0x64006400
+            asm: tl.constexpr = _PAIR_ASM_F16
+        else:
+            magic_value: tl.constexpr = 128.0
+            magic: tl.constexpr = 0x43004300
+            asm: tl.constexpr = _PAIR_ASM_BF16
+        bias16 = tl.broadcast_to((bias32 - (8388608.0 - magic_value)).to(DTYPE)[:, None], halves.shape)
+        shift = tl.full(halves.shape, S * BITS, tl.int32)
+        mask = tl.full(halves.shape, ((1 << BITS) - 1) * 0x10001, tl.int32)
+        magics = tl.full(halves.shape, magic, tl.int32)
+        return tl.inline_asm_elementwise(asm, "=r,r,r,r,r,r,r,r,r", [halves, bias16, shift, mask, magics],
+                                         dtype=bias16.dtype, is_pure=True, pack=2)
+    return _operand_f32(halves, bias32, S, BITS).to(DTYPE)
 
 
 @triton.jit
-def _load_words(ptrs, n_ok, kw, KW, EVEN: tl.constexpr):
-    """A [BLOCK_N, BLOCK_KW] tile of packed words at `ptrs`; EVEN (the tiles divide N and K) drops
-    the masks, which cost an integer compare and select per element."""
-    if EVEN:
-        words = tl.load(ptrs)
-    else:
-        words = tl.load(ptrs, mask=n_ok[:, None] & (kw < KW)[None, :], other=0)
-    return words
-
-
-@triton.jit
-def _bias(b_ptr, offs_n, n_ok, NG, g, BITS: tl.constexpr, ASYM: tl.constexpr):
+def _bias32(b_ptr, offs_n, n_ok, NG, g, BITS: tl.constexpr, ASYM: tl.constexpr):
     """2^23 + 2^(b-1) + zero point per row; symmetric weights have no zero point to read."""
     if ASYM:
         return tl.load(b_ptr + offs_n * NG + g, mask=n_ok, other=0.0)
@@ -85,162 +92,218 @@ def _bias(b_ptr, offs_n, n_ok, NG, g, BITS: tl.constexpr, ASYM: tl.constexpr):
 
 
 @triton.jit
-def _gemv_kernel(x_ptr, w_ptr, s_ptr, b_ptr, y_ptr, M, N, K, KW, NG, GROUP, stride_xm, stride_ym,
-                 BITS: tl.constexpr, ASYM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                 BLOCK_KW: tl.constexpr):
-    # A K tile never straddles two groups (BLOCK_K divides GROUP), so its scale is one per row.
-    # Products stay in the layout the unpacked tile already has (each thread reduces its own run of
-    # K first): broadcasting into a 3-D [M, N, K] product instead made Triton shuffle the whole
-    # dequantized tile through shared memory every iteration.
-    BLOCK_K: tl.constexpr = BLOCK_KW * (32 // BITS)
-    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    first_m = tl.program_id(1) * BLOCK_M
-    offs_kw = tl.arange(0, BLOCK_KW)
-    offs_k = tl.arange(0, BLOCK_K)
-    n_ok = offs_n < N
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for kw0 in range(0, KW, BLOCK_KW):
-        kw = kw0 + offs_kw
-        words = tl.load(w_ptr + offs_n[:, None] * KW + kw[None, :], mask=n_ok[:, None] & (kw < KW)[None, :], other=0)
-        g = (kw0 * (32 // BITS)) // GROUP
-        scale = tl.load(s_ptr + offs_n * NG + g, mask=n_ok, other=0.0).to(tl.float32)
-        bias = _bias(b_ptr, offs_n, n_ok, NG, g, BITS, ASYM)
-        w = _unpack(words, bias, BITS)
-        k = kw0 * (32 // BITS) + offs_k
-        for mi in tl.static_range(BLOCK_M):
-            # Padding codes past K are stored as 0, which is not a zero weight: x is masked there.
-            x = tl.load(x_ptr + (first_m + mi) * stride_xm + k, mask=(k < K) & (k * 0 + first_m + mi < M), other=0.0)
-            part = tl.sum(w * x.to(tl.float32)[None, :], axis=1) * scale
-            acc = tl.where(tl.arange(0, BLOCK_M)[:, None] == mi, acc + part[None, :], acc)
-    offs_m = first_m + tl.arange(0, BLOCK_M)
-    y = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :]
-    tl.store(y, acc.to(y_ptr.dtype.element_ty), mask=(offs_m < M)[:, None] & n_ok[None, :])
+def _group(t, S: tl.constexpr, W: tl.constexpr, GROUP: tl.constexpr):
+    """Scale column of operand S of tile t (GROUP 0: per-channel, one column)."""
+    if GROUP == 0:
+        return 0
+    return (t * _TILE_K + S * 2 * W) // GROUP
 
 
 @triton.jit
-def _dequant_tile(w_ptr, s_ptr, b_ptr, offs_n, n_ok, kw, KW, NG, GROUP, kw0, BITS: tl.constexpr, ASYM: tl.constexpr,
-                  OUT_DTYPE: tl.constexpr, EVEN: tl.constexpr):
-    words = _load_words(w_ptr + offs_n[:, None] * KW + kw[None, :], n_ok, kw, KW, EVEN)
-    g = (kw0 * (32 // BITS)) // GROUP
-    scale = tl.load(s_ptr + offs_n * NG + g, mask=n_ok, other=0.0).to(tl.float32)
-    bias = _bias(b_ptr, offs_n, n_ok, NG, g, BITS, ASYM)
-    return (_unpack(words, bias, BITS) * scale[:, None]).to(OUT_DTYPE)
+def _load_tile(w_rows, t, W: tl.constexpr, n_ok, EVEN_N: tl.constexpr):
+    """Tile t of each row as [rows, 2W] int16 halves of its W words."""
+    if EVEN_N:
+        return tl.load(w_rows + t * 2 * W)
+    return tl.load(w_rows + t * 2 * W, mask=n_ok[:, None], other=0)
 
 
 @triton.jit
-def _mma_kernel(x_ptr, w_ptr, s_ptr, b_ptr, y_ptr, M, N, K, KW, NG, GROUP, stride_xm, stride_ym,
-                BITS: tl.constexpr, ASYM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                BLOCK_KW: tl.constexpr, SPLIT_K: tl.constexpr, GROUP_M: tl.constexpr, DOT_F32: tl.constexpr,
-                EVEN: tl.constexpr):
-    BLOCK_K: tl.constexpr = BLOCK_KW * (32 // BITS)
-    pid = tl.program_id(0)
-    num_m = tl.cdiv(M, BLOCK_M)
-    num_n = tl.cdiv(N, BLOCK_N)
-    # Neighbouring programs share weight columns, so a band of GROUP_M row tiles reuses them from L2.
-    band = pid // (GROUP_M * num_n)
-    first_m = band * GROUP_M
-    rows = tl.minimum(num_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % (GROUP_M * num_n)) % rows
-    pid_n = (pid % (GROUP_M * num_n)) // rows
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_kw = tl.arange(0, BLOCK_KW)
-    offs_k = tl.arange(0, BLOCK_K)
-    m_ok = offs_m < M
-    n_ok = offs_n < N
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    x_base = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :]  # the loop adds only the K offset
-    for kw0 in range(tl.program_id(1) * BLOCK_KW, KW, BLOCK_KW * SPLIT_K):
-        k = kw0 * (32 // BITS) + offs_k
-        if EVEN:
-            x = tl.load(x_base + kw0 * (32 // BITS), mask=m_ok[:, None], other=0.0)
-        else:
-            x = tl.load(x_ptr + offs_m[:, None] * stride_xm + k[None, :], mask=m_ok[:, None] & (k < K)[None, :],
-                        other=0.0)
-        w = _dequant_tile(w_ptr, s_ptr, b_ptr, offs_n, n_ok, kw0 + offs_kw, KW, NG, GROUP, kw0, BITS, ASYM,
-                          x_ptr.dtype.element_ty, EVEN)
-        if DOT_F32:
-            acc = tl.dot(x.to(tl.float32), tl.trans(w).to(tl.float32), acc)
-        else:
-            acc = tl.dot(x, tl.trans(w), acc)
-    y = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :]
+def _k_range(KT, SPLIT_K: tl.constexpr):
+    """The contiguous run of 128-input tiles this program's K slice covers."""
+    per = tl.cdiv(KT, SPLIT_K)
+    first = tl.program_id(2) * per
+    return first, tl.minimum(first + per, KT)
+
+
+@triton.jit
+def _finish(acc, y_ptrs, y_mask, ws_ptr, lock_ptr, local, tile, TILES, TILE_ELEMS: tl.constexpr,
+            SPLIT_K: tl.constexpr):
+    """Store acc into y, or, with a split K, hand it to the split-K reduction (module docstring)."""
     if SPLIT_K == 1:
-        tl.store(y, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+        tl.store(y_ptrs, acc.to(y_ptrs.dtype.element_ty), mask=y_mask)
     else:
-        tl.atomic_add(y, acc, mask=m_ok[:, None] & n_ok[None, :])
+        tl.store(ws_ptr + (tl.program_id(2) * TILES + tile) * TILE_ELEMS + local, acc)
+        tl.debug_barrier()  # every thread's partial is written before the counter says so
+        arrived = tl.atomic_add(lock_ptr + tile, 1, sem="acq_rel")
+        if arrived == SPLIT_K - 1:
+            total = tl.zeros(acc.shape, tl.float32)
+            for s in tl.static_range(SPLIT_K):
+                # .cg reads from L2: L1 may still hold this address from an earlier call
+                total += tl.load(ws_ptr + (s * TILES + tile) * TILE_ELEMS + local, cache_modifier=".cg")
+            tl.store(y_ptrs, total.to(y_ptrs.dtype.element_ty), mask=y_mask)
+            tl.atomic_xchg(lock_ptr + tile, 0)
 
 
 @triton.jit
-def _dequant_kernel(w_ptr, s_ptr, b_ptr, out_ptr, N, K, KW, NG, GROUP,
-                    BITS: tl.constexpr, ASYM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr,
-                    EVEN: tl.constexpr):
-    BLOCK_K: tl.constexpr = BLOCK_KW * (32 // BITS)
+def _gemv_kernel(x_ptr, w_ptr, s_ptr, b_ptr, y_ptr, ws_ptr, lock_ptr, M, N, K, KT, NG, stride_xm, stride_ym,
+                 BITS: tl.constexpr, ASYM: tl.constexpr, GROUP: tl.constexpr, BLOCK_N: tl.constexpr,
+                 SPLIT_K: tl.constexpr, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr, PER_SCALE: tl.constexpr):
+    # grid (N tiles, M, K slices): one row of x per program; the [BLOCK_N, 2W] products stay in the
+    # layout the words were loaded in, and reduce across 2W only once, at the end.
+    S: tl.constexpr = 16 // BITS
+    W: tl.constexpr = _TILE_K // (2 * S)
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    kw0 = tl.program_id(1) * BLOCK_KW
+    m = tl.program_id(1)
+    offs_e = tl.arange(0, 2 * W)
     n_ok = offs_n < N
-    w = _dequant_tile(w_ptr, s_ptr, b_ptr, offs_n, n_ok, kw0 + tl.arange(0, BLOCK_KW), KW, NG, GROUP, kw0, BITS, ASYM,
-                      out_ptr.dtype.element_ty, EVEN)
-    k = kw0 * (32 // BITS) + tl.arange(0, BLOCK_K)
-    tl.store(out_ptr + offs_n[:, None] * K + k[None, :], w, mask=n_ok[:, None] & (k < K)[None, :])
+    acc = tl.zeros([BLOCK_N, 2 * W], dtype=tl.float32)
+    w_rows = w_ptr + offs_n[:, None] * (KT * 2 * W) + offs_e[None, :]
+    x_row = x_ptr + m * stride_xm + offs_e
+    first, last = _k_range(KT, SPLIT_K)
+    for t in range(first, last):
+        halves = _load_tile(w_rows, t, W, n_ok, EVEN_N)
+        part = tl.zeros([BLOCK_N, 2 * W], dtype=tl.float32)
+        for s in tl.static_range(S):
+            g = _group(t, s, W, GROUP)
+            k0 = t * _TILE_K + s * 2 * W
+            if EVEN_K:
+                x = tl.load(x_row + k0).to(tl.float32)
+            else:
+                x = tl.load(x_row + k0, mask=k0 + offs_e < K, other=0.0).to(tl.float32)
+            a = _operand_f32(halves, _bias32(b_ptr, offs_n, n_ok, NG, g, BITS, ASYM), s, BITS)
+            if PER_SCALE == 0:  # an operand spans several groups: scale each weight
+                cols = g + offs_e // GROUP
+                acc += a * x[None, :] * tl.load(s_ptr + offs_n[:, None] * NG + cols[None, :], mask=n_ok[:, None],
+                                                other=0.0).to(tl.float32)
+            else:
+                part += a * x[None, :]
+                if (s + 1) % PER_SCALE == 0:
+                    acc += part * tl.load(s_ptr + offs_n * NG + g, mask=n_ok, other=0.0).to(tl.float32)[:, None]
+                    part = tl.zeros([BLOCK_N, 2 * W], dtype=tl.float32)
+    tile = tl.program_id(0) * M + m
+    _finish(tl.sum(acc, axis=1), y_ptr + m * stride_ym + offs_n, n_ok, ws_ptr, lock_ptr, tl.arange(0, BLOCK_N), tile,
+            tl.num_programs(0) * M, BLOCK_N, SPLIT_K)
+
+
+@triton.jit
+def _mma_kernel(x_ptr, w_ptr, s_ptr, b_ptr, y_ptr, ws_ptr, lock_ptr, M, N, K, KT, NG, stride_xm, stride_ym,
+                BITS: tl.constexpr, ASYM: tl.constexpr, GROUP: tl.constexpr, BLOCK_N: tl.constexpr,
+                BLOCK_M: tl.constexpr, SPLIT_K: tl.constexpr, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
+                PER_SCALE: tl.constexpr, PAIRS: tl.constexpr, DOT_F32: tl.constexpr, STEP: tl.constexpr):
+    # grid (N tiles, M tiles, K slices). acc is y.T's [BLOCK_N, BLOCK_M] tile. With PER_SCALE > 0
+    # the dot of each operand is exact q - zp times x and scales multiply the partial sums once per
+    # group; with 0 (small groups, or large M where the dequantization is shared by many rows and
+    # the second accumulator costs registers) each weight is scaled before the dot, rounded once to
+    # DTYPE exactly as `quantlab.dequantize` rounds it.
+    S: tl.constexpr = 16 // BITS
+    W: tl.constexpr = _TILE_K // (2 * S)
+    DTYPE: tl.constexpr = x_ptr.dtype.element_ty
+    PRE_SCALE: tl.constexpr = PER_SCALE == 0
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_e = tl.arange(0, 2 * W)
+    n_ok = offs_n < N
+    m_ok = offs_m < M
+    acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    w_rows = w_ptr + offs_n[:, None] * (KT * 2 * W) + offs_e[None, :]
+    x_cols = x_ptr + offs_m[None, :] * stride_xm + offs_e[:, None]
+    first, last = _k_range(KT, SPLIT_K)
+    for t0 in range(first, last, STEP):
+        for u in tl.static_range(STEP):
+            t = t0 + u
+            halves = _load_tile(w_rows, t, W, n_ok, EVEN_N)
+            part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+            for s in tl.static_range(S):
+                g = _group(t, s, W, GROUP)
+                k0 = t * _TILE_K + s * 2 * W
+                if EVEN_K:
+                    x = tl.load(x_cols + k0, mask=m_ok[None, :], other=0.0)
+                else:
+                    x = tl.load(x_cols + k0, mask=m_ok[None, :] & (k0 + offs_e < K)[:, None], other=0.0)
+                bias = _bias32(b_ptr, offs_n, n_ok, NG, g, BITS, ASYM)
+                if DOT_F32:
+                    a = _operand_f32(halves, bias, s, BITS)
+                    x = x.to(tl.float32)
+                else:
+                    a = _operand(halves, bias, s, BITS, DTYPE, PAIRS)
+                if PRE_SCALE:
+                    if GROUP != 0 and GROUP < 2 * W:
+                        cols = g + offs_e // GROUP
+                        sc = tl.load(s_ptr + offs_n[:, None] * NG + cols[None, :], mask=n_ok[:, None], other=0.0)
+                    else:
+                        sc = tl.load(s_ptr + offs_n * NG + g, mask=n_ok, other=0.0)[:, None]
+                    a = a * sc.to(a.dtype)
+                    acc = tl.dot(a, x, acc)
+                else:
+                    part = tl.dot(a, x, part)
+                    if (s + 1) % PER_SCALE == 0:
+                        acc += part * tl.load(s_ptr + offs_n * NG + g, mask=n_ok, other=0.0).to(tl.float32)[:, None]
+                        part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    y_ptrs = y_ptr + offs_m[None, :] * stride_ym + offs_n[:, None]
+    local = tl.arange(0, BLOCK_N)[:, None] * BLOCK_M + tl.arange(0, BLOCK_M)[None, :]
+    tile = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
+    _finish(acc, y_ptrs, n_ok[:, None] & m_ok[None, :], ws_ptr, lock_ptr, local, tile,
+            tl.num_programs(0) * tl.num_programs(1), BLOCK_N * BLOCK_M, SPLIT_K)
+
+
+@triton.jit
+def _dequant_kernel(w_ptr, s_ptr, b_ptr, out_ptr, N, K, KT, NG, BITS: tl.constexpr, ASYM: tl.constexpr,
+                    GROUP: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_N: tl.constexpr):
+    # grid (N tiles, 128-input tiles); writes W[n, k] in the checkpoint's K order
+    S: tl.constexpr = 16 // BITS
+    W: tl.constexpr = _TILE_K // (2 * S)
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    t = tl.program_id(1)
+    offs_e = tl.arange(0, 2 * W)
+    n_ok = offs_n < N
+    halves = _load_tile(w_ptr + offs_n[:, None] * (KT * 2 * W) + offs_e[None, :], t, W, n_ok, EVEN_N)
+    for s in tl.static_range(S):
+        g = _group(t, s, W, GROUP)
+        k = t * _TILE_K + s * 2 * W + offs_e
+        cols = (g + offs_e // GROUP) if GROUP != 0 and GROUP < 2 * W else g + offs_e * 0
+        scale = tl.load(s_ptr + offs_n[:, None] * NG + cols[None, :], mask=n_ok[:, None], other=0.0).to(tl.float32)
+        w = _operand_f32(halves, _bias32(b_ptr, offs_n, n_ok, NG, g, BITS, ASYM), s, BITS) * scale
+        tl.store(out_ptr + offs_n[:, None] * K + k[None, :], w.to(out_ptr.dtype.element_ty),
+                 mask=n_ok[:, None] & (k < K)[None, :])
 
 
 @dataclass(frozen=True)
 class Config:
-    """Launch parameters of one path; `block_k` counts codes (a multiple of the codes per word)."""
+    """Launch parameters of one path. block_m is ignored by "gemv" (one row of x per program)."""
 
     path: Path
-    block_m: int = 1
+    block_m: int = 16
     block_n: int = 64
-    block_k: int = 128
     split_k: int = 1
     num_warps: int = 4
     num_stages: int = 3
-    group_m: int = 8
+    pre_scale: bool = False  # "mma": scale each weight before the dot instead of each partial sum
 
 
-# Crossover measured on an H200 (bench/NOTES.md): the fused tensor-core kernel up to MMA_MAX_M
-# rows (0.60x bf16 at M=64 against 0.42x for dequantize-then-cuBLAS), dequantize-then-cuBLAS from
-# M=128 on (0.42x against 0.33x). The GEMV path stays selectable for comparison: it lost to the
-# split-K tensor-core kernel at every M.
+# Crossovers measured on an H200 (bench/NOTES.md).
+GEMV_MAX_M = 1
 MMA_MAX_M = 64
+SMS = 132  # H100/H200 multiprocessors; only sets how far K is split
 
 
 def choose_path(m: int) -> Path:
+    if m <= GEMV_MAX_M:
+        return "gemv"
     return "mma" if m <= MMA_MAX_M else "dequant"
 
 
-def _fit_block_k(block_k: int, layer: PackedLinear) -> int:
-    """K tile (a power of two, >= one word) that never straddles two groups, so a tile has one
-    scale per row: the largest power of two <= block_k dividing the group size. Per-channel
-    weights have a single group, and any tile fits."""
-    per = layer.codes_per_word
-    if layer.groups == 1:
-        return max(per, block_k)
-    bk = block_k
-    while bk > per and layer.group_size % bk:
-        bk //= 2
-    return bk
+def _split_for(tiles: int, tiles_k: int, target: int = 4 * SMS) -> int:
+    """Split K until about `target` programs are in flight, keeping at least two K tiles each."""
+    split = 1
+    while split < 16 and tiles * split * 2 <= target and tiles_k >= 4 * split:
+        split *= 2
+    return split
 
 
 def default_config(m: int, layer: PackedLinear, path: Path | None = None) -> Config:
     path = path or choose_path(m)
-    n = layer.out_features
+    n, tiles_k = layer.out_features, layer.words.shape[1] // layer.tile_words
     if path == "gemv":
-        # The per-row loop is unrolled, so rows per program stay few; more rows mean more programs.
-        return Config("gemv", block_m=min(4, triton.next_power_of_2(max(m, 1))), block_n=32 if n >= 8192 else 16,
-                      block_k=_fit_block_k(256, layer), num_warps=4, num_stages=4)
-    if path == "mma" and m <= 64:
-        # Tile shape from the v1 sweep on H200 (bm16 bn64 bk128 won at M=1 and 16); split K until
-        # about four programs per multiprocessor are in flight.
-        tiles = triton.cdiv(n, 64)
-        split = 1
-        while split < 8 and tiles * split * 2 <= 4 * 132:
-            split *= 2
-        return Config("mma", block_m=16 if m <= 16 else 32 if m <= 32 else 64, block_n=64,
-                      block_k=_fit_block_k(128, layer), split_k=split, num_warps=4, num_stages=4)
+        block_n = 64
+        return Config("gemv", block_n=block_n, split_k=_split_for(triton.cdiv(n, block_n) * max(m, 1), tiles_k),
+                      num_warps=4, num_stages=3)
     if path == "mma":
-        return Config("mma", block_m=128, block_n=128, block_k=_fit_block_k(64, layer), num_warps=8, num_stages=3)
-    return Config("dequant", block_n=32, block_k=_fit_block_k(256, layer), num_warps=4, num_stages=1)
+        block_m = 16 if m <= 16 else 32 if m <= 32 else 64
+        block_n = 64
+        tiles = triton.cdiv(n, block_n) * triton.cdiv(max(m, 1), block_m)
+        return Config("mma", block_m=block_m, block_n=block_n, split_k=_split_for(tiles, tiles_k), num_warps=4,
+                      num_stages=3)
+    return Config("dequant", block_n=32, num_warps=4, num_stages=1)
 
 
 def _check(x: torch.Tensor, layer: PackedLinear) -> None:
@@ -252,19 +315,56 @@ def _check(x: torch.Tensor, layer: PackedLinear) -> None:
         raise QuantlabError(f"x is on {x.device} but the weight is on {layer.device}")
 
 
+def _group_arg(layer: PackedLinear) -> int:
+    """GROUP as the kernels take it: 0 for per-channel (one scale column, also over K's padding)."""
+    return 0 if layer.groups == 1 else layer.group_size
+
+
+def _per_scale(layer: PackedLinear, pre_scale: bool = False) -> int:
+    """Operands (2W inputs each) that share one scale in a tile; 0 when the kernel scales weight by
+    weight: asked for, or one operand spans several groups (8-bit g32)."""
+    operands, width = 16 // layer.num_bits, 2 * layer.tile_words
+    if pre_scale:
+        return 0
+    if layer.groups == 1 or layer.group_size >= TILE_K:
+        return operands
+    return layer.group_size // width
+
+
+_WORKSPACES: dict[tuple[torch.device, str], torch.Tensor] = {}
+
+
+def _workspace(device: torch.device, kind: str, numel: int) -> torch.Tensor:
+    """A per-device buffer reused across calls (the counters must start at zero and are left at zero)."""
+    buf = _WORKSPACES.get((device, kind))
+    if buf is None or buf.numel() < numel:
+        buf = torch.zeros(max(numel, 1 << 16), dtype=torch.float32 if kind == "partials" else torch.int32, device=device)
+        _WORKSPACES[(device, kind)] = buf
+    return buf
+
+
 def dequantize(layer: PackedLinear, dtype: torch.dtype, config: Config | None = None) -> torch.Tensor:
     """The dense [N, K] weight in `dtype`, written by one Triton launch."""
     cfg = config or default_config(0, layer, "dequant")
     n, k = layer.out_features, layer.in_features
     out = torch.empty(n, k, dtype=dtype, device=layer.device)
-    bkw = _fit_block_k(cfg.block_k, layer) // layer.codes_per_word
-    grid = (triton.cdiv(n, cfg.block_n), triton.cdiv(layer.words.shape[1], bkw))
-    even = n % cfg.block_n == 0 and layer.words.shape[1] % bkw == 0
-    _dequant_kernel[grid](layer.words, layer.scale, layer.bias, out, n, k, layer.words.shape[1], layer.groups,
-                          layer.group_size, BITS=layer.num_bits, ASYM=not layer.symmetric, BLOCK_N=cfg.block_n, BLOCK_KW=bkw,
-                          EVEN=even,
-                          num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    tiles_k = layer.words.shape[1] // layer.tile_words
+    _dequant_kernel[(triton.cdiv(n, cfg.block_n), tiles_k)](
+        layer.words.view(torch.int16), layer.scale, layer.bias, out, n, k, tiles_k, layer.groups, BITS=layer.num_bits,
+        ASYM=not layer.symmetric, GROUP=_group_arg(layer), BLOCK_N=cfg.block_n, EVEN_N=n % cfg.block_n == 0,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return out
+
+
+def _step(tiles_k: int, split_k: int) -> int:
+    """K tiles per loop iteration (unrolled, to spread the loop's fixed cost), dividing every slice."""
+    return next((step for step in (4, 2) if tiles_k % (split_k * step) == 0), 1)
+
+
+def _pairs(dtype: torch.dtype, num_bits: int) -> bool:
+    """Whether the two-weights-per-instruction magic fits: bf16's 128.0 leaves 7 mantissa bits (4-bit
+    codes only), fp16's 1024.0 leaves 10."""
+    return dtype == torch.float16 or num_bits == 4
 
 
 def matmul(x: torch.Tensor, layer: PackedLinear, config: Config | None = None,
@@ -281,24 +381,26 @@ def matmul(x: torch.Tensor, layer: PackedLinear, config: Config | None = None,
     y2 = y.view(-1, n)
     if m == 0:
         return y
-    kw_total = layer.words.shape[1]
-    bkw = _fit_block_k(cfg.block_k, layer) // layer.codes_per_word
-    common = (layer.words, layer.scale, layer.bias)
     if cfg.path == "dequant":
-        y2.copy_(torch.nn.functional.linear(x2, dequantize(layer, x.dtype, cfg)))
-    elif cfg.path == "gemv":
-        grid = (triton.cdiv(n, cfg.block_n), triton.cdiv(m, cfg.block_m))
-        _gemv_kernel[grid](x2, *common, y2, m, n, k, kw_total, layer.groups, layer.group_size, x2.stride(0),
-                           y2.stride(0), BITS=layer.num_bits, ASYM=not layer.symmetric, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
-                           BLOCK_KW=bkw, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        torch.nn.functional.linear(x2, dequantize(layer, x.dtype, cfg), out=y2)
+        return y
+    tiles_k = layer.words.shape[1] // layer.tile_words
+    if cfg.path == "gemv":
+        grid = (triton.cdiv(n, cfg.block_n), m, cfg.split_k)
+        tile_elems = cfg.block_n
     else:
-        target = y2 if cfg.split_k == 1 else torch.zeros(m, n, dtype=torch.float32, device=x.device)
-        grid = (triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n), cfg.split_k)
-        _mma_kernel[grid](x2, *common, target, m, n, k, kw_total, layer.groups, layer.group_size, x2.stride(0),
-                          target.stride(0), BITS=layer.num_bits, ASYM=not layer.symmetric, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
-                          BLOCK_KW=bkw, SPLIT_K=cfg.split_k, GROUP_M=cfg.group_m, DOT_F32=_INTERPRETED,
-                          EVEN=n % cfg.block_n == 0 and kw_total % bkw == 0, num_warps=cfg.num_warps,
-                          num_stages=cfg.num_stages)
-        if cfg.split_k > 1:
-            y2.copy_(target)
+        grid = (triton.cdiv(n, cfg.block_n), triton.cdiv(m, cfg.block_m), cfg.split_k)
+        tile_elems = cfg.block_n * cfg.block_m
+    partials = _workspace(x.device, "partials", cfg.split_k * grid[0] * grid[1] * tile_elems)
+    counters = _workspace(x.device, "counters", grid[0] * grid[1])
+    args = (x2, layer.words.view(torch.int16), layer.scale, layer.bias, y2, partials, counters, m, n, k, tiles_k,
+            layer.groups, x2.stride(0), y2.stride(0))
+    common = dict(BITS=layer.num_bits, ASYM=not layer.symmetric, GROUP=_group_arg(layer), BLOCK_N=cfg.block_n,
+                  SPLIT_K=cfg.split_k, EVEN_N=n % cfg.block_n == 0, EVEN_K=k % TILE_K == 0,
+                  PER_SCALE=_per_scale(layer, cfg.pre_scale and cfg.path == "mma"), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    if cfg.path == "gemv":
+        _gemv_kernel[grid](*args, **common)
+    else:
+        _mma_kernel[grid](*args, BLOCK_M=cfg.block_m, PAIRS=_pairs(x.dtype, layer.num_bits), DOT_F32=_INTERPRETED,
+                          STEP=_step(tiles_k, cfg.split_k), **common)
     return y
