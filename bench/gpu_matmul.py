@@ -80,6 +80,8 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="label stored with the results (kernel version)")
     ap.add_argument("--tune", action="store_true", help="first time every launch variant of W4A16 on three shapes")
     ap.add_argument("--tune-only", action="store_true", help="stop after --tune")
+    ap.add_argument("--tune-shapes", type=int, nargs="+", default=[0, 1, 2], help="indices into SHAPES")
+    ap.add_argument("--tune-ms", type=int, nargs="+", default=[1, 16, 64, 256, 1024])
     args = ap.parse_args()
     if args.plot:
         print(write_plots(args.plot, args.out))
@@ -95,7 +97,7 @@ def main() -> None:
     print(json.dumps(meta), flush=True)
     rows, checks = [], []
     torch.manual_seed(0)
-    tuning = tune(l2, shapes[:3], [1, 16, 64, 256, 1024]) if args.tune else []
+    tuning = tune(l2, [SHAPES[i] for i in args.tune_shapes], args.tune_ms) if args.tune else []
     if args.tune_only:
         save(args.out, meta, [], [], tuning)
         return
@@ -125,10 +127,12 @@ def main() -> None:
         if args.sweep:
             for path in ops.PATHS:
                 methods[f"w4a16_{path}"] = (w4, lambda x, p, path=path: ops.matmul(x, p, ops.default_config(x.shape[0], p, path)), w4.nbytes)
+        # each path only where it could be chosen (a GEMV re-reads the weight per row of x)
+        path_limit = {"w4a16_gemv": 16, "w4a16_mma": 1024}
         for name, (weight, fn, wbytes) in methods.items():
             copies = live.copies_for(wbytes, l2)
             clones = [weight] + [live._clone(weight) for _ in range(copies - 1)]
-            for m in ms:
+            for m in [m for m in ms if m <= path_limit.get(name, m)]:
                 xs = [torch.randn(m, k, dtype=torch.bfloat16, device="cuda") for _ in range(len(clones))]
                 calls = [lambda x=x, c=c: fn(x, c) for x, c in zip(xs, clones)]
                 try:
@@ -175,20 +179,28 @@ def save(out: Path, meta: dict, checks: list, rows: list, tuning: list) -> dict:
 def tune_variants(m: int) -> dict[str, ops.Config]:
     """The launch variants `--tune` times at batch size m (every path that could serve it)."""
     c = ops.Config
+    out: dict[str, ops.Config] = {}
     if m == 1:
-        out = {f"gemv bn{bn} split{sk}": c("gemv", block_n=bn, split_k=sk) for bn in (32, 64, 128) for sk in (4, 8, 16)}
+        out.update({f"gemv bn{bn} split{sk}": c("gemv", block_n=bn, split_k=sk) for bn in (64, 128) for sk in (4, 8)})
+    if m <= 16:
+        for sk in (1, 2, 4, 8, 16):
+            for step, st in ((1, 3), (1, 4), (2, 3)):
+                out[f"mma bm16 bn64 split{sk} step{step} st{st}"] = c("mma", block_m=16, split_k=sk, step=step,
+                                                                       num_stages=st)
+            if sk <= 8:
+                out[f"mma bm16 bn128 w8 split{sk}"] = c("mma", block_m=16, block_n=128, num_warps=8, split_k=sk)
+    elif m <= 64:
+        for sk in (1, 2, 4):
+            for st in (2, 3):
+                out[f"mma bm64 bn64 split{sk} st{st}"] = c("mma", block_m=64, split_k=sk, num_stages=st)
+            out[f"mma bm64 bn128 w8 split{sk}"] = c("mma", block_m=64, block_n=128, num_warps=8, split_k=sk)
     else:
-        out = {}
-    if m <= 64:
-        bm = 16 if m <= 16 else 64
-        out.update({f"mma bm{bm} bn64 split{sk} st{st}": c("mma", block_m=bm, block_n=64, split_k=sk, num_stages=st)
-                    for sk in (1, 2, 4, 8, 16) for st in (3, 4)})
-    if m >= 64:
-        big = [(128, 128, 8), (128, 256, 8), (64, 256, 4), (64, 128, 4)]
-        out.update({f"mma bn{bn} bm{bm} w{nw} pre": c("mma", block_m=bm, block_n=bn, num_warps=nw, pre_scale=True)
-                    for bn, bm, nw in big if bm <= 2 * max(m, 64)})
-        out["mma bn128 bm128 w8 post"] = c("mma", block_m=128, block_n=128, num_warps=8)
-        out["dequant"] = c("dequant", block_n=32, num_warps=4, num_stages=1)
+        for bn, bm, nw, st in ((128, 128, 8, 3), (64, 128, 4, 3), (256, 128, 8, 2), (256, 128, 8, 3),
+                               (128, 128, 4, 3), (128, 64, 4, 4), (128, 64, 8, 4)):
+            for sk in (1, 2) if m <= 256 else (1,):
+                out[f"mma bn{bn} bm{bm} w{nw} st{st} split{sk} pre"] = c("mma", block_m=bm, block_n=bn, num_warps=nw,
+                                                                          num_stages=st, split_k=sk, pre_scale=True)
+        out["dequant bn32"] = c("dequant", block_n=32, num_warps=4, num_stages=1)
     return out
 
 

@@ -115,9 +115,9 @@ def test_unrolled_k_loop_and_split_k_reduction() -> None:
     """K = 8 tiles: split 2 runs 4 tiles per slice, unrolled 4 at a time; the last slice to finish
     sums the partials and leaves the counters at zero for the next call."""
     seed = fresh_seed()
-    assert ops._step(8, 2) == 4 and ops._step(3, 2) == 1
+    assert ops._step(8, 2, 4) == 4 and ops._step(8, 2, 2) == 2 and ops._step(3, 2, 4) == 1
     layer = layer_for(SPECS["w4_sym_g128"], 40, 1024, torch.float16)
-    cfg = ops.Config("mma", block_m=16, block_n=32, split_k=2)
+    cfg = ops.Config("mma", block_m=16, block_n=32, split_k=2, step=4)
     for m in (3, 17):
         x = torch.randn(m, 1024, dtype=torch.float16, device=DEVICE)
         check(run_poisoned(x, layer, cfg), reference_matmul(x, layer), torch.float16, seed, f"M={m}")

@@ -1,21 +1,21 @@
 """Triton dequant-matmul kernels for `PackedLinear` weights: y = x @ W.T with W dequantized on the fly.
 
-Three paths, chosen by the number of rows M of x (`choose_path`):
-- "gemv": CUDA cores, one program per block of output features and slice of K, for a single row
-  of x: the work is streaming the packed weight once.
-- "mma": tensor cores (`tl.dot`) with the roles swapped (y.T = W @ x.T): the dequantized weight
-  tile is the dot's left operand, held in registers, and the few rows of x the right one, so even
-  M = 1 fills the matrix unit's 64-row instruction with weights rather than padding. Split along
-  K when the output has too few tiles to fill the card.
-- "dequant": at large M the problem is compute-bound and cuBLAS' bf16 GEMM is the best matrix
+Paths, chosen by the number of rows M of x (`choose_path`):
+- "mma" (M <= 256): tensor cores (`tl.dot`) with the roles swapped, y.T = W @ x.T. The dequantized
+  weight tile is the dot's left operand, built in registers, and the few rows of x the right one
+  (padded to 16), so at M = 1 the kernel is a weight stream like a GEMV whose multiply-adds run on
+  the matrix unit. Split along K when the output has too few tiles to fill the card.
+- "dequant" (M > 256): the problem is compute-bound and cuBLAS' bf16 GEMM is the best matrix
   engine available, so the weight is expanded once per call into a bf16 buffer and handed to it.
+- "gemv": the CUDA-core version of the weight stream, one row of x per program. It lost to "mma"
+  at every shape measured, and stays selectable so that the lesson can show by how much.
 
-All three read the interleaved layout (layout.py): in a 128-input tile, field j of the W words is
-the contiguous run of inputs j·W .. j·W + W - 1, so each field becomes an operand with a shift and
-a mask, lined up with a contiguous slice of x. Codes become numbers through float "magic": OR-ing
-a field into the mantissa of a power of two gives exactly that power plus the code, and
-subtracting the per-row bias leaves q - zp exactly, with no integer-to-float conversion. Scales
-multiply per-group partial sums, never single weights.
+All read the interleaved layout (layout.py): a 128-input tile, read as 16-bit halves, is S operands
+of [rows, 2W] whose element e is input s·2W + e. Codes become numbers through float "magic": OR-ing
+a code into the low mantissa bits of a power of two gives exactly that power plus the code, and
+subtracting the per-row bias leaves q - zp exactly, with no integer-to-float conversion. In the
+tensor-core kernel one shift, one LOP3 and one packed subtract make two 16-bit weights (Marlin's
+trick); scales then multiply per-group partial sums rather than single weights.
 
 A split along K is reduced inside the same launch: each program writes its partial tile to a
 workspace and bumps a per-tile counter; the last to arrive sums the partials, writes y and resets
@@ -250,9 +250,11 @@ def _dequant_kernel(w_ptr, s_ptr, b_ptr, out_ptr, N, K, KT, NG, BITS: tl.constex
     for s in tl.static_range(S):
         g = _group(t, s, W, GROUP)
         k = t * _TILE_K + s * 2 * W + offs_e
-        cols = (g + offs_e // GROUP) if GROUP != 0 and GROUP < 2 * W else g + offs_e * 0
-        scale = tl.load(s_ptr + offs_n[:, None] * NG + cols[None, :], mask=n_ok[:, None], other=0.0).to(tl.float32)
-        w = _operand_f32(halves, _bias32(b_ptr, offs_n, n_ok, NG, g, BITS, ASYM), s, BITS) * scale
+        if GROUP != 0 and GROUP < 2 * W:  # an operand spans several groups
+            scale = tl.load(s_ptr + offs_n[:, None] * NG + (g + offs_e // GROUP)[None, :], mask=n_ok[:, None], other=0.0)
+        else:
+            scale = tl.load(s_ptr + offs_n * NG + g, mask=n_ok, other=0.0)[:, None]
+        w = _operand_f32(halves, _bias32(b_ptr, offs_n, n_ok, NG, g, BITS, ASYM), s, BITS) * scale.to(tl.float32)
         tl.store(out_ptr + offs_n[:, None] * K + k[None, :], w.to(out_ptr.dtype.element_ty),
                  mask=n_ok[:, None] & (k < K)[None, :])
 
@@ -268,24 +270,25 @@ class Config:
     num_warps: int = 4
     num_stages: int = 3
     pre_scale: bool = False  # "mma": scale each weight before the dot instead of each partial sum
+    step: int = 1  # "mma": K tiles per loop iteration; each costs its own shared-memory buffers per stage
 
 
-# Crossovers measured on an H200 (bench/NOTES.md).
-GEMV_MAX_M = 1
-MMA_MAX_M = 64
+# Tiles and crossovers from the --tune runs on an H200 (bench/NOTES.md): the swapped tensor-core
+# kernel wins from M = 1 (the CUDA-core GEMV lost at every shape, by 5-35 %) up to M = 256, where it
+# still beats dequantize-then-cuBLAS by 0-25 %; from M = 512 cuBLAS on the dequantized weight wins.
+MMA_MAX_M = 256
 SMS = 132  # H100/H200 multiprocessors; only sets how far K is split
 
 
 def choose_path(m: int) -> Path:
-    if m <= GEMV_MAX_M:
-        return "gemv"
     return "mma" if m <= MMA_MAX_M else "dequant"
 
 
-def _split_for(tiles: int, tiles_k: int, target: int = 4 * SMS) -> int:
-    """Split K until about `target` programs are in flight, keeping at least two K tiles each."""
+def _split_for(tiles: int, tiles_k: int, programs: int) -> int:
+    """The smallest power-of-two split of K that puts `programs` programs on the card (at most 16,
+    and at least two K tiles per slice)."""
     split = 1
-    while split < 16 and tiles * split * 2 <= target and tiles_k >= 4 * split:
+    while split < 16 and tiles * split < programs and tiles_k >= 4 * split:
         split *= 2
     return split
 
@@ -293,17 +296,22 @@ def _split_for(tiles: int, tiles_k: int, target: int = 4 * SMS) -> int:
 def default_config(m: int, layer: PackedLinear, path: Path | None = None) -> Config:
     path = path or choose_path(m)
     n, tiles_k = layer.out_features, layer.words.shape[1] // layer.tile_words
+    m = max(m, 1)
     if path == "gemv":
-        block_n = 64
-        return Config("gemv", block_n=block_n, split_k=_split_for(triton.cdiv(n, block_n) * max(m, 1), tiles_k),
-                      num_warps=4, num_stages=3)
-    if path == "mma":
-        block_m = 16 if m <= 16 else 32 if m <= 32 else 64
-        block_n = 64
-        tiles = triton.cdiv(n, block_n) * triton.cdiv(max(m, 1), block_m)
-        return Config("mma", block_m=block_m, block_n=block_n, split_k=_split_for(tiles, tiles_k), num_warps=4,
-                      num_stages=3)
-    return Config("dequant", block_n=32, num_warps=4, num_stages=1)
+        return Config("gemv", block_n=64, split_k=_split_for(triton.cdiv(n, 64) * m, tiles_k, 4 * SMS))
+    if path == "dequant":
+        return Config("dequant", block_n=32, num_warps=4, num_stages=1)
+    if m <= 16:  # weight streaming: about four programs per multiprocessor keep enough loads in flight
+        return Config("mma", block_m=16, block_n=64, split_k=_split_for(triton.cdiv(n, 64), tiles_k, 38 * SMS // 10))
+    if m <= 64:  # about one program per multiprocessor
+        return Config("mma", block_m=64, block_n=128, num_warps=8,
+                      split_k=_split_for(triton.cdiv(n, 128), tiles_k, 95 * SMS // 100))
+    # Towards compute-bound: the dequantization is shared by 128 rows of x, so weights are scaled
+    # before the dot (one accumulator instead of two), and a program owns a 64 or 128-row tile of W.
+    block_n, warps = (64, 4) if m <= 128 else (128, 8)
+    tiles = triton.cdiv(n, block_n) * triton.cdiv(m, 128)
+    return Config("mma", block_m=128, block_n=block_n, num_warps=warps, num_stages=3, pre_scale=True,
+                  split_k=_split_for(tiles, tiles_k, 95 * SMS // 100))
 
 
 def _check(x: torch.Tensor, layer: PackedLinear) -> None:
@@ -356,9 +364,10 @@ def dequantize(layer: PackedLinear, dtype: torch.dtype, config: Config | None = 
     return out
 
 
-def _step(tiles_k: int, split_k: int) -> int:
-    """K tiles per loop iteration (unrolled, to spread the loop's fixed cost), dividing every slice."""
-    return next((step for step in (4, 2) if tiles_k % (split_k * step) == 0), 1)
+def _step(tiles_k: int, split_k: int, most: int) -> int:
+    """K tiles per loop iteration (unrolled, to spread the loop's fixed cost): at most `most`, and
+    dividing every K slice."""
+    return next((step for step in (4, 2) if step <= most and tiles_k % (split_k * step) == 0), 1)
 
 
 def _pairs(dtype: torch.dtype, num_bits: int) -> bool:
@@ -402,5 +411,5 @@ def matmul(x: torch.Tensor, layer: PackedLinear, config: Config | None = None,
         _gemv_kernel[grid](*args, **common)
     else:
         _mma_kernel[grid](*args, BLOCK_M=cfg.block_m, PAIRS=_pairs(x.dtype, layer.num_bits), DOT_F32=_INTERPRETED,
-                          STEP=_step(tiles_k, cfg.split_k), **common)
+                          STEP=_step(tiles_k, cfg.split_k, cfg.step), **common)
     return y
