@@ -183,12 +183,13 @@ def tune_variants(m: int) -> dict[str, ops.Config]:
     if m == 1:
         out.update({f"gemv bn{bn} split{sk}": c("gemv", block_n=bn, split_k=sk) for bn in (64, 128) for sk in (4, 8)})
     if m <= 16:
-        for sk in (1, 2, 4, 8, 16):
-            for step, st in ((1, 3), (1, 4), (2, 3)):
-                out[f"mma bm16 bn64 split{sk} step{step} st{st}"] = c("mma", block_m=16, split_k=sk, step=step,
-                                                                       num_stages=st)
-            if sk <= 8:
-                out[f"mma bm16 bn128 w8 split{sk}"] = c("mma", block_m=16, block_n=128, num_warps=8, split_k=sk)
+        # bn64 w4 is one warpgroup (wgmma); fewer warps per program make Triton use mma.sync, with
+        # more weights per thread and no wait on each matrix instruction
+        for bn, nw in ((64, 4), (32, 1), (64, 1), (64, 2), (128, 2), (128, 4)):
+            for sk in (1, 2, 4, 8, 16):
+                for st in (3, 4):
+                    out[f"mma bm16 bn{bn} w{nw} split{sk} st{st}"] = c("mma", block_m=16, block_n=bn, num_warps=nw,
+                                                                        split_k=sk, num_stages=st)
     elif m <= 64:
         for sk in (1, 2, 4):
             for st in (2, 3):
