@@ -183,13 +183,16 @@ def tune_variants(m: int) -> dict[str, ops.Config]:
     if m == 1:
         out.update({f"gemv bn{bn} split{sk}": c("gemv", block_n=bn, split_k=sk) for bn in (64, 128) for sk in (4, 8)})
     if m <= 16:
-        # bn64 w4 is one warpgroup (wgmma); fewer warps per program make Triton use mma.sync, with
-        # more weights per thread and no wait on each matrix instruction
-        for bn, nw in ((64, 4), (32, 1), (64, 1), (64, 2), (128, 2), (128, 4)):
-            for sk in (1, 2, 4, 8, 16):
+        # bn64 w4 is one warpgroup (wgmma); 1-2 warps per program made Triton use mma.sync, with fewer
+        # instructions per weight and no wait on each matrix instruction, and tied (bench/NOTES.md)
+        for tma in (False, True):
+            for sk in (1, 2, 4, 8):
                 for st in (3, 4):
-                    out[f"mma bm16 bn{bn} w{nw} split{sk} st{st}"] = c("mma", block_m=16, block_n=bn, num_warps=nw,
-                                                                        split_k=sk, num_stages=st)
+                    out[f"mma bm16 bn64 w4 split{sk} st{st}{' tma' * tma}"] = c(
+                        "mma", block_m=16, block_n=64, split_k=sk, num_stages=st, tma=tma)
+            for sk in (2, 4, 8):
+                out[f"mma bm16 bn128 w8 split{sk}{' tma' * tma}"] = c("mma", block_m=16, block_n=128, num_warps=8,
+                                                                      split_k=sk, tma=tma)
     elif m <= 64:
         for sk in (1, 2, 4):
             for st in (2, 3):

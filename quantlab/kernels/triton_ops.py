@@ -33,6 +33,7 @@ from typing import Literal
 import torch
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from quantlab.errors import QuantlabError
 from quantlab.kernels.layout import TILE_K, PackedLinear
@@ -108,6 +109,12 @@ def _load_tile(w_rows, t, W: tl.constexpr, n_ok, EVEN_N: tl.constexpr):
 
 
 @triton.jit
+def _load_tile_tma(w_desc, first_row, t, W: tl.constexpr):
+    """The same tile through the TMA copy engine (rows past N come back as zeros)."""
+    return w_desc.load([first_row, t * 2 * W])
+
+
+@triton.jit
 def _k_range(KT, SPLIT_K: tl.constexpr):
     """The contiguous run of 128-input tiles this program's K slice covers."""
     per = tl.cdiv(KT, SPLIT_K)
@@ -176,10 +183,11 @@ def _gemv_kernel(x_ptr, w_ptr, s_ptr, b_ptr, y_ptr, ws_ptr, lock_ptr, M, N, K, K
 
 
 @triton.jit
-def _mma_kernel(x_ptr, w_ptr, s_ptr, b_ptr, y_ptr, ws_ptr, lock_ptr, M, N, K, KT, NG, stride_xm, stride_ym,
+def _mma_kernel(x_ptr, w_ptr, w_desc, s_ptr, b_ptr, y_ptr, ws_ptr, lock_ptr, M, N, K, KT, NG, stride_xm, stride_ym,
                 BITS: tl.constexpr, ASYM: tl.constexpr, GROUP: tl.constexpr, BLOCK_N: tl.constexpr,
                 BLOCK_M: tl.constexpr, SPLIT_K: tl.constexpr, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
-                PER_SCALE: tl.constexpr, PAIRS: tl.constexpr, DOT_F32: tl.constexpr, STEP: tl.constexpr):
+                PER_SCALE: tl.constexpr, PAIRS: tl.constexpr, DOT_F32: tl.constexpr, STEP: tl.constexpr,
+                TMA: tl.constexpr):
     # grid (N tiles, M tiles, K slices). acc is y.T's [BLOCK_N, BLOCK_M] tile. With PER_SCALE > 0
     # the dot of each operand is exact q - zp times x and scales multiply the partial sums once per
     # group; with 0 (small groups, or large M where the dequantization is shared by many rows and
@@ -201,7 +209,10 @@ def _mma_kernel(x_ptr, w_ptr, s_ptr, b_ptr, y_ptr, ws_ptr, lock_ptr, M, N, K, KT
     for t0 in range(first, last, STEP):
         for u in tl.static_range(STEP):
             t = t0 + u
-            halves = _load_tile(w_rows, t, W, n_ok, EVEN_N)
+            if TMA:
+                halves = _load_tile_tma(w_desc, tl.program_id(0) * BLOCK_N, t, W)
+            else:
+                halves = _load_tile(w_rows, t, W, n_ok, EVEN_N)
             part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
             for s in tl.static_range(S):
                 g = _group(t, s, W, GROUP)
@@ -271,6 +282,7 @@ class Config:
     num_stages: int = 3
     pre_scale: bool = False  # "mma": scale each weight before the dot instead of each partial sum
     step: int = 1  # "mma": K tiles per loop iteration; each costs its own shared-memory buffers per stage
+    tma: bool = False  # "mma": weight tiles through the TMA copy engine (a tensor descriptor) instead of cp.async
 
 
 # Tiles and crossovers from the --tune runs on an H200 (bench/NOTES.md): the swapped tensor-core
@@ -402,14 +414,17 @@ def matmul(x: torch.Tensor, layer: PackedLinear, config: Config | None = None,
         tile_elems = cfg.block_n * cfg.block_m
     partials = _workspace(x.device, "partials", cfg.split_k * grid[0] * grid[1] * tile_elems)
     counters = _workspace(x.device, "counters", grid[0] * grid[1])
-    args = (x2, layer.words.view(torch.int16), layer.scale, layer.bias, y2, partials, counters, m, n, k, tiles_k,
-            layer.groups, x2.stride(0), y2.stride(0))
+    halves = layer.words.view(torch.int16)
+    args = (x2, halves, layer.scale, layer.bias, y2, partials, counters, m, n, k, tiles_k, layer.groups, x2.stride(0),
+            y2.stride(0))
     common = dict(BITS=layer.num_bits, ASYM=not layer.symmetric, GROUP=_group_arg(layer), BLOCK_N=cfg.block_n,
                   SPLIT_K=cfg.split_k, EVEN_N=n % cfg.block_n == 0, EVEN_K=k % TILE_K == 0,
                   PER_SCALE=_per_scale(layer, cfg.pre_scale and cfg.path == "mma"), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     if cfg.path == "gemv":
         _gemv_kernel[grid](*args, **common)
     else:
-        _mma_kernel[grid](*args, BLOCK_M=cfg.block_m, PAIRS=_pairs(x.dtype, layer.num_bits), DOT_F32=_INTERPRETED,
+        tma = cfg.tma and not _INTERPRETED
+        desc = TensorDescriptor.from_tensor(halves, [cfg.block_n, 2 * layer.tile_words]) if tma else None
+        _mma_kernel[grid](*args[:2], desc, *args[2:], BLOCK_M=cfg.block_m, TMA=tma, PAIRS=_pairs(x.dtype, layer.num_bits), DOT_F32=_INTERPRETED,
                           STEP=_step(tiles_k, cfg.split_k, cfg.step), **common)
     return y

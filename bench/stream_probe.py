@@ -1,0 +1,101 @@
+"""How fast can a Triton program stream a packed weight in quantlab's tile pattern, with no dequantization?
+
+    python bench/stream_probe.py --out DIR
+
+The small-M kernel reads, per program and K step, a [rows, W] block of words: 64 bytes of each of 64
+rows. This probe keeps that loop (loads pipelined into shared memory, one tensor-core dot per step
+so that Triton pipelines them exactly as in the kernel) but feeds the dot the raw bits instead of
+dequantized weights, and times it for 64, 128 and 256 bytes per row and step, with pointer loads
+(cp.async) and with tensor descriptors (the TMA copy engine). If the probe streams much faster than
+the kernel, the dequantization is the limit; if not, the load pattern is.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from quantlab.kernels import live  # noqa: E402
+
+
+@triton.jit
+def _probe_ptr(w_ptr, x_ptr, y_ptr, KT, TW: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr):
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_e = tl.arange(0, TW)
+    rows = w_ptr + offs_n[:, None] * (KT * TW) + offs_e[None, :]
+    x = tl.load(x_ptr + offs_e[:, None] * 16 + tl.arange(0, 16)[None, :])
+    acc = tl.zeros([BLOCK_N, 16], tl.float32)
+    per = tl.cdiv(KT, SPLIT)
+    for t in range(tl.program_id(1) * per, tl.minimum(tl.program_id(1) * per + per, KT)):
+        a = tl.load(rows + t * TW).to(tl.bfloat16, bitcast=True)
+        acc = tl.dot(a, x, acc)
+    tl.store(y_ptr + (tl.program_id(1) * tl.num_programs(0) * BLOCK_N + offs_n)[:, None] * 16 + tl.arange(0, 16)[None, :], acc)
+
+
+@triton.jit
+def _probe_tma(w_desc, x_ptr, y_ptr, KT, TW: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr):
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_e = tl.arange(0, TW)
+    x = tl.load(x_ptr + offs_e[:, None] * 16 + tl.arange(0, 16)[None, :])
+    acc = tl.zeros([BLOCK_N, 16], tl.float32)
+    per = tl.cdiv(KT, SPLIT)
+    for t in range(tl.program_id(1) * per, tl.minimum(tl.program_id(1) * per + per, KT)):
+        a = w_desc.load([tl.program_id(0) * BLOCK_N, t * TW]).to(tl.bfloat16, bitcast=True)
+        acc = tl.dot(a, x, acc)
+    tl.store(y_ptr + (tl.program_id(1) * tl.num_programs(0) * BLOCK_N + offs_n)[:, None] * 16 + tl.arange(0, 16)[None, :], acc)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    l2 = torch.cuda.get_device_properties(0).L2_cache_size
+    rows = []
+    for k, n in [(8192, 8192), (8192, 28672)]:
+        halves_per_row = k // 4  # 4-bit codes: K/8 words = K/4 int16 halves
+        nbytes = n * halves_per_row * 2
+        ws = [torch.randint(-2**15, 2**15, (n, halves_per_row), dtype=torch.int16, device="cuda")
+              for _ in range(live.copies_for(nbytes, l2))]
+        dense = [torch.randn(n, k, dtype=torch.bfloat16, device="cuda") for _ in range(live.copies_for(2 * n * k, l2))]
+        xk = torch.randn(1, k, dtype=torch.bfloat16, device="cuda")
+        bf16_ms = live.time_gpu([lambda d=d: F.linear(xk, d) for d in dense])
+        rows.append({"K": k, "N": n, "variant": "bf16 F.linear M=1", "ms": bf16_ms, "gbps": 2 * n * k / bf16_ms / 1e6})
+        for tw in (32, 64, 128):
+            x = torch.randn(tw, 16, dtype=torch.bfloat16, device="cuda")
+            kt = halves_per_row // tw
+            for split in (1, 2, 4):
+                for stages in (3, 4):
+                    y = torch.empty(split * n, 16, dtype=torch.float32, device="cuda")
+                    grid = (n // 64, split)
+                    for kind in ("ptr", "tma"):
+                        if kind == "ptr":
+                            calls = [lambda w=w: _probe_ptr[grid](w, x, y, kt, TW=tw, BLOCK_N=64, SPLIT=split,
+                                                                 num_stages=stages) for w in ws]
+                        else:
+                            descs = [TensorDescriptor.from_tensor(w, [64, tw]) for w in ws]
+                            calls = [lambda d=d: _probe_tma[grid](d, x, y, kt, TW=tw, BLOCK_N=64, SPLIT=split,
+                                                                 num_stages=stages) for d in descs]
+                        try:
+                            ms = live.time_gpu(calls)
+                        except Exception as err:  # noqa: BLE001 - a variant that does not compile is noted
+                            print(f"skip {kind} tw{tw} split{split} st{stages}: {str(err).splitlines()[0][:150]}")
+                            continue
+                        rows.append({"K": k, "N": n, "variant": f"{kind} {2 * tw} B/row split{split} st{stages}",
+                                     "ms": ms, "gbps": nbytes / ms / 1e6})
+                        print(f"K={k} N={n} {rows[-1]['variant']}: {ms * 1e3:.1f} us {rows[-1]['gbps']:.0f} GB/s",
+                              flush=True)
+        print(f"K={k} N={n} bf16 F.linear M=1: {bf16_ms * 1e3:.1f} us", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "stream_probe.json").write_text(json.dumps({"card": torch.cuda.get_device_name(0), "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
