@@ -195,12 +195,13 @@ def tune_variants(m: int) -> dict[str, ops.Config]:
                                                                       split_k=sk, tma=tma)
     elif m <= 64:
         for sk in (1, 2, 4):
-            for st in (2, 3):
-                out[f"mma bm64 bn64 split{sk} st{st}"] = c("mma", block_m=64, split_k=sk, num_stages=st)
-            out[f"mma bm64 bn128 w8 split{sk}"] = c("mma", block_m=64, block_n=128, num_warps=8, split_k=sk)
+            for tma in (False, True):
+                out[f"mma bm64 bn64 split{sk} st3{' tma' * tma}"] = c("mma", block_m=64, split_k=sk, tma=tma)
+                out[f"mma bm64 bn128 w8 split{sk} st2{' tma' * tma}"] = c("mma", block_m=64, block_n=128, num_warps=8,
+                                                                          split_k=sk, num_stages=2, tma=tma)
     else:
-        for bn, bm, nw, st in ((128, 128, 8, 3), (64, 128, 4, 3), (256, 128, 8, 2), (256, 128, 8, 3),
-                               (128, 128, 4, 3), (128, 64, 4, 4), (128, 64, 8, 4)):
+        for bn, bm, nw, st in ((128, 128, 8, 2), (64, 128, 4, 2), (64, 128, 4, 3), (128, 64, 8, 3),
+                               (128, 64, 4, 3), (64, 64, 4, 4), (256, 64, 8, 2)):
             for sk in (1, 2) if m <= 256 else (1,):
                 out[f"mma bn{bn} bm{bm} w{nw} st{st} split{sk} pre"] = c("mma", block_m=bm, block_n=bn, num_warps=nw,
                                                                           num_stages=st, split_k=sk, pre_scale=True)

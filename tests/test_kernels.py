@@ -84,7 +84,8 @@ CPU_CONFIGS = {"gemv": ops.Config("gemv", block_n=32, split_k=2),
 ])
 def test_small_shapes_match_float64(spec_name: str, path: str, dtype: torch.dtype) -> None:
     seed = fresh_seed()
-    n, k = 72, 768 if spec_name == "w4_sym_g256" else 384  # N not a multiple of the N tile; 3 K tiles of 128
+    # N not a multiple of the N tile; K = 384 pads its second 256-input tile, 768 fills three
+    n, k = 72, 768 if spec_name == "w4_sym_g256" else 384
     layer = layer_for(SPECS[spec_name], n, k, dtype)
     for m in (1, 5, 19):
         x = torch.randn(m, k, dtype=dtype, device=DEVICE)
@@ -99,27 +100,27 @@ def test_interleaved_layout_round_trips_and_lines_up(bits: int) -> None:
     from quantlab.kernels.layout import checkpoint_words, interleave
 
     fresh_seed()
-    k = 200  # one full tile and a padded one
+    k = 300  # one full 256-input tile and a padded one
     q = torch.randint(-(1 << bits - 1), 1 << bits - 1, (6, k), dtype=torch.int8)
     words = packing.pack(q, bits)
     tiled = interleave(words, bits, k)
-    assert tiled.shape == (6, 2 * 128 * bits // 32) and torch.equal(checkpoint_words(tiled, bits, k), words)
+    assert tiled.shape == (6, 2 * 256 * bits // 32) and torch.equal(checkpoint_words(tiled, bits, k), words)
     halves = tiled.view(torch.int16).to(torch.int32) & 0xFFFF
-    width = 2 * 128 * bits // 32  # 2W: 32 inputs per operand at 4 bits, 64 at 8
+    width = 2 * 256 * bits // 32  # 2W: 64 inputs per operand at 4 bits, 128 at 8
     for s in range(16 // bits):
         codes = (halves[:, :width] >> (s * bits)) & ((1 << bits) - 1)
         assert torch.equal(codes - (1 << bits - 1), q[:, s * width:(s + 1) * width].to(torch.int32)), s
 
 
 def test_unrolled_k_loop_and_split_k_reduction() -> None:
-    """K = 8 tiles: split 2 runs 4 tiles per slice, unrolled 4 at a time; the last slice to finish
-    sums the partials and leaves the counters at zero for the next call."""
+    """K = 8 tiles of 256: split 2 runs 4 tiles per slice, unrolled 4 at a time; the last slice to
+    finish sums the partials and leaves the counters at zero for the next call."""
     seed = fresh_seed()
     assert ops._step(8, 2, 4) == 4 and ops._step(8, 2, 2) == 2 and ops._step(3, 2, 4) == 1
-    layer = layer_for(SPECS["w4_sym_g128"], 40, 1024, torch.float16)
+    layer = layer_for(SPECS["w4_sym_g128"], 40, 2048, torch.float16)
     cfg = ops.Config("mma", block_m=16, block_n=32, split_k=2, step=4)
     for m in (3, 17):
-        x = torch.randn(m, 1024, dtype=torch.float16, device=DEVICE)
+        x = torch.randn(m, 2048, dtype=torch.float16, device=DEVICE)
         check(run_poisoned(x, layer, cfg), reference_matmul(x, layer), torch.float16, seed, f"M={m}")
     assert not ops._workspace(torch.device(DEVICE), "counters", 1).any()
 

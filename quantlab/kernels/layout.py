@@ -3,7 +3,7 @@
 A checkpoint stores compressed-tensors' pack-quantized layout (`quantlab.packing`): int32 words along
 the input dimension, least significant bits first, codes stored as u = q + 2^(b-1), so word w holds
 the consecutive inputs 8w..8w+7 (4-bit). Loading repacks once (`interleave`): K is cut into tiles of
-TILE_K = 128 inputs held by W words (16 at 4 bits, 32 at 8), and the S = fields/2 fields of each
+TILE_K = 256 inputs held by W words (32 at 4 bits, 64 at 8), and the S = fields/2 fields of each
 16-bit half of a word are spread over the tile so that input s·2W + 2c + h is field s of half h of
 word c. Read as 16-bit halves, the tile is then S operands of [rows, 2W] with the two halves of one
 word side by side: operand s is "field s of every half", which one shift and one LOP3 produce for two
@@ -34,7 +34,8 @@ from quantlab.spec import QuantSpec
 
 MAGIC = float(2**23)
 KERNEL_BITS = (4, 8)
-TILE_K = 128
+# 128 bytes of each row per tile at 4 bits: bench/stream_probe.py streamed 64-byte rows ~30 % slower
+TILE_K = 256
 
 
 def _tile_view(n: int, num_bits: int) -> tuple[int, int, int]:
@@ -44,7 +45,7 @@ def _tile_view(n: int, num_bits: int) -> tuple[int, int, int]:
 
 
 def interleave(words: torch.Tensor, num_bits: int, in_features: int) -> torch.Tensor:
-    """Checkpoint words [N, ceil(K·b/32)] -> kernel words [N, ceil(K/128)·128·b/32] (see the module
+    """Checkpoint words [N, ceil(K·b/32)] -> kernel words [N, ceil(K/256)·256·b/32] (see the module
     docstring); inputs past K, up to the tile boundary, are stored as code 0."""
     n, tiles = words.shape[0], -(-in_features // TILE_K)
     q = packing.unpack(words, num_bits, in_features)
@@ -66,7 +67,7 @@ def checkpoint_words(words: torch.Tensor, num_bits: int, in_features: int) -> to
 class PackedLinear:
     """A quantized nn.Linear weight [out_features, in_features] ready for the kernels."""
 
-    words: torch.Tensor  # int32 [N, tiles·128·b/32], interleaved per 128-input tile (`interleave`)
+    words: torch.Tensor  # int32 [N, tiles·128·b/32], interleaved per 256-input tile (`interleave`)
     scale: torch.Tensor  # [N, groups] in the activation dtype
     bias: torch.Tensor  # float32 [N, groups]: 2^23 + 2^(b-1) + zero_point
     num_bits: int
@@ -88,7 +89,7 @@ class PackedLinear:
 
     @property
     def tile_words(self) -> int:
-        """Words per 128-input tile, which is also the inputs per field (`interleave`)."""
+        """Words per tile, which is also the inputs per field (`interleave`)."""
         return TILE_K // self.codes_per_word
 
     @property
@@ -114,9 +115,9 @@ class PackedLinear:
         n = weight_packed.shape[0]
         group = spec.group_size if spec.strategy == "group" else in_features
         assert group is not None
-        if spec.strategy == "group" and (group % (TILE_K * spec.num_bits // 32) or (group % TILE_K and TILE_K % group)):
+        if spec.strategy == "group" and (group % (32 // spec.num_bits) or (group % TILE_K and TILE_K % group)):
             raise QuantlabError(f"the kernels take group sizes that divide {TILE_K} or are multiples of it "
-                                f"(32, 64, 128, 256, ...), not {group}")
+                                f"(32, 64, 128, 256, 512, ...), not {group}")
         dtype = dtype or weight_scale.dtype
         zp = torch.zeros(weight_scale.shape, dtype=torch.float32, device=weight_scale.device)
         if weight_zero_point is not None:

@@ -10,7 +10,7 @@ Paths, chosen by the number of rows M of x (`choose_path`):
 - "gemv": the CUDA-core version of the weight stream, one row of x per program. It lost to "mma"
   at every shape measured, and stays selectable so that the lesson can show by how much.
 
-All read the interleaved layout (layout.py): a 128-input tile, read as 16-bit halves, is S operands
+All read the interleaved layout (layout.py): a 256-input tile, read as 16-bit halves, is S operands
 of [rows, 2W] whose element e is input s·2W + e. Codes become numbers through float "magic": OR-ing
 a code into the low mantissa bits of a power of two gives exactly that power plus the code, and
 subtracting the per-row bias leaves q - zp exactly, with no integer-to-float conversion. In the
@@ -56,10 +56,10 @@ _PAIR_ASM_F16 = tl.constexpr("{ .reg .b32 t; shr.u32 t, $1, $3; lop3.b32 t, t, $
 
 @triton.jit
 def _operand_f32(halves, bias32, S: tl.constexpr, BITS: tl.constexpr):
-    """Operand S of a tile as exact float32 q - zp, [rows, 2W]; `bias32` per row is 2^23 + 2^(b-1) + zp.
+    """Operand S of a tile as exact float32 q - zp, [rows, 2W]; `bias32` is 2^23 + 2^(b-1) + zp (`_bias32`).
     OR-ing the code into the mantissa of 2^23 gives exactly 2^23 + u, with no int-to-float convert."""
     u = (halves.to(tl.uint16, bitcast=True).to(tl.uint32) >> (S * BITS)) & ((1 << BITS) - 1)
-    return (u | 0x4B000000).to(tl.float32, bitcast=True) - bias32[:, None]
+    return (u | 0x4B000000).to(tl.float32, bitcast=True) - bias32
 
 
 @triton.jit
@@ -75,7 +75,7 @@ def _operand(halves, bias32, S: tl.constexpr, BITS: tl.constexpr, DTYPE: tl.cons
             magic_value: tl.constexpr = 128.0
             magic: tl.constexpr = 0x43004300
             asm: tl.constexpr = _PAIR_ASM_BF16
-        bias16 = tl.broadcast_to((bias32 - (8388608.0 - magic_value)).to(DTYPE)[:, None], halves.shape)
+        bias16 = tl.broadcast_to((bias32 - (8388608.0 - magic_value)).to(DTYPE), halves.shape)
         shift = tl.full(halves.shape, S * BITS, tl.int32)
         mask = tl.full(halves.shape, ((1 << BITS) - 1) * 0x10001, tl.int32)
         magics = tl.full(halves.shape, magic, tl.int32)
@@ -85,11 +85,49 @@ def _operand(halves, bias32, S: tl.constexpr, BITS: tl.constexpr, DTYPE: tl.cons
 
 
 @triton.jit
-def _bias32(b_ptr, offs_n, n_ok, NG, g, BITS: tl.constexpr, ASYM: tl.constexpr):
-    """2^23 + 2^(b-1) + zero point per row; symmetric weights have no zero point to read."""
-    if ASYM:
-        return tl.load(b_ptr + offs_n * NG + g, mask=n_ok, other=0.0)
-    return tl.full(offs_n.shape, 8388608.0 + (1 << (BITS - 1)), tl.float32)
+def _row_ok(n_ok, g, NG, GROUP: tl.constexpr):
+    """Rows inside N, and the group inside K (K's padding may index one past the last group)."""
+    ok = n_ok
+    if GROUP != 0:
+        ok = n_ok & (n_ok.to(tl.int32) * 0 + g < NG)  # a tensor even where g and NG are plain ints
+    return ok
+
+
+@triton.jit
+def _per_weight(p_ptr, offs_n, n_ok, NG, g, offs_e, OTHER: tl.constexpr, GROUP: tl.constexpr, W: tl.constexpr):
+    """A per-group parameter spread over an operand that spans 2W / GROUP groups, as float32 [rows, 2W]:
+    one load per row and group, then a select per weight (a gather would load every weight's)."""
+    out = tl.zeros([offs_n.shape[0], 2 * W], tl.float32)
+    for j in tl.static_range(2 * W // GROUP):
+        col = tl.load(p_ptr + offs_n * NG + g + j, mask=_row_ok(n_ok, g + j, NG, GROUP), other=OTHER)
+        out = tl.where((offs_e // GROUP == j)[None, :], col.to(tl.float32)[:, None], out)
+    return out
+
+
+@triton.jit
+def _bias32(b_ptr, offs_n, n_ok, NG, g, offs_e, BITS: tl.constexpr, ASYM: tl.constexpr, GROUP: tl.constexpr,
+            W: tl.constexpr):
+    """2^23 + 2^(b-1) + zero point, [rows, 1] or, when an operand spans several groups, [rows, 2W];
+    symmetric weights have no zero point to read. Past N or K (padding) it is 2^23, which leaves a
+    finite code whose activation or scale is zero."""
+    if not ASYM:
+        bias = tl.full([offs_n.shape[0], 1], 8388608.0 + (1 << (BITS - 1)), tl.float32)
+    elif GROUP != 0 and GROUP < 2 * W:
+        bias = _per_weight(b_ptr, offs_n, n_ok, NG, g, offs_e, 8388608.0, GROUP, W)
+    else:
+        bias = tl.load(b_ptr + offs_n * NG + g, mask=_row_ok(n_ok, g, NG, GROUP), other=8388608.0)[:, None]
+    return bias
+
+
+@triton.jit
+def _scale(s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP: tl.constexpr, W: tl.constexpr, PER_WEIGHT: tl.constexpr):
+    """Scales of operand columns: [rows, 2W] when PER_WEIGHT (an operand spans several groups), else
+    [rows, 1]; zero past N or K."""
+    if PER_WEIGHT:
+        scale = _per_weight(s_ptr, offs_n, n_ok, NG, g, offs_e, 0.0, GROUP, W).to(s_ptr.dtype.element_ty)
+    else:
+        scale = tl.load(s_ptr + offs_n * NG + g, mask=_row_ok(n_ok, g, NG, GROUP), other=0.0)[:, None]
+    return scale
 
 
 @triton.jit
@@ -116,7 +154,7 @@ def _load_tile_tma(w_desc, first_row, t, W: tl.constexpr):
 
 @triton.jit
 def _k_range(KT, SPLIT_K: tl.constexpr):
-    """The contiguous run of 128-input tiles this program's K slice covers."""
+    """The contiguous run of K tiles this program's K slice covers."""
     per = tl.cdiv(KT, SPLIT_K)
     first = tl.program_id(2) * per
     return first, tl.minimum(first + per, KT)
@@ -167,15 +205,13 @@ def _gemv_kernel(x_ptr, w_ptr, s_ptr, b_ptr, y_ptr, ws_ptr, lock_ptr, M, N, K, K
                 x = tl.load(x_row + k0).to(tl.float32)
             else:
                 x = tl.load(x_row + k0, mask=k0 + offs_e < K, other=0.0).to(tl.float32)
-            a = _operand_f32(halves, _bias32(b_ptr, offs_n, n_ok, NG, g, BITS, ASYM), s, BITS)
+            a = _operand_f32(halves, _bias32(b_ptr, offs_n, n_ok, NG, g, offs_e, BITS, ASYM, GROUP, W), s, BITS)
             if PER_SCALE == 0:  # an operand spans several groups: scale each weight
-                cols = g + offs_e // GROUP
-                acc += a * x[None, :] * tl.load(s_ptr + offs_n[:, None] * NG + cols[None, :], mask=n_ok[:, None],
-                                                other=0.0).to(tl.float32)
+                acc += a * x[None, :] * _scale(s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP, W, True).to(tl.float32)
             else:
                 part += a * x[None, :]
                 if (s + 1) % PER_SCALE == 0:
-                    acc += part * tl.load(s_ptr + offs_n * NG + g, mask=n_ok, other=0.0).to(tl.float32)[:, None]
+                    acc += part * _scale(s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP, W, False).to(tl.float32)
                     part = tl.zeros([BLOCK_N, 2 * W], dtype=tl.float32)
     tile = tl.program_id(0) * M + m
     _finish(tl.sum(acc, axis=1), y_ptr + m * stride_ym + offs_n, n_ok, ws_ptr, lock_ptr, tl.arange(0, BLOCK_N), tile,
@@ -221,24 +257,19 @@ def _mma_kernel(x_ptr, w_ptr, w_desc, s_ptr, b_ptr, y_ptr, ws_ptr, lock_ptr, M, 
                     x = tl.load(x_cols + k0, mask=m_ok[None, :], other=0.0)
                 else:
                     x = tl.load(x_cols + k0, mask=m_ok[None, :] & (k0 + offs_e < K)[:, None], other=0.0)
-                bias = _bias32(b_ptr, offs_n, n_ok, NG, g, BITS, ASYM)
+                bias = _bias32(b_ptr, offs_n, n_ok, NG, g, offs_e, BITS, ASYM, GROUP, W)
                 if DOT_F32:
                     a = _operand_f32(halves, bias, s, BITS)
                     x = x.to(tl.float32)
                 else:
                     a = _operand(halves, bias, s, BITS, DTYPE, PAIRS)
                 if PRE_SCALE:
-                    if GROUP != 0 and GROUP < 2 * W:
-                        cols = g + offs_e // GROUP
-                        sc = tl.load(s_ptr + offs_n[:, None] * NG + cols[None, :], mask=n_ok[:, None], other=0.0)
-                    else:
-                        sc = tl.load(s_ptr + offs_n * NG + g, mask=n_ok, other=0.0)[:, None]
-                    a = a * sc.to(a.dtype)
+                    a = a * _scale(s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP, W, GROUP != 0 and GROUP < 2 * W).to(a.dtype)
                     acc = tl.dot(a, x, acc)
                 else:
                     part = tl.dot(a, x, part)
                     if (s + 1) % PER_SCALE == 0:
-                        acc += part * tl.load(s_ptr + offs_n * NG + g, mask=n_ok, other=0.0).to(tl.float32)[:, None]
+                        acc += part * _scale(s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP, W, False).to(tl.float32)
                         part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
     y_ptrs = y_ptr + offs_m[None, :] * stride_ym + offs_n[:, None]
     local = tl.arange(0, BLOCK_N)[:, None] * BLOCK_M + tl.arange(0, BLOCK_M)[None, :]
@@ -250,7 +281,7 @@ def _mma_kernel(x_ptr, w_ptr, w_desc, s_ptr, b_ptr, y_ptr, ws_ptr, lock_ptr, M, 
 @triton.jit
 def _dequant_kernel(w_ptr, s_ptr, b_ptr, out_ptr, N, K, KT, NG, BITS: tl.constexpr, ASYM: tl.constexpr,
                     GROUP: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_N: tl.constexpr):
-    # grid (N tiles, 128-input tiles); writes W[n, k] in the checkpoint's K order
+    # grid (N tiles, K tiles); writes W[n, k] in the checkpoint's K order
     S: tl.constexpr = 16 // BITS
     W: tl.constexpr = _TILE_K // (2 * S)
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -261,11 +292,8 @@ def _dequant_kernel(w_ptr, s_ptr, b_ptr, out_ptr, N, K, KT, NG, BITS: tl.constex
     for s in tl.static_range(S):
         g = _group(t, s, W, GROUP)
         k = t * _TILE_K + s * 2 * W + offs_e
-        if GROUP != 0 and GROUP < 2 * W:  # an operand spans several groups
-            scale = tl.load(s_ptr + offs_n[:, None] * NG + (g + offs_e // GROUP)[None, :], mask=n_ok[:, None], other=0.0)
-        else:
-            scale = tl.load(s_ptr + offs_n * NG + g, mask=n_ok, other=0.0)[:, None]
-        w = _operand_f32(halves, _bias32(b_ptr, offs_n, n_ok, NG, g, BITS, ASYM), s, BITS) * scale.to(tl.float32)
+        scale = _scale(s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP, W, GROUP != 0 and GROUP < 2 * W).to(tl.float32)
+        w = _operand_f32(halves, _bias32(b_ptr, offs_n, n_ok, NG, g, offs_e, BITS, ASYM, GROUP, W), s, BITS) * scale
         tl.store(out_ptr + offs_n[:, None] * K + k[None, :], w.to(out_ptr.dtype.element_ty),
                  mask=n_ok[:, None] & (k < K)[None, :])
 
