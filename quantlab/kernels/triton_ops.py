@@ -315,7 +315,7 @@ class Config:
 
 # Tiles and crossovers from the --tune runs on an H200 (bench/NOTES.md): the swapped tensor-core
 # kernel wins from M = 1 (the CUDA-core GEMV lost at every shape, by 5-35 %) up to M = 256, where it
-# still beats dequantize-then-cuBLAS by 0-25 %; from M = 512 cuBLAS on the dequantized weight wins.
+# ties dequantize-then-cuBLAS (within 10 % either way); from M = 512 cuBLAS on the dequantized weight wins.
 MMA_MAX_M = 256
 SMS = 132  # H100/H200 multiprocessors; only sets how far K is split
 
@@ -326,9 +326,9 @@ def choose_path(m: int) -> Path:
 
 def _split_for(tiles: int, tiles_k: int, programs: int) -> int:
     """The smallest power-of-two split of K that puts `programs` programs on the card (at most 16,
-    and at least two K tiles per slice)."""
+    and at least four K tiles per slice)."""
     split = 1
-    while split < 16 and tiles * split < programs and tiles_k >= 4 * split:
+    while split < 16 and tiles * split < programs and tiles_k >= 8 * split:
         split *= 2
     return split
 
@@ -341,17 +341,13 @@ def default_config(m: int, layer: PackedLinear, path: Path | None = None) -> Con
         return Config("gemv", block_n=64, split_k=_split_for(triton.cdiv(n, 64) * m, tiles_k, 4 * SMS))
     if path == "dequant":
         return Config("dequant", block_n=32, num_warps=4, num_stages=1)
-    if m <= 16:  # weight streaming: about four programs per multiprocessor keep enough loads in flight
-        return Config("mma", block_m=16, block_n=64, split_k=_split_for(triton.cdiv(n, 64), tiles_k, 38 * SMS // 10))
-    if m <= 64:  # about one program per multiprocessor
-        return Config("mma", block_m=64, block_n=128, num_warps=8,
-                      split_k=_split_for(triton.cdiv(n, 128), tiles_k, 95 * SMS // 100))
-    # Towards compute-bound: the dequantization is shared by 128 rows of x, so weights are scaled
-    # before the dot (one accumulator instead of two), and a program owns a 64 or 128-row tile of W.
-    block_n, warps = (64, 4) if m <= 128 else (128, 8)
-    tiles = triton.cdiv(n, block_n) * triton.cdiv(m, 128)
-    return Config("mma", block_m=128, block_n=block_n, num_warps=warps, num_stages=3, pre_scale=True,
-                  split_k=_split_for(tiles, tiles_k, 95 * SMS // 100))
+    if m <= 16:  # weight streaming: three programs or more per multiprocessor keep enough loads in flight
+        return Config("mma", block_m=16, block_n=64, split_k=_split_for(triton.cdiv(n, 64), tiles_k, 3 * SMS))
+    if m <= 64:
+        return Config("mma", block_m=64, block_n=64, split_k=_split_for(triton.cdiv(n, 64), tiles_k, 3 * SMS // 2))
+    # Towards compute-bound: the dequantization is shared by 64 rows of x, so weights are scaled
+    # before the dot (one accumulator instead of two); 3 stages of 48 KB fit in shared memory.
+    return Config("mma", block_m=64, block_n=128, num_warps=8, num_stages=3, pre_scale=True)
 
 
 def _check(x: torch.Tensor, layer: PackedLinear) -> None:
