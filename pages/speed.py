@@ -66,6 +66,8 @@ st.markdown(
     f"**{why.ours_at_1:.2f}×** at one token here."
 )
 lab_ui.lesson_section("speed", "why")
+with st.expander("How quantlab's int4 kernel gets its speed"):
+    lab_ui.lesson_section("speed", "kernel")
 
 # -- roofline -------------------------------------------------------------------------------------------
 st.subheader("The roofline")
