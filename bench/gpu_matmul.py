@@ -6,7 +6,7 @@
 
 Methods, all on the same random bf16 weight quantized once: bf16 cuBLAS (F.linear), torch's int4
 kernel (aten._weight_int4pack_mm, g128), quantlab W4A16 g128 (its own choice of path), quantlab
-W8A16 per-channel, and FP8 W8A8 (per-token activation quantization + torch._scaled_mm). With
+W8A16 (the preset: INT8 group 128; run v1 used per-channel), and FP8 W8A8 (per-token activation quantization + torch._scaled_mm). With
 --sweep, every W4A16 path (gemv, mma, dequant) is timed on its own too, which is how the
 crossovers in `triton_ops.choose_path` were picked.
 

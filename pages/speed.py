@@ -133,7 +133,7 @@ if isinstance(timing, live.LiveTiming):
     base = timing.ms["bf16"]
     st.dataframe(pd.DataFrame([{"device": timing.device.upper() if timing.device == "cpu" else timing.device,
                                 "shape": f"M={timing.m}, K={timing.k}, N={timing.n}", "method": name,
-                                "ms per call": round(t, 4), "speedup over bf16": round(base / t, 2)}
+                                "ms per call": float(f"{t:.3g}"), "speedup over bf16": float(f"{base / t:.2g}")}
                                for name, t in timing.ms.items()]).set_index("method"), width="stretch")
 
 with st.expander("Targets quantlab's kernels were written against, on this run"):

@@ -54,13 +54,17 @@ def interleave(words: torch.Tensor, num_bits: int, in_features: int) -> torch.Te
     return packing.pack(q.view(n, tiles, s, w, h).permute(0, 1, 3, 4, 2).reshape(n, -1), num_bits)
 
 
-def checkpoint_words(words: torch.Tensor, num_bits: int, in_features: int) -> torch.Tensor:
-    """Kernel words -> the checkpoint's pack-quantized words (inverse of `interleave`)."""
+def codes(words: torch.Tensor, num_bits: int, in_features: int) -> torch.Tensor:
+    """Kernel words -> the signed int8 codes [N, K] in input order."""
     n = words.shape[0]
     s, w, h = _tile_view(n, num_bits)
     q = packing.unpack(words, num_bits, words.shape[1] * (32 // num_bits))
-    q = q.view(n, -1, w, h, s).permute(0, 1, 4, 2, 3).reshape(n, -1)[:, :in_features]
-    return packing.pack(q.contiguous(), num_bits)
+    return q.view(n, -1, w, h, s).permute(0, 1, 4, 2, 3).reshape(n, -1)[:, :in_features]
+
+
+def checkpoint_words(words: torch.Tensor, num_bits: int, in_features: int) -> torch.Tensor:
+    """Kernel words -> the checkpoint's pack-quantized words (inverse of `interleave`)."""
+    return packing.pack(codes(words, num_bits, in_features).contiguous(), num_bits)
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,8 +144,7 @@ class PackedLinear:
 @torch.no_grad()
 def dequantize_packed(layer: PackedLinear) -> torch.Tensor:
     """The [N, K] weight in the scale's dtype: (q - zp)·scale, rounded once, like the kernels."""
-    words = checkpoint_words(layer.words, layer.num_bits, layer.in_features)
-    u = packing.unpack(words, layer.num_bits, layer.in_features).to(torch.float32) + packing.offset(layer.num_bits)
+    u = codes(layer.words, layer.num_bits, layer.in_features).to(torch.float32) + packing.offset(layer.num_bits)
     centred = u.unflatten(-1, (layer.groups, -1)) - (layer.bias - MAGIC).unsqueeze(-1)
     return (centred * layer.scale.float().unsqueeze(-1)).flatten(-2).to(layer.scale.dtype)
 

@@ -15,10 +15,10 @@ from quantlab.errors import QuantlabError
 
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "bench" / "results"
 # Bits each method stores per weight, counting scale overhead for g128 (16-bit scale per 128 weights).
-BITS_PER_WEIGHT = {"bf16": 16.0, "torch_int4": 4.0 + 32 / 128, "w4a16": 4.0 + 16 / 128, "w8a16": 8.0,
+BITS_PER_WEIGHT = {"bf16": 16.0, "torch_int4": 4.0 + 32 / 128, "w4a16": 4.0 + 16 / 128, "w8a16": 8.0 + 16 / 128,
                    "fp8": 8.0}
 LABELS = {"bf16": "bf16 cuBLAS (F.linear)", "torch_int4": "torch int4 (_weight_int4pack_mm, g128)",
-          "w4a16": "quantlab W4A16 g128", "w8a16": "quantlab W8A16 per-channel",
+          "w4a16": "quantlab W4A16 g128", "w8a16": "quantlab W8A16 g128",
           "fp8": "FP8 W8A8 (_scaled_mm)", "w4a16_gemv": "W4A16 GEMV path only",
           "w4a16_mma": "W4A16 tensor-core path only", "w4a16_dequant": "W4A16 dequantize + cuBLAS only"}
 
