@@ -68,3 +68,32 @@ def test_one_live_measurement_at_a_time_across_sessions():
     assert live.measure_if_free(lambda: "timed") == "timed"
     assert live.MEASURING.acquire(blocking=False)  # released again after the measurement
     live.MEASURING.release()
+
+
+def test_gpu_branch_offers_gpu_timing_and_labels_the_card(monkeypatch) -> None:
+    """The page's CUDA branch, driven through a stand-in measurement (CI has no GPU; the real
+    `live.measure_gpu` runs in tests/test_kernels.py's `gpu` tests on a card)."""
+    from quantlab.kernels import live
+
+    seen = []
+
+    def fake_measure(m: int, k: int, n: int) -> live.LiveTiming:
+        seen.append((m, k, n))
+        return live.LiveTiming("cuda: NVIDIA H200", m, k, n, {"bf16": 0.0134, "w4a16": 0.0088})
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H200")
+    monkeypatch.setattr(live, "measure_gpu", fake_measure)
+    at = run_page(PAGE)
+    assert not at.exception and not at.button(key="speed_gpu").disabled
+    assert "This app has a GPU (NVIDIA H200)" in " ".join(c.value for c in at.caption)
+    at.button(key="speed_gpu").click().run()
+    assert not at.exception and seen == [(1, 384, 1536)]  # the sidebar layer at M = 1
+    table = at.dataframe[1].value
+    assert set(table["device"]) == {"cuda: NVIDIA H200"}
+    assert table.loc["w4a16", "speedup over bf16"] == pytest.approx(1.5)
+
+
+def test_kernel_explanation_is_part_of_the_lesson() -> None:
+    at = run_page(PAGE)
+    assert "Magic numbers instead of conversions" in markdown_text(at)
