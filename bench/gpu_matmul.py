@@ -82,6 +82,7 @@ def main() -> None:
     ap.add_argument("--tune-only", action="store_true", help="stop after --tune")
     ap.add_argument("--tune-shapes", type=int, nargs="+", default=[0, 1, 2], help="indices into SHAPES")
     ap.add_argument("--tune-ms", type=int, nargs="+", default=[1, 16, 64, 256, 1024])
+    ap.add_argument("--tune-preset", default="W4A16", help="the QuantSpec preset to tune (W4A16, W8A16)")
     args = ap.parse_args()
     if args.plot:
         print(write_plots(args.plot, args.out))
@@ -97,7 +98,7 @@ def main() -> None:
     print(json.dumps(meta), flush=True)
     rows, checks = [], []
     torch.manual_seed(0)
-    tuning = tune(l2, [SHAPES[i] for i in args.tune_shapes], args.tune_ms) if args.tune else []
+    tuning = tune(l2, [SHAPES[i] for i in args.tune_shapes], args.tune_ms, args.tune_preset) if args.tune else []
     if args.tune_only:
         save(args.out, meta, [], [], tuning)
         return
@@ -176,10 +177,14 @@ def save(out: Path, meta: dict, checks: list, rows: list, tuning: list) -> dict:
     return result
 
 
-def tune_variants(m: int) -> dict[str, ops.Config]:
+def tune_variants(m: int, bits: int = 4) -> dict[str, ops.Config]:
     """The launch variants `--tune` times at batch size m (every path that could serve it)."""
     c = ops.Config
     out: dict[str, ops.Config] = {}
+    if bits == 8 and m <= 16:  # 8-bit tiles are twice the bytes: fewer programs fit, so fewer stages
+        return {f"mma bm16 bn64 w4 split{sk} st{st}{' tma' * tma}": c("mma", block_m=16, split_k=sk, num_stages=st,
+                                                                       tma=tma)
+                for sk in (1, 2, 4, 8) for st in (2, 3) for tma in (False, True)}
     if m == 1:
         out.update({f"gemv bn{bn} split{sk}": c("gemv", block_n=bn, split_k=sk) for bn in (64, 128) for sk in (4, 8)})
     if m <= 16:
@@ -209,12 +214,13 @@ def tune_variants(m: int) -> dict[str, ops.Config]:
     return out
 
 
-def tune(l2: int, shapes: list[tuple[int, int]], ms: list[int]) -> list[dict[str, object]]:
-    """Time every variant of `tune_variants` for W4A16 g128 against bf16 cuBLAS; print the best per case."""
+def tune(l2: int, shapes: list[tuple[int, int]], ms: list[int], preset: str = "W4A16") -> list[dict[str, object]]:
+    """Time every variant of `tune_variants` for a preset against bf16 cuBLAS; print the best per case."""
     out = []
+    spec = ql.QuantSpec.preset(preset)
     for k, n in shapes:
         w = torch.randn(n, k, dtype=torch.bfloat16, device="cuda") * 0.02
-        layer = PackedLinear.from_quantized(ql.quantize(w, ql.QuantSpec.preset("W4A16")))
+        layer = PackedLinear.from_quantized(ql.quantize(w, spec))
         clones = [layer] + [live._clone(layer) for _ in range(live.copies_for(layer.nbytes, l2) - 1)]
         dense = [w] + [w.clone() for _ in range(live.copies_for(w.numel() * 2, l2) - 1)]
         for m in ms:
@@ -222,7 +228,7 @@ def tune(l2: int, shapes: list[tuple[int, int]], ms: list[int]) -> list[dict[str
             base = live.time_gpu([lambda x=x, d=d: F.linear(x, d) for x, d in zip(xs, dense)])
             ref = xs[0].double() @ ops.dequantize(layer, torch.bfloat16).double().T
             best = None
-            for name, cfg in tune_variants(m).items():
+            for name, cfg in tune_variants(m, spec.num_bits).items():
                 try:
                     err = rel_err(ops.matmul(xs[0], layer, cfg), ref)
                     t = live.time_gpu([lambda x=x, c=c, cfg=cfg: ops.matmul(x, c, cfg) for x, c in zip(xs, clones)],
@@ -230,7 +236,7 @@ def tune(l2: int, shapes: list[tuple[int, int]], ms: list[int]) -> list[dict[str
                 except Exception as e:  # a config that does not compile or fit is skipped, noted
                     print(f"tune skip K={k} N={n} M={m} {name}: {str(e).splitlines()[0][:160]}", flush=True)
                     continue
-                out.append({"K": k, "N": n, "M": m, "variant": name, "config": dataclasses.asdict(cfg), "ms": t,
+                out.append({"K": k, "N": n, "M": m, "preset": preset, "variant": name, "config": dataclasses.asdict(cfg), "ms": t,
                             "bf16_ms": base, "rel_err": err})
                 if best is None or t < best[1]:
                     best = (name, t)
