@@ -341,8 +341,10 @@ def default_config(m: int, layer: PackedLinear, path: Path | None = None) -> Con
         return Config("gemv", block_n=64, split_k=_split_for(triton.cdiv(n, 64) * m, tiles_k, 4 * SMS))
     if path == "dequant":
         return Config("dequant", block_n=32, num_warps=4, num_stages=1)
-    if m <= 16:  # weight streaming: three programs or more per multiprocessor keep enough loads in flight
-        return Config("mma", block_m=16, block_n=64, split_k=_split_for(triton.cdiv(n, 64), tiles_k, 3 * SMS))
+    if m <= 16:  # weight streaming: enough programs per multiprocessor to keep loads in flight; 8-bit
+        # tiles take twice the shared memory, so fewer programs fit and fewer are asked for
+        programs = 3 * SMS if layer.num_bits == 4 else 3 * SMS // 2
+        return Config("mma", block_m=16, block_n=64, split_k=_split_for(triton.cdiv(n, 64), tiles_k, programs))
     if m <= 64:
         return Config("mma", block_m=64, block_n=64, split_k=_split_for(triton.cdiv(n, 64), tiles_k, 3 * SMS // 2))
     # Towards compute-bound: the dequantization is shared by 64 rows of x, so weights are scaled
