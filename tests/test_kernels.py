@@ -277,6 +277,24 @@ def test_gpu_model_shapes_every_path(k: int, n: int) -> None:
 
 @gpu
 @needs_cuda
+def test_gpu_launch_options() -> None:
+    """The options the defaults do not take at these sizes: TMA loads, unrolled K steps, pre-scaling
+    at small M, mma.sync (two warps), and a split whose last slices are empty (24 K tiles over 16)."""
+    seed = fresh_seed()
+    options = {"tma": ops.Config("mma", split_k=4, tma=True), "step2": ops.Config("mma", split_k=2, step=2),
+               "pre": ops.Config("mma", split_k=2, pre_scale=True), "mma.sync": ops.Config("mma", num_warps=2, split_k=4),
+               "uneven": ops.Config("mma", split_k=16, num_stages=4), "tma_m64": ops.Config("mma", block_m=64, tma=True)}
+    for spec_name in ("w4_sym_g128", "w4_asym_g32", "w8_sym_channel"):
+        layer = layer_for(SPECS[spec_name], 4096 + 64, 6144, torch.bfloat16)
+        w = ops.dequantize(layer, torch.bfloat16).double()
+        for m in (1, 16, 40):
+            x = torch.randn(m, 6144, dtype=torch.bfloat16, device="cuda")
+            for name, cfg in options.items():
+                check(run_poisoned(x, layer, cfg), x.double() @ w.T, torch.bfloat16, seed, f"{spec_name} M={m} {name}")
+
+
+@gpu
+@needs_cuda
 def test_gpu_fp16_activations_and_fp8() -> None:
     seed = fresh_seed()
     layer = layer_for(SPECS["w4_asym_g32"], 4096, 4096, torch.float16)
