@@ -97,3 +97,14 @@ def test_gpu_branch_offers_gpu_timing_and_labels_the_card(monkeypatch) -> None:
 def test_kernel_explanation_is_part_of_the_lesson() -> None:
     at = run_page(PAGE)
     assert "Magic numbers instead of conversions" in markdown_text(at)
+
+
+def test_kernel_history_orders_versions_and_shows_the_gain() -> None:
+    runs = [roofline.load_results(p) for p in roofline.committed_results()]
+    history = roofline.kernel_history(runs)
+    assert list(history)[0] == "v1" and list(history)[-1] == roofline.load_results(roofline.committed_results()[0]).meta["tag"]
+    first, last = history["v1"][0], list(history.values())[-1][0]  # M = 1
+    assert first is not None and last is not None and first < 1.0 < 2 * first < last
+    at = run_page(PAGE)
+    titles = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any("different kernels" in t for t in titles)

@@ -147,6 +147,14 @@ def committed_results(directory: Path = RESULTS_DIR) -> list[Path]:
     return [p for _, _, p in sorted(found, reverse=True)]
 
 
+def kernel_history(runs: Sequence[Results], method: str = "w4a16") -> dict[str, list[float | None]]:
+    """Each run's geomean speedup of `method` over bf16 at every batch size, oldest run first, keyed
+    by the run's tag (its kernel version): how much the kernel, not the format, decides."""
+    ordered = sorted(runs, key=lambda r: (str(r.meta.get("date", "")), r.name))
+    return {str(r.meta.get("tag") or r.name): [r.geomean_speedup(m, method) for m in r.batch_sizes]
+            for r in ordered if method in r.methods}
+
+
 def crossover(batch_sizes: Sequence[int], speedups: Sequence[float | None]) -> float | None:
     """Smallest batch size where the speedup drops below 1, interpolated in log2(M) between the
     last measured point above 1 and the first below; None if it never does."""
