@@ -6,9 +6,9 @@
 
 Methods, all on the same random bf16 weight quantized once: bf16 cuBLAS (F.linear), torch's int4
 kernel (aten._weight_int4pack_mm, g128), quantlab W4A16 g128 (its own choice of path), quantlab
-W8A16 (the preset: INT8 group 128; run v1 used per-channel), and FP8 W8A8 (per-token activation quantization + torch._scaled_mm). With
---sweep, every W4A16 path (gemv, mma, dequant) is timed on its own too, which is how the
-crossovers in `triton_ops.choose_path` were picked.
+W8A16 (the preset: INT8 group 128; run v1 used per-channel), and FP8 W8A8 (per-token activation
+quantization + torch._scaled_mm). With --sweep, every W4A16 path (gemv, mma, dequant) is timed on
+its own too, which is how the crossovers in `triton_ops.choose_path` were picked.
 
 Timing: each measurement is a CUDA graph of R back-to-back calls (no Python or launch overhead
 between them) replayed 9 times; the median replay divided by R is the time of one call. Calls
@@ -236,8 +236,8 @@ def tune(l2: int, shapes: list[tuple[int, int]], ms: list[int], preset: str = "W
                 except Exception as e:  # a config that does not compile or fit is skipped, noted
                     print(f"tune skip K={k} N={n} M={m} {name}: {str(e).splitlines()[0][:160]}", flush=True)
                     continue
-                out.append({"K": k, "N": n, "M": m, "preset": preset, "variant": name, "config": dataclasses.asdict(cfg), "ms": t,
-                            "bf16_ms": base, "rel_err": err})
+                out.append({"K": k, "N": n, "M": m, "preset": preset, "variant": name, "config": dataclasses.asdict(cfg),
+                            "ms": t, "bf16_ms": base, "rel_err": err})
                 if best is None or t < best[1]:
                     best = (name, t)
             if best:

@@ -24,10 +24,13 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from quantlab.kernels import live  # noqa: E402
+from quantlab.kernels import triton_ops as ops  # noqa: E402
 
 
 @triton.jit
-def _probe_ptr(w_ptr, x_ptr, y_ptr, KT, TW: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr):
+def _probe(w_ptr, w_desc, x_ptr, y_ptr, KT, TW: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr,
+           TMA: tl.constexpr):
+    # the kernel's own tile loaders, so the probe streams exactly as `_mma_kernel` does
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_e = tl.arange(0, TW)
     rows = w_ptr + offs_n[:, None] * (KT * TW) + offs_e[None, :]
@@ -35,22 +38,13 @@ def _probe_ptr(w_ptr, x_ptr, y_ptr, KT, TW: tl.constexpr, BLOCK_N: tl.constexpr,
     acc = tl.zeros([BLOCK_N, 16], tl.float32)
     per = tl.cdiv(KT, SPLIT)
     for t in range(tl.program_id(1) * per, tl.minimum(tl.program_id(1) * per + per, KT)):
-        a = tl.load(rows + t * TW).to(tl.bfloat16, bitcast=True)
-        acc = tl.dot(a, x, acc)
-    tl.store(y_ptr + (tl.program_id(1) * tl.num_programs(0) * BLOCK_N + offs_n)[:, None] * 16 + tl.arange(0, 16)[None, :], acc)
-
-
-@triton.jit
-def _probe_tma(w_desc, x_ptr, y_ptr, KT, TW: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr):
-    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_e = tl.arange(0, TW)
-    x = tl.load(x_ptr + offs_e[:, None] * 16 + tl.arange(0, 16)[None, :])
-    acc = tl.zeros([BLOCK_N, 16], tl.float32)
-    per = tl.cdiv(KT, SPLIT)
-    for t in range(tl.program_id(1) * per, tl.minimum(tl.program_id(1) * per + per, KT)):
-        a = w_desc.load([tl.program_id(0) * BLOCK_N, t * TW]).to(tl.bfloat16, bitcast=True)
-        acc = tl.dot(a, x, acc)
-    tl.store(y_ptr + (tl.program_id(1) * tl.num_programs(0) * BLOCK_N + offs_n)[:, None] * 16 + tl.arange(0, 16)[None, :], acc)
+        if TMA:
+            tile = ops._load_tile_tma(w_desc, tl.program_id(0) * BLOCK_N, t, TW // 2)
+        else:
+            tile = ops._load_tile(rows, t, TW // 2, offs_n >= 0, True)  # every row exists: no mask
+        acc = tl.dot(tile.to(tl.bfloat16, bitcast=True), x, acc)
+    out = y_ptr + (tl.program_id(1) * tl.num_programs(0) * BLOCK_N + offs_n)[:, None] * 16 + tl.arange(0, 16)[None, :]
+    tl.store(out, acc)
 
 
 def main() -> None:
@@ -76,13 +70,10 @@ def main() -> None:
                     y = torch.empty(split * n, 16, dtype=torch.float32, device="cuda")
                     grid = (n // 64, split)
                     for kind in ("ptr", "tma"):
-                        if kind == "ptr":
-                            calls = [lambda w=w: _probe_ptr[grid](w, x, y, kt, TW=tw, BLOCK_N=64, SPLIT=split,
-                                                                 num_stages=stages) for w in ws]
-                        else:
-                            descs = [TensorDescriptor.from_tensor(w, [64, tw]) for w in ws]
-                            calls = [lambda d=d: _probe_tma[grid](d, x, y, kt, TW=tw, BLOCK_N=64, SPLIT=split,
-                                                                 num_stages=stages) for d in descs]
+                        descs = [TensorDescriptor.from_tensor(w, [64, tw]) if kind == "tma" else None for w in ws]
+                        calls = [lambda w=w, d=d, kind=kind: _probe[grid](w, d, x, y, kt, TW=tw, BLOCK_N=64, SPLIT=split,
+                                                                          TMA=kind == "tma", num_stages=stages)
+                                 for w, d in zip(ws, descs)]
                         try:
                             ms = live.time_gpu(calls)
                         except Exception as err:  # noqa: BLE001 - a variant that does not compile is noted

@@ -68,9 +68,9 @@ st.markdown(
 lab_ui.lesson_section("speed", "why")
 with st.expander("How quantlab's int4 kernel gets its speed"):
     lab_ui.lesson_section("speed", "kernel")
-    same_card = [results(f) for f in files if results(f).meta["card"] == res.meta["card"]]
-    st.plotly_chart(viz_speed.history_chart(roofline.kernel_history(same_card), res.batch_sizes,
-                                            str(res.meta["card"])), width="stretch")
+    same_card = [r for r in map(results, files) if r.meta["card"] == res.meta["card"]]
+    st.plotly_chart(viz_speed.history_chart(roofline.kernel_history(same_card), str(res.meta["card"])),
+                    width="stretch")
     lab_ui.lesson_section("speed", "history")
 
 # -- roofline -------------------------------------------------------------------------------------------

@@ -42,18 +42,20 @@ def speedup_chart(res: roofline.Results, k: int, n: int, methods: Sequence[str])
                                 height=500))
 
 
-def history_chart(history: dict[str, list[float | None]], batch_sizes: Sequence[int], card: str) -> go.Figure:
-    """One line per kernel version: W4A16 geomean speedup over bf16 against batch size."""
+def history_chart(history: dict[str, tuple[list[int], list[float | None]]], card: str) -> go.Figure:
+    """One line per kernel version (`roofline.kernel_history`): W4A16 geomean speedup over bf16
+    against batch size."""
     fig = go.Figure()
     fig.add_hline(y=1.0, line=dict(color=PALETTE["muted"], dash="dash"), annotation_text="as fast as bf16",
                   annotation_position="top right")
-    for i, (version, values) in enumerate(history.items()):
+    batch_sizes = sorted({m for ms, _ in history.values() for m in ms})
+    for i, (version, (ms, values)) in enumerate(history.items()):
         newest = i == len(history) - 1
-        fig.add_trace(go.Scatter(x=list(batch_sizes), y=values, mode="lines+markers", name=f"kernel {version}",
+        fig.add_trace(go.Scatter(x=ms, y=values, mode="lines+markers", name=f"kernel {version}",
                                  line=dict(color=SERIES[0] if newest else SERIES[(i + 4) % len(SERIES)],
                                            width=2.8 if newest else 1.5),
                                  hovertemplate="M=%{x}: %{y:.2f}× bf16<extra>" + version + "</extra>"))
-    fig.update_xaxes(type="log", tickvals=list(batch_sizes), ticktext=[str(m) for m in batch_sizes])
+    fig.update_xaxes(type="log", tickvals=batch_sizes, ticktext=[str(m) for m in batch_sizes])
     fig.update_yaxes(type="log")
     return _legend_below(styled(fig, f"Same W4A16 weights, different kernels: quantlab's versions on {card}",
                                 "batch size M (tokens per matmul, log scale)",

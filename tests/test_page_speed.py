@@ -103,7 +103,9 @@ def test_kernel_history_orders_versions_and_shows_the_gain() -> None:
     runs = [roofline.load_results(p) for p in roofline.committed_results()]
     history = roofline.kernel_history(runs)
     assert list(history)[0] == "v1" and list(history)[-1] == roofline.load_results(roofline.committed_results()[0]).meta["tag"]
-    first, last = history["v1"][0], list(history.values())[-1][0]  # M = 1
+    (ms, v1), (_, newest) = history["v1"], list(history.values())[-1]
+    assert ms[0] == 1
+    first, last = v1[0], newest[0]  # M = 1
     assert first is not None and last is not None and first < 1.0 < 2 * first < last
     at = run_page(PAGE)
     titles = [c.proto.spec for c in at.get("plotly_chart")]

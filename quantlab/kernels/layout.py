@@ -38,10 +38,10 @@ KERNEL_BITS = (4, 8)
 TILE_K = 256
 
 
-def _tile_view(n: int, num_bits: int) -> tuple[int, int, int]:
-    """(operands per tile S, words per tile W, 2): input s·2W + 2c + h of a tile is field s + S·h of word c."""
+def _tile_view(num_bits: int) -> tuple[int, int]:
+    """(operands per tile S, words per tile W): input s·2W + 2c + h of a tile is field s + S·h of word c."""
     fields = 32 // num_bits
-    return fields // 2, TILE_K // fields, 2
+    return fields // 2, TILE_K // fields
 
 
 def interleave(words: torch.Tensor, num_bits: int, in_features: int) -> torch.Tensor:
@@ -50,16 +50,16 @@ def interleave(words: torch.Tensor, num_bits: int, in_features: int) -> torch.Te
     n, tiles = words.shape[0], -(-in_features // TILE_K)
     q = packing.unpack(words, num_bits, in_features)
     q = torch.nn.functional.pad(q, (0, tiles * TILE_K - in_features), value=-packing.offset(num_bits))
-    s, w, h = _tile_view(n, num_bits)
-    return packing.pack(q.view(n, tiles, s, w, h).permute(0, 1, 3, 4, 2).reshape(n, -1), num_bits)
+    s, w = _tile_view(num_bits)
+    return packing.pack(q.view(n, tiles, s, w, 2).permute(0, 1, 3, 4, 2).reshape(n, -1), num_bits)
 
 
 def codes(words: torch.Tensor, num_bits: int, in_features: int) -> torch.Tensor:
     """Kernel words -> the signed int8 codes [N, K] in input order."""
     n = words.shape[0]
-    s, w, h = _tile_view(n, num_bits)
+    s, w = _tile_view(num_bits)
     q = packing.unpack(words, num_bits, words.shape[1] * (32 // num_bits))
-    return q.view(n, -1, w, h, s).permute(0, 1, 4, 2, 3).reshape(n, -1)[:, :in_features]
+    return q.view(n, -1, w, 2, s).permute(0, 1, 4, 2, 3).reshape(n, -1)[:, :in_features]
 
 
 def checkpoint_words(words: torch.Tensor, num_bits: int, in_features: int) -> torch.Tensor:
@@ -71,7 +71,7 @@ def checkpoint_words(words: torch.Tensor, num_bits: int, in_features: int) -> to
 class PackedLinear:
     """A quantized nn.Linear weight [out_features, in_features] ready for the kernels."""
 
-    words: torch.Tensor  # int32 [N, tiles·128·b/32], interleaved per 256-input tile (`interleave`)
+    words: torch.Tensor  # int32 [N, tiles·256·b/32], interleaved per 256-input tile (`interleave`)
     scale: torch.Tensor  # [N, groups] in the activation dtype
     bias: torch.Tensor  # float32 [N, groups]: 2^23 + 2^(b-1) + zero_point
     num_bits: int
@@ -127,8 +127,8 @@ class PackedLinear:
         if weight_zero_point is not None:
             zp = packing.unpack(weight_zero_point, spec.num_bits, n, dim=-2).to(torch.float32)
         bias = (MAGIC + packing.offset(spec.num_bits) + zp).contiguous()
-        return cls(interleave(weight_packed, spec.num_bits, in_features), weight_scale.to(dtype).contiguous(), bias, spec.num_bits, group,
-                   in_features, weight_zero_point is None)
+        return cls(interleave(weight_packed, spec.num_bits, in_features), weight_scale.to(dtype).contiguous(), bias,
+                   spec.num_bits, group, in_features, weight_zero_point is None)
 
     @classmethod
     def from_quantized(cls, qt: QuantizedTensor, dtype: torch.dtype | None = None) -> "PackedLinear":

@@ -147,11 +147,11 @@ def committed_results(directory: Path = RESULTS_DIR) -> list[Path]:
     return [p for _, _, p in sorted(found, reverse=True)]
 
 
-def kernel_history(runs: Sequence[Results], method: str = "w4a16") -> dict[str, list[float | None]]:
-    """Each run's geomean speedup of `method` over bf16 at every batch size, oldest run first, keyed
-    by the run's tag (its kernel version): how much the kernel, not the format, decides."""
+def kernel_history(runs: Sequence[Results], method: str = "w4a16") -> dict[str, tuple[list[int], list[float | None]]]:
+    """Each run's batch sizes and geomean speedup of `method` over bf16 at each, oldest run first,
+    keyed by the run's tag (its kernel version): how much the kernel, not the format, decides."""
     ordered = sorted(runs, key=lambda r: (str(r.meta.get("date", "")), r.name))
-    return {str(r.meta.get("tag") or r.name): [r.geomean_speedup(m, method) for m in r.batch_sizes]
+    return {str(r.meta.get("tag") or r.name): (r.batch_sizes, [r.geomean_speedup(m, method) for m in r.batch_sizes])
             for r in ordered if method in r.methods}
 
 

@@ -121,10 +121,10 @@ def _bias32(b_ptr, offs_n, n_ok, NG, g, offs_e, BITS: tl.constexpr, ASYM: tl.con
 
 
 @triton.jit
-def _scale(s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP: tl.constexpr, W: tl.constexpr, PER_WEIGHT: tl.constexpr):
-    """Scales of operand columns: [rows, 2W] when PER_WEIGHT (an operand spans several groups), else
-    [rows, 1]; zero past N or K."""
-    if PER_WEIGHT:
+def _scale(s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP: tl.constexpr, W: tl.constexpr):
+    """Scales of operand columns: [rows, 2W] when an operand spans several groups, else [rows, 1];
+    zero past N or K."""
+    if GROUP != 0 and GROUP < 2 * W:
         scale = _per_weight(s_ptr, offs_n, n_ok, NG, g, offs_e, 0.0, GROUP, W).to(s_ptr.dtype.element_ty)
     else:
         scale = tl.load(s_ptr + offs_n * NG + g, mask=_row_ok(n_ok, g, NG, GROUP), other=0.0)[:, None]
@@ -208,11 +208,11 @@ def _gemv_kernel(x_ptr, w_ptr, s_ptr, b_ptr, y_ptr, ws_ptr, lock_ptr, M, N, K, K
                 x = tl.load(x_row + k0, mask=k0 + offs_e < K, other=0.0).to(tl.float32)
             a = _operand_f32(halves, _bias32(b_ptr, offs_n, n_ok, NG, g, offs_e, BITS, ASYM, GROUP, W), s, BITS)
             if PER_SCALE == 0:  # an operand spans several groups: scale each weight
-                acc += a * x[None, :] * _scale(s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP, W, True).to(tl.float32)
+                acc += a * x[None, :] * _scale(s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP, W).to(tl.float32)
             else:
                 part += a * x[None, :]
                 if (s + 1) % PER_SCALE == 0:
-                    acc += part * _scale(s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP, W, False).to(tl.float32)
+                    acc += part * _scale(s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP, W).to(tl.float32)
                     part = tl.zeros([BLOCK_N, 2 * W], dtype=tl.float32)
     tile = tl.program_id(0) * M + m
     _finish(tl.sum(acc, axis=1), y_ptr + m * stride_ym + offs_n, n_ok, ws_ptr, lock_ptr, tl.arange(0, BLOCK_N), tile,
@@ -265,12 +265,12 @@ def _mma_kernel(x_ptr, w_ptr, w_desc, s_ptr, b_ptr, y_ptr, ws_ptr, lock_ptr, M, 
                 else:
                     a = _operand(halves, bias, s, BITS, DTYPE, PAIRS)
                 if PRE_SCALE:
-                    a = a * _scale(s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP, W, GROUP != 0 and GROUP < 2 * W).to(a.dtype)
+                    a = a * _scale(s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP, W).to(a.dtype)
                     acc = tl.dot(a, x, acc)
                 else:
                     part = tl.dot(a, x, part)
                     if (s + 1) % PER_SCALE == 0:
-                        acc += part * _scale(s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP, W, False).to(tl.float32)
+                        acc += part * _scale(s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP, W).to(tl.float32)
                         part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
     y_ptrs = y_ptr + offs_m[None, :] * stride_ym + offs_n[:, None]
     local = tl.arange(0, BLOCK_N)[:, None] * BLOCK_M + tl.arange(0, BLOCK_M)[None, :]
@@ -293,7 +293,7 @@ def _dequant_kernel(w_ptr, s_ptr, b_ptr, out_ptr, N, K, KT, NG, BITS: tl.constex
     for s in tl.static_range(S):
         g = _group(t, s, W, GROUP)
         k = t * _TILE_K + s * 2 * W + offs_e
-        scale = _scale(s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP, W, GROUP != 0 and GROUP < 2 * W).to(tl.float32)
+        scale = _scale(s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP, W).to(tl.float32)
         w = _operand_f32(halves, _bias32(b_ptr, offs_n, n_ok, NG, g, offs_e, BITS, ASYM, GROUP, W), s, BITS) * scale
         tl.store(out_ptr + offs_n[:, None] * K + k[None, :], w.to(out_ptr.dtype.element_ty),
                  mask=n_ok[:, None] & (k < K)[None, :])
@@ -442,16 +442,16 @@ def matmul(x: torch.Tensor, layer: PackedLinear, config: Config | None = None,
     partials = _workspace(x.device, "partials", cfg.split_k * grid[0] * grid[1] * tile_elems)
     counters = _workspace(x.device, "counters", grid[0] * grid[1])
     halves = layer.words.view(torch.int16)
-    args = (x2, halves, layer.scale, layer.bias, y2, partials, counters, m, n, k, tiles_k, layer.groups, x2.stride(0),
-            y2.stride(0))
+    rest = (layer.scale, layer.bias, y2, partials, counters, m, n, k, tiles_k, layer.groups, x2.stride(0), y2.stride(0))
     common = dict(BITS=layer.num_bits, ASYM=not layer.symmetric, GROUP=_group_arg(layer), BLOCK_N=cfg.block_n,
                   SPLIT_K=cfg.split_k, EVEN_N=n % cfg.block_n == 0, EVEN_K=k % TILE_K == 0,
-                  PER_SCALE=_per_scale(layer, cfg.pre_scale and cfg.path == "mma"), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+                  PER_SCALE=_per_scale(layer, cfg.pre_scale and cfg.path == "mma"), num_warps=cfg.num_warps,
+                  num_stages=cfg.num_stages)
     if cfg.path == "gemv":
-        _gemv_kernel[grid](*args, **common)
+        _gemv_kernel[grid](x2, halves, *rest, **common)
     else:
         tma = cfg.tma and not _INTERPRETED
         desc = TensorDescriptor.from_tensor(halves, [cfg.block_n, 2 * layer.tile_words]) if tma else None
-        _mma_kernel[grid](*args[:2], desc, *args[2:], BLOCK_M=cfg.block_m, TMA=tma, PAIRS=_pairs(x.dtype, layer.num_bits), DOT_F32=_INTERPRETED,
-                          STEP=_step(tiles_k, cfg.split_k, cfg.step), **common)
+        _mma_kernel[grid](x2, halves, desc, *rest, BLOCK_M=cfg.block_m, TMA=tma, PAIRS=_pairs(x.dtype, layer.num_bits),
+                          DOT_F32=_INTERPRETED, STEP=_step(tiles_k, cfg.split_k, cfg.step), **common)
     return y
