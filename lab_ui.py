@@ -14,8 +14,8 @@ from typing import Iterator, Sequence, TypeVar
 import streamlit as st
 import torch
 
-from quantlab import models
-from quantlab.errors import QuantlabError
+from quantlab.core.errors import QuantlabError
+from quantlab.io import models
 
 ROOT = Path(__file__).resolve().parent
 T = TypeVar("T")

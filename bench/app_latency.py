@@ -24,11 +24,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the AppTest helpers the test suite uses
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from apptest_util import routed_pages_manager_init  # noqa: E402
 from streamlit.runtime.pages_manager import PagesManager  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import lab_ui  # noqa: E402
-from apptest_util import routed_pages_manager_init  # noqa: E402
 
 SYMMETRIC_TOUR: list[tuple[str, str, object]] = [
     ("slider", "sym_bits", 3), ("slider", "sym_bits", 5), ("slider", "sym_bits", 8),

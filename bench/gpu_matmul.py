@@ -1,8 +1,8 @@
 """Time quantlab's dequant-matmul kernels against what a user would otherwise run, on one card.
 
-    python bench/gpu_matmul.py --out bench/results        # the full run (about 5 minutes)
+    python bench/gpu_matmul.py --out quantlab/data/gpu        # the full run (about 5 minutes)
     python bench/gpu_matmul.py --out /tmp/r --quick       # two shapes, four batch sizes
-    python bench/gpu_matmul.py --out bench/results --plot bench/results/<run>.json   # charts, no GPU
+    python bench/gpu_matmul.py --out quantlab/data/gpu --plot bench/results/<run>.json   # charts, no GPU
 
 Methods, all on the same random bf16 weight quantized once: bf16 cuBLAS (F.linear), torch's int4
 kernel (aten._weight_int4pack_mm, g128), quantlab W4A16 g128 (its own choice of path), quantlab
@@ -32,10 +32,11 @@ import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import quantlab as ql  # noqa: E402
-from quantlab.kernels import live, roofline  # noqa: E402
+from quantlab.kernels import live  # noqa: E402
+from quantlab.lessons import speed  # noqa: E402
+from quantlab.kernels import triton_ops as ops  # noqa: E402
 from quantlab.kernels.fp8 import Fp8Linear, fp8_linear  # noqa: E402
 from quantlab.kernels.layout import PackedLinear  # noqa: E402
-from quantlab.kernels import triton_ops as ops  # noqa: E402
 
 SHAPES = [(4096, 4096), (8192, 8192), (4096, 14336), (14336, 4096), (8192, 28672)]  # (K, N)
 MS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096]
@@ -141,7 +142,7 @@ def main() -> None:
                 except (RuntimeError, ValueError, triton.CompilationError) as err:  # record, keep going
                     print(f"skip {name} K={k} N={n} M={m}: {str(err).splitlines()[0][:160]}", flush=True)
                     continue
-                flops, nbytes = roofline.flops(m, k, n), roofline.traffic_bytes(m, k, n, wbytes)
+                flops, nbytes = speed.flops(m, k, n), speed.traffic_bytes(m, k, n, wbytes)
                 rows.append({"K": k, "N": n, "M": m, "method": name, "ms": t,
                              "tflops": flops / t / 1e9, "gbps": nbytes / t / 1e6,
                              "pct_copy_bw": 100 * nbytes / t / 1e6 / meta["copy_gbps"]})
@@ -150,21 +151,21 @@ def main() -> None:
         print(f"shape K={k} N={n} done", flush=True)
         del w, w4, w8, f8, i4
         torch.cuda.empty_cache()
-    print(roofline.summary_table(save(args.out, meta, checks, rows, tuning)))
+    print(speed.summary_table(save(args.out, meta, checks, rows, tuning)))
 
 
 def write_plots(results: Path, out: Path) -> Path:
     """One HTML page: speedup against batch size for every shape, and the roofline of the largest."""
-    from quantlab import viz_speed
+    from quantlab.viz import speed as viz_speed
 
-    res = roofline.load_results(results)
+    res = speed.load_results(results)
     methods = [m for m in res.methods if m != "bf16"]
     figs = [viz_speed.speedup_chart(res, k, n, ["bf16"] + methods) for k, n in res.shapes]
     figs.append(viz_speed.roofline_chart(res, *res.shapes[-1], ["bf16", "torch_int4", "w4a16", "w8a16", "fp8"]))
     body = "".join(f.to_html(full_html=False, include_plotlyjs="cdn" if i == 0 else False) for i, f in enumerate(figs))
     target = out / f"{results.stem}.html"
     target.write_text(f"<html><head><meta charset='utf-8'><title>{res.label}</title></head><body>"
-                      f"<h2>{res.label}</h2><pre>{roofline.summary_table({'meta': res.meta, 'rows': list(res.rows)})}</pre>"
+                      f"<h2>{res.label}</h2><pre>{speed.summary_table({'meta': res.meta, 'rows': list(res.rows)})}</pre>"
                       f"{body}</body></html>")
     return target
 

@@ -37,7 +37,7 @@ SCHEMES = {  # name -> (scheme key in whole_model.SCHEMES, SmoothQuant alpha)
 CHILD = """
 import json, sys, time
 t0 = time.perf_counter()
-from quantlab import whole_model as wm
+from quantlab.lessons import whole_model as wm
 key, alpha = sys.argv[1], (None if sys.argv[2] == "none" else float(sys.argv[2]))
 spec = wm.SCHEMES[key]
 t1 = time.perf_counter()

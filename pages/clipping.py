@@ -3,9 +3,12 @@ import numpy as np
 import streamlit as st
 
 import lab_ui
-from quantlab import calibration, models, observers, outlier_viz, stats
-from quantlab.models import ModelSource
-from quantlab.spec import QuantSpec
+from quantlab.core import observers, stats
+from quantlab.core.spec import QuantSpec
+from quantlab.io import models
+from quantlab.io.models import ModelSource
+from quantlab.lessons import clipping
+from quantlab.viz import clipping as figures
 
 TENSORS = ["input activation", "weight"]
 PERCENTILES = [99.0, 99.9, 99.99, 99.999]
@@ -19,8 +22,8 @@ def _spec(bits: int, observer: str = "minmax", percentile: float = 99.9) -> Quan
 
 
 @st.cache_data(max_entries=64, show_spinner="Sweeping the clipping ratio…")
-def curve(source: ModelSource, layer: str, tensor: str, bits: int) -> observers.ClipCurve:
-    return observers.clipping_curve(lab_ui.layer_tensor(source, layer, tensor), _spec(bits), RATIOS)
+def curve(source: ModelSource, layer: str, tensor: str, bits: int) -> clipping.ClipCurve:
+    return clipping.clipping_curve(lab_ui.layer_tensor(source, layer, tensor), _spec(bits), RATIOS)
 
 
 @st.cache_data(max_entries=64, show_spinner="Running the observers…")
@@ -37,13 +40,13 @@ def histogram(source: ModelSource, layer: str, tensor: str) -> stats.Histogram:
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def at_ratio(source: ModelSource, layer: str, tensor: str, bits: int, ratio: float) -> observers.ClipPoint:
-    return observers.clip_point(lab_ui.layer_tensor(source, layer, tensor), _spec(bits), ratio)
+def at_ratio(source: ModelSource, layer: str, tensor: str, bits: int, ratio: float) -> clipping.ClipPoint:
+    return clipping.clip_point(lab_ui.layer_tensor(source, layer, tensor), _spec(bits), ratio)
 
 
 @st.cache_data(max_entries=128, show_spinner="Calibrating on every sample text…")
-def study(layer: str, eval_kind: str, spec: QuantSpec, sentences: int) -> list[calibration.CalibrationResult]:
-    return calibration.study(layer, eval_kind, spec, sentences)
+def study(layer: str, eval_kind: str, spec: QuantSpec, sentences: int) -> list[clipping.CalibrationResult]:
+    return clipping.study(layer, eval_kind, spec, sentences)
 
 
 sel = lab_ui.selection()
@@ -75,9 +78,9 @@ m1.metric("Total MSE at this ratio", f"{point.total_mse:.3g}")
 m2.metric("…of which clipping", f"{point.clipping_share:.1%}")
 m3.metric("Values saturated", f"{point.clipped_fraction:.3%}")
 m4.metric("Best ratio for this tensor", f"{sweep.best_ratio:.2f}")
-st.plotly_chart(outlier_viz.clip_curve(sweep, where, ratio), width="stretch")
+st.plotly_chart(figures.clip_curve(sweep, where, ratio), width="stretch")
 lab_ui.lesson_section("clipping", "curve")
-st.plotly_chart(outlier_viz.clip_histogram(histogram(sel.source, sel.layer, tensor), point.range_lo, point.range_hi), width="stretch")
+st.plotly_chart(figures.clip_histogram(histogram(sel.source, sel.layer, tensor), point.range_lo, point.range_hi), width="stretch")
 
 st.subheader("150 → 127, on a real value")
 lab_ui.lesson_section("clipping", "example")
@@ -106,7 +109,7 @@ if sel.has_activations and tensor != "weight":
     lab_ui.set_url(eval=eval_kind)
     with lab_ui.user_errors():
         rows = study(sel.layer, eval_kind, _spec(bits, OBSERVER_NAMES[observer], percentile), sentences)
-    st.plotly_chart(outlier_viz.calibration_bars(rows, eval_kind), width="stretch")
+    st.plotly_chart(figures.calibration_bars(rows, eval_kind), width="stretch")
     st.dataframe(
         {"scale from": [r.calibration for r in rows],
          "sentences": [str(r.sentences) if r.sentences else "each token" for r in rows],

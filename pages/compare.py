@@ -3,8 +3,10 @@ import pandas as pd
 import streamlit as st
 
 import lab_ui
-from quantlab import compare, sizing, viz, whole_model
-from quantlab.models import ModelSource
+from quantlab.io import sizing
+from quantlab.io.models import ModelSource
+from quantlab.lessons import compare, whole_model
+from quantlab.viz import compare as figures
 
 THIS_MODEL = "the model in the sidebar"
 
@@ -47,7 +49,7 @@ for r in rows:
     if r.skipped:
         st.warning(f"{r.name}: {r.skipped}", icon="⚠️")
 metric = "layer-output SQNR on real activations (dB)" if sel.has_activations else "weight SQNR (dB)"
-st.plotly_chart(viz.what_if_scatter(
+st.plotly_chart(figures.what_if_scatter(
     [r.name for r in usable], [r.bits_per_weight for r in usable],
     [r.output_sqnr_db if sel.has_activations else r.weight_sqnr_db for r in usable], metric,
 ), width="stretch")

@@ -3,9 +3,12 @@ import pandas as pd
 import streamlit as st
 
 import lab_ui
-from quantlab import formats, sizing, viz_formats
-from quantlab.models import ModelSource
-from quantlab.spec import QuantSpec
+from quantlab.core import formats
+from quantlab.core.spec import QuantSpec
+from quantlab.io import sizing
+from quantlab.io.models import ModelSource
+from quantlab.lessons import formats as formats_lesson
+from quantlab.viz import formats as figures
 
 FIELD_COLORS = {"sign": "red", "exponent": "blue", "mantissa": "orange", "two's complement": "violet",
                 "table index": "violet"}
@@ -15,8 +18,8 @@ CUSTOM = "Custom"
 
 
 @st.cache_data(max_entries=128, show_spinner=False)
-def duel(source: ModelSource, layer: str, tensor: str, strategy: str) -> formats.FormatDuel:
-    return formats.fp8_vs_int8(lab_ui.layer_tensor(source, layer, tensor), strategy)
+def duel(source: ModelSource, layer: str, tensor: str, strategy: str) -> formats_lesson.FormatDuel:
+    return formats_lesson.fp8_vs_int8(lab_ui.layer_tensor(source, layer, tensor), strategy)
 
 
 @st.cache_data(show_spinner="Building the architecture on the meta device…")
@@ -33,9 +36,9 @@ def bits_markdown(fields: formats.BitFields) -> str:
     return " ".join(f":{FIELD_COLORS[name]}[**{bits}**]" for name, bits in fields.segments)
 
 
-level_chart = st.cache_data(viz_formats.level_chart, show_spinner=False)
-precision_chart = st.cache_data(viz_formats.precision_chart, show_spinner=False)
-range_chart = st.cache_data(viz_formats.range_chart, show_spinner=False)
+level_chart = st.cache_data(figures.level_chart, show_spinner=False)
+precision_chart = st.cache_data(figures.precision_chart, show_spinner=False)
+range_chart = st.cache_data(figures.range_chart, show_spinner=False)
 
 
 sel = lab_ui.selection()
@@ -84,7 +87,7 @@ with lab_ui.user_errors():
 st.markdown(f"Layer `{sel.layer}` (pick another in the sidebar).")
 cols = st.columns(len(duels))
 for col, (tensor, d) in zip(cols, duels.items()):
-    col.plotly_chart(viz_formats.duel_chart(d, f"The {tensor}: error by magnitude"), width="stretch")
+    col.plotly_chart(figures.duel_chart(d, f"The {tensor}: error by magnitude"), width="stretch")
 if not sel.has_activations:
     st.caption("Activations are captured from the embedded model only; this source shows the weight.")
 lab_ui.lesson_section("formats", "duel")
@@ -103,13 +106,13 @@ else:
     with lab_ui.user_errors():
         params = params_of(preset)
 st.markdown(f"**{params:,.0f} parameters** × bits per parameter ÷ 8 = bytes. "
-            f"1 GB = 10⁹ bytes; 1 GiB = 2³⁰ = {formats.GIB:,} bytes.")
-memory = pd.DataFrame(viz_formats.memory_table(params))
+            f"1 GB = 10⁹ bytes; 1 GiB = 2³⁰ = {formats_lesson.GIB:,} bytes.")
+memory = pd.DataFrame(figures.memory_table(params))
 st.dataframe(memory.set_index("format"), width="stretch",
              column_config={"bits per parameter": st.column_config.NumberColumn(format="%.4g"),
                             **{c: st.column_config.NumberColumn(format="%.2f") for c in memory.columns[2:]}})
-seven = {r.format: r for r in formats.weight_memory(7e9)}
-bare = {r.format: r for r in formats.weight_memory(7e9, with_scales=False)}
+seven = {r.format: r for r in formats_lesson.weight_memory(7e9)}
+bare = {r.format: r for r in formats_lesson.weight_memory(7e9, with_scales=False)}
 st.info(f"**Syllabus check.** \"A 7B model in FP16 needs ~14 GB\": 7×10⁹ × 16 bits = {seven['FP16'].gb:.2f} GB "
         f"= {seven['FP16'].gib:.2f} GiB — right in GB, 7% high if read as GiB. \"INT4 needs ~3.5 GB\": the 4-bit "
         f"codes alone are {bare['INT4'].gb:.2f} GB, but with one 16-bit scale per 128 weights it is "

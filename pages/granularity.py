@@ -3,9 +3,10 @@ import pandas as pd
 import streamlit as st
 
 import lab_ui
-from quantlab import granularity, viz_storage
-from quantlab.models import ModelSource
-from quantlab.spec import QuantSpec
+from quantlab.core.spec import QuantSpec
+from quantlab.io.models import ModelSource
+from quantlab.lessons import granularity
+from quantlab.viz import granularity as figures
 
 
 @st.cache_data(max_entries=64, show_spinner="Quantizing the layer at every granularity…")
@@ -52,7 +53,7 @@ if skipped:
 
 with lab_ui.user_errors():
     points = tradeoff(sel.source, sel.layer, int(custom), outputs_ok)
-st.plotly_chart(viz_storage.pareto(points, output=metric == "layer output"), width="stretch")
+st.plotly_chart(figures.pareto(points, output=metric == "layer output"), width="stretch")
 
 table = pd.DataFrame([{
     "scheme": p.spec.label, "formula bits/weight": round(p.formula_bits, 4),
@@ -70,18 +71,18 @@ group = g1.select_slider("Group size for the heatmap", sorted(set(groups)), valu
                          key="gran_heat_g")
 symmetric = g2.toggle("Symmetric", value=True, key="gran_sym")
 heat_spec = QuantSpec(num_bits=4, symmetric=symmetric, strategy="group", group_size=group)
-st.plotly_chart(viz_storage.scale_heatmap(scales(sel.source, sel.layer, heat_spec), sel.layer), width="stretch")
+st.plotly_chart(figures.scale_heatmap(scales(sel.source, sel.layer, heat_spec), sel.layer), width="stretch")
 lab_ui.lesson_section("granularity", "heatmap")
 
 st.subheader("Where one scale for the whole tensor fails")
 fail = failure(sel.source, sel.layer, heat_spec)
-st.plotly_chart(viz_storage.channel_failure(fail), width="stretch")
+st.plotly_chart(figures.channel_failure(fail), width="stretch")
 st.dataframe(pd.DataFrame(fail.worst(5)).round(4), hide_index=True, width="stretch")
 lab_ui.lesson_section("granularity", "failure")
 
 st.subheader("Eight INT4 codes in one int32")
 diagram = word(sel.source, sel.layer)
-st.plotly_chart(viz_storage.word_bits(diagram), width="stretch")
+st.plotly_chart(figures.word_bits(diagram), width="stretch")
 st.dataframe(pd.DataFrame({"code #": range(len(diagram.codes)), "signed code": diagram.codes,
                            "stored (code + 8)": diagram.stored, "4 bits": diagram.fields,
                            "bits in the word": diagram.bit_ranges}),

@@ -3,31 +3,34 @@ import pandas as pd
 import streamlit as st
 
 import lab_ui
-from quantlab import formats, kvcache, sizing, viz_kv
+from quantlab.io import sizing
+from quantlab.lessons import kv_cache
+from quantlab.lessons.formats import GB, GIB
+from quantlab.viz import kv_cache as figures
 
 lab_ui.routed()
 
-UNITS = {"GiB (2³⁰ bytes)": formats.GIB, "GB (10⁹ bytes)": formats.GB}
+UNITS = {"GiB (2³⁰ bytes)": GIB, "GB (10⁹ bytes)": GB}
 
 
 @st.cache_data(max_entries=256, show_spinner="Sizing the weights from the config…")
-def plan(arch: str, scheme: str, batch: int, unit: int) -> kvcache.MemoryPlan:
-    return kvcache.memory_plan(arch, scheme, batch, unit)
+def plan(arch: str, scheme: str, batch: int, unit: int) -> kv_cache.MemoryPlan:
+    return kv_cache.memory_plan(arch, scheme, batch, unit)
 
 
 @st.cache_data(show_spinner="Capturing real keys and values and quantizing them nine ways…")
-def errors(kind: str) -> dict[str, kvcache.KVError]:
-    return {kvcache.kv_label(spec): err for spec, err in kvcache.kv_errors(kind).items()}
+def errors(kind: str) -> dict[str, kv_cache.KVError]:
+    return {kv_cache.kv_label(spec): err for spec, err in kv_cache.kv_errors(kind).items()}
 
 
 @st.cache_data(show_spinner=False)
-def sink(kind: str) -> kvcache.SinkStats:
-    return kvcache.attention_sink(kind)
+def sink(kind: str) -> kv_cache.SinkStats:
+    return kv_cache.attention_sink(kind)
 
 
 @st.cache_data(max_entries=128, show_spinner=False)
 def channels(layer: int, head: int) -> tuple[list[float], list[float]]:
-    k, v = kvcache.channel_absmax(layer, head)
+    k, v = kv_cache.channel_absmax(layer, head)
     return k.tolist(), v.tolist()
 
 
@@ -35,11 +38,11 @@ st.title("🗄️ KV cache")
 lab_ui.lesson_section("kv_cache", "intro")
 
 # -- memory against context -----------------------------------------------------------------------
-archs = kvcache.architectures()
+archs = kv_cache.architectures()
 c1, c2, c3, c4 = st.columns([1.3, 1, 1.2, 1.2])
 arch_name = c1.selectbox("Architecture", archs, key="kv_arch",
                          index=archs.index(lab_ui.url_choice("kv_arch", archs, "llama-3.1-8b" if "llama-3.1-8b" in archs else archs[0])))
-schemes = list(kvcache.WEIGHT_SCHEMES)
+schemes = list(kv_cache.WEIGHT_SCHEMES)
 scheme = c2.selectbox("Weights", schemes, key="kv_weights", index=schemes.index(lab_ui.url_choice("kv_weights", schemes, "BF16")),
                       help="BF16 as published, or a compressed-tensors scheme (sized by quantlab.sizing).")
 batch = c3.slider("Batch (sequences)", 1, 64, lab_ui.url_int("kv_batch", 8, 1, 64), key="kv_batch")
@@ -49,34 +52,34 @@ lab_ui.set_url(kv_arch=arch_name, kv_weights=scheme, kv_batch=batch)
 unit_short = unit_name.split()[0]
 
 with lab_ui.user_errors():
-    arch = kvcache.architecture(arch_name)
+    arch = kv_cache.architecture(arch_name)
     p = plan(arch_name, scheme, batch, UNITS[unit_name])
-per_token = kvcache.kv_bytes(arch, 1, 1).total
+per_token = kv_cache.kv_bytes(arch, 1, 1).total
 st.markdown(
     f"**{arch_name}**: {arch.layers} layers, {arch.heads} query heads, {arch.kv_heads} KV heads — {arch.attention} — "
     f"head_dim {arch.head_dim}. One token of one sequence at 16 bits: 2 × {arch.layers} × {arch.kv_heads} × "
     f"{arch.head_dim} × 2 bytes = **{per_token:,} bytes**. Weights at {scheme}: **{sizing.format_bytes(p.weights)}**."
 )
-st.plotly_chart(viz_kv.memory_chart(p, unit_short, f"{arch_name}, batch {batch}, weights at {scheme}"), width="stretch")
+st.plotly_chart(figures.memory_chart(p, unit_short, f"{arch_name}, batch {batch}, weights at {scheme}"), width="stretch")
 
 st.markdown(f"**Longest context per sequence that fits** (batch {batch}, after the weights; the model reads at most "
             f"{p.max_position:,} tokens)")
-st.dataframe(pd.DataFrame(viz_kv.fit_table(p, unit_short)).set_index("KV cache"), width="stretch")
+st.dataframe(pd.DataFrame(figures.fit_table(p, unit_short)).set_index("KV cache"), width="stretch")
 lab_ui.lesson_section("kv_cache", "memory")
 
 # -- quantizing real keys and values --------------------------------------------------------------
 st.subheader("Quantizing real keys and values")
 with lab_ui.user_errors():
     errs = errors("general")
-    data = kvcache.capture_qkv("general")
+    data = kv_cache.capture_qkv("general")
 layers, seqs, heads, _, head_dim = data.k.shape
 st.caption(f"Keys and values of all-MiniLM-L6-v2 on {seqs} shipped sentences: {layers} layers × {heads} heads × "
            f"{data.real_tokens} real tokens × head_dim {head_dim}; padding masked out of scales, attention and errors.")
 lab_ui.lesson_section("kv_cache", "schemes")
-table = pd.DataFrame(viz_kv.error_table(errs)).set_index("scheme")
+table = pd.DataFrame(figures.error_table(errs)).set_index("scheme")
 st.dataframe(table, width="stretch", column_config={c: st.column_config.NumberColumn(format="%.2f" if "dB" in c else "%.4f")
                                                    for c in table.columns})
-st.plotly_chart(viz_kv.sqnr_chart(errs), width="stretch")
+st.plotly_chart(figures.sqnr_chart(errs), width="stretch")
 st.markdown("**What the numbers say.**")
 for label in ("INT8 per-tensor", "INT4 per-tensor", "INT4 per-token"):
     e = errs[label]
@@ -93,5 +96,5 @@ l1, l2 = st.columns(2)
 layer = l1.slider("Layer", 0, layers - 1, 0, key="kv_layer")
 head = l2.slider("Head", 0, heads - 1, 0, key="kv_head")
 k_max, v_max = channels(layer, head)
-st.plotly_chart(viz_kv.channel_chart(k_max, v_max, layer, head), width="stretch")
+st.plotly_chart(figures.channel_chart(k_max, v_max, layer, head), width="stretch")
 lab_ui.lesson_section("kv_cache", "llms")

@@ -3,8 +3,11 @@ import numpy as np
 import streamlit as st
 
 import lab_ui
-from quantlab import metrics, models, outlier_viz, outliers, whole_model
-from quantlab.spec import QuantSpec
+from quantlab.core import metrics
+from quantlab.core.spec import QuantSpec
+from quantlab.io import models
+from quantlab.lessons import outliers, whole_model
+from quantlab.viz import outliers as figures
 
 # The weight half of W8A8 alone (per output channel), so the two metrics differ only by activations.
 W8_ONLY = QuantSpec(num_bits=8, strategy="channel")
@@ -85,9 +88,9 @@ c1, c2, c3 = st.columns(3)
 c1.metric("Largest channel", f"#{stats.top_channel}: {stats.absmax[stats.top_channel]:.3g}")
 c2.metric("Median channel's max", f"{stats.median:.3g}")
 c3.metric("Ratio", f"{stats.ratio:.1f}×")
-st.plotly_chart(outlier_viz.channel_absmax(stats, layer), width="stretch")
+st.plotly_chart(figures.channel_absmax(stats, layer), width="stretch")
 ratios = all_ratios()
-st.plotly_chart(outlier_viz.outlier_ratios(list(ratios), list(ratios.values()), layer), width="stretch")
+st.plotly_chart(figures.outlier_ratios(list(ratios), list(ratios.values()), layer), width="stretch")
 lab_ui.lesson_section("outliers", "channels")
 
 st.subheader("W8A8 on this layer")
@@ -111,8 +114,8 @@ with lab_ui.user_errors():
     ranges = smooth_ranges(layer, alpha)
 at_alpha = curve.at(alpha)
 m3.metric(f"…after SmoothQuant α = {alpha:.2f}", f"{at_alpha:.1f} dB", f"{at_alpha - w8a8:+.1f} dB")
-st.plotly_chart(outlier_viz.smooth_ranges(ranges, alpha), width="stretch")
-st.plotly_chart(outlier_viz.smooth_curve(curve, alpha, f"W8A8, {mode} activations"), width="stretch")
+st.plotly_chart(figures.smooth_ranges(ranges, alpha), width="stretch")
+st.plotly_chart(figures.smooth_curve(curve, alpha, f"W8A8, {mode} activations"), width="stretch")
 st.caption(f"Best α for this layer: {curve.best_alpha:.2f}, {curve.gain_db:+.1f} dB over no smoothing.")
 
 st.subheader("AWQ: protect the channels that matter")
@@ -124,12 +127,12 @@ a1, a2 = st.columns(2)
 a1.metric("Best ratio r", "none (plain rounding wins)" if search.best_ratio is None else f"{search.best_ratio:.2f}")
 a2.metric("Output error vs plain rounding", f"{search.relative_loss:.0%}",
           f"{-search.gain_db:.2f} dB", delta_color="inverse")
-st.plotly_chart(outlier_viz.awq_curve(search), width="stretch")
+st.plotly_chart(figures.awq_curve(search), width="stretch")
 
 st.subheader("Mixed precision: keep the outliers in 16-bit")
 lab_ui.lesson_section("outliers", "mixed")
 with lab_ui.user_errors():
-    st.plotly_chart(outlier_viz.mixed_curve(mixed(layer, spec)), width="stretch")
+    st.plotly_chart(figures.mixed_curve(mixed(layer, spec)), width="stretch")
 
 st.subheader("The whole model")
 lab_ui.lesson_section("outliers", "whole")
@@ -157,9 +160,9 @@ r4.metric("Linear weights", f"{result.weight_bytes / 2**20:.1f} MiB", f"fp16: {r
           delta_color="off")
 st.caption(f"{result.label} · paraphrase found at #1: fp32 {result.paraphrase_recall_fp32:.0%}, quantized "
            f"{result.paraphrase_recall:.0%} · computed in {result.seconds:.2f} s")
-st.plotly_chart(outlier_viz.sqnr_heatmap(result, "local" if which == "own error" else "running"), width="stretch")
+st.plotly_chart(figures.sqnr_heatmap(result, "local" if which == "own error" else "running"), width="stretch")
 if st.toggle("Sweep k: what each whole layer kept in 16-bit buys (5 model runs)", key="out_sweep"):
     with lab_ui.user_errors():
         sweep = keep_sweep(model_spec, alpha if use_smooth and quantizes_acts else None, calib)
-    st.plotly_chart(outlier_viz.keep_curve(sweep), width="stretch")
+    st.plotly_chart(figures.keep_curve(sweep), width="stretch")
 lab_ui.lesson_section("outliers", "whole_reading")

@@ -4,8 +4,11 @@ import streamlit as st
 import torch
 
 import lab_ui
-from quantlab import kvcache, models, viz_speed
-from quantlab.kernels import live, roofline
+from quantlab.io import models
+from quantlab.kernels import live
+from quantlab.lessons import speed
+from quantlab.lessons import kv_cache
+from quantlab.viz import speed as figures
 
 lab_ui.routed()
 
@@ -14,26 +17,26 @@ CPU_CAP = 4096  # largest K or N timed live on a CPU: the torch path dequantizes
 
 
 @st.cache_data(show_spinner=False)
-def results(name: str) -> roofline.Results:
-    return roofline.load_results(roofline.RESULTS_DIR / f"{name}.json")
+def results(name: str) -> speed.Results:
+    return speed.committed_run(name)
 
 
 @st.cache_data(show_spinner="Reading the architecture's layers from its config…")
 def preset(arch: str) -> dict[str, tuple[int, int]]:
-    return roofline.preset_layers(arch)
+    return speed.preset_layers(arch)
 
 
 @st.cache_data(show_spinner=False)
 def targets(name: str) -> list[dict[str, object]]:
-    return roofline.targets(results(name))
+    return speed.targets(results(name))
 
 
 st.title("🏎️ Speed")
 lab_ui.lesson_section("speed", "intro")
 
-files = [p.stem for p in roofline.committed_results()]
+files = [p.stem for p in speed.committed_results()]
 if not files:
-    st.error("No benchmark results in bench/results: run `python bench/gpu_matmul.py --out bench/results` on a GPU.")
+    st.error("No committed GPU results in quantlab/data/gpu: run `python bench/gpu_matmul.py --out quantlab/data/gpu` on a GPU.")
     st.stop()
 c1, c2 = st.columns([1.2, 2])
 run = c1.selectbox("Benchmark run", files, key="speed_run", index=files.index(lab_ui.url_choice("speed_run", files, files[0])))
@@ -44,44 +47,44 @@ shape_name = c2.selectbox("Weight shape (in × out)", shape_names, key="speed_sh
 k, n = res.shapes[shape_names.index(shape_name)]
 extra = [m for m in res.methods if m not in MAIN_METHODS]
 methods = st.multiselect("Methods", MAIN_METHODS + extra, default=[m for m in MAIN_METHODS if m in res.methods],
-                         key="speed_methods", format_func=lambda m: roofline.LABELS.get(m, m))
+                         key="speed_methods", format_func=lambda m: speed.LABELS.get(m, m))
 lab_ui.set_url(speed_run=run, speed_shape=shape_name)
 st.caption(f"Measured on **{res.label}** — {res.meta['timing']}. Copy bandwidth {res.meta['copy_gbps']:,.0f} GB/s "
            f"(read + write), bf16 matmul {res.meta['bf16_tflops']:,.0f} TFLOP/s, fp8 {res.meta['fp8_tflops']:,.0f} "
            "TFLOP/s, all measured in the same run." + ("" if torch.cuda.is_available() else
                                                        " This app runs without a GPU: these are the committed results."))
 
-st.plotly_chart(viz_speed.speedup_chart(res, k, n, ["bf16"] + [m for m in methods if m != "bf16"]), width="stretch")
+st.plotly_chart(figures.speedup_chart(res, k, n, ["bf16"] + [m for m in methods if m != "bf16"]), width="stretch")
 lab_ui.lesson_section("speed", "speedup")
 
 # -- why is my int4 model slower than fp16? -------------------------------------------------------------
 st.subheader("Why is my int4 model slower than fp16?")
-why = roofline.why_slower(res, k, n)
+why = speed.why_slower(res, k, n)
 cross = f"M ≈ {why.int4_crossover:.0f}" if why.int4_crossover else "no measured batch size"
 st.markdown(
     f"On this card and shape, torch's built-in int4 kernel runs **{why.int4_at_1:.2f}×** bf16 at one token, "
     f"**{why.int4_at_16:.2f}×** at 16 tokens and **{why.int4_at_max:.2f}×** at {why.max_m} tokens; it falls below "
     f"bf16 at **{cross}**. The memory-bound ceiling at one token is **{why.ideal_at_1:.1f}×** (16 bits against "
-    f"{roofline.BITS_PER_WEIGHT['w4a16']:.3f} per weight). quantlab's own W4A16 kernel measures "
+    f"{speed.BITS_PER_WEIGHT['w4a16']:.3f} per weight). quantlab's own W4A16 kernel measures "
     f"**{why.ours_at_1:.2f}×** at one token here."
 )
 lab_ui.lesson_section("speed", "why")
 with st.expander("How quantlab's int4 kernel gets its speed"):
     lab_ui.lesson_section("speed", "kernel")
     same_card = [r for r in map(results, files) if r.meta["card"] == res.meta["card"]]
-    st.plotly_chart(viz_speed.history_chart(roofline.kernel_history(same_card), str(res.meta["card"])),
+    st.plotly_chart(figures.history_chart(speed.kernel_history(same_card), str(res.meta["card"])),
                     width="stretch")
     lab_ui.lesson_section("speed", "history")
 
 # -- roofline -------------------------------------------------------------------------------------------
 st.subheader("The roofline")
-st.plotly_chart(viz_speed.roofline_chart(res, k, n, methods), width="stretch")
+st.plotly_chart(figures.roofline_chart(res, k, n, methods), width="stretch")
 lab_ui.lesson_section("speed", "roofline")
 
 # -- your shape -----------------------------------------------------------------------------------------
 st.subheader("Your layer: memory- or compute-bound?")
 sel = lab_ui.selection()
-archs = kvcache.architectures()
+archs = kv_cache.architectures()
 origins = ["Layer picked in the sidebar"] + [f"Architecture: {a}" for a in archs]
 c1, c2, c3 = st.columns([1.4, 1.6, 1.2])
 origin = c1.selectbox("Shape from", origins, key="speed_origin")
@@ -98,13 +101,13 @@ lk, ln = layers[layer]
 bw, peak = float(res.meta["copy_gbps"]), float(res.meta["bf16_tflops"])
 rows = []
 for method in ("bf16", "w4a16", "w8a16"):
-    b = roofline.bound(m, lk, ln, method, bw, peak)
-    rows.append({"method": roofline.LABELS[method], "FLOP per byte": f"{b.intensity:.3g}",
+    b = speed.bound(m, lk, ln, method, bw, peak)
+    rows.append({"method": speed.LABELS[method], "FLOP per byte": f"{b.intensity:.3g}",
                  "ridge (FLOP/B)": f"{b.ridge:.3g}", "memory time (µs)": f"{b.memory_us:.3g}",
                  "compute time (µs)": f"{b.compute_us:.3g}", "bound": "memory" if b.memory_bound else "compute"})
 st.markdown(f"`{layer}`: K = {lk}, N = {ln}, at M = {m}, with the ceilings of {res.meta['card']} measured above.")
 st.dataframe(pd.DataFrame(rows).set_index("method"), width="stretch")
-st.plotly_chart(viz_speed.floors_chart(lk, ln, bw, peak, [2**i for i in range(14)], ["bf16", "w4a16", "w8a16"], m),
+st.plotly_chart(figures.floors_chart(lk, ln, bw, peak, [2**i for i in range(14)], ["bf16", "w4a16", "w8a16"], m),
                 width="stretch")
 lab_ui.lesson_section("speed", "bound")
 

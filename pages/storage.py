@@ -3,9 +3,11 @@ import pandas as pd
 import streamlit as st
 
 import lab_ui
-from quantlab import export, sizing, viz_storage
-from quantlab.models import ModelSource
-from quantlab.spec import PRESETS, QuantSpec
+from quantlab.core.spec import PRESETS, QuantSpec
+from quantlab.io import export, sizing
+from quantlab.io.models import ModelSource
+from quantlab.lessons import storage
+from quantlab.viz import storage as figures
 
 GROUPS = [32, 64, 128, 256]
 SIDEBAR = "the sidebar's model"
@@ -17,8 +19,8 @@ def report(source: ModelSource | str, spec: QuantSpec) -> sizing.SizeReport:
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def claims(arch: str) -> list[sizing.Claim]:
-    return sizing.syllabus_claims(arch)
+def claims(arch: str) -> list[storage.Claim]:
+    return storage.syllabus_claims(arch)
 
 
 sel = lab_ui.selection()
@@ -53,7 +55,7 @@ m3.metric("Bits per parameter", f"{rep.bits_per_weight:.3f}", help="Whole file, 
 m4.metric("In quantized layers", f"{rep.quantized_bits_per_weight():.3f} bits", help="Codes + scales + zero points.")
 for note in rep.notes:
     st.info(note, icon="✂️")
-st.plotly_chart(viz_storage.bytes_breakdown(rep), width="stretch")
+st.plotly_chart(figures.bytes_breakdown(rep), width="stretch")
 lab_ui.lesson_section("storage", "breakdown")
 
 st.subheader("The tensor tree")
@@ -72,7 +74,7 @@ ladder = [("channel", QuantSpec(num_bits=spec.num_bits if spec.type == "int" els
 ladder += [(f"g{g}", ladder[0][1].with_(strategy="group", group_size=g)) for g in sorted(GROUPS, reverse=True)]
 with lab_ui.user_errors():
     ladder_reports = [report(source, s) for _, s in ladder]
-st.plotly_chart(viz_storage.size_by_group([label for label, _ in ladder], ladder_reports), width="stretch")
+st.plotly_chart(figures.size_by_group([label for label, _ in ladder], ladder_reports), width="stretch")
 lab_ui.lesson_section("storage", "groups")
 
 st.subheader("The syllabus' numbers, measured")

@@ -3,8 +3,10 @@ import pandas as pd
 import streamlit as st
 
 import lab_ui
-from quantlab import metrics, symmetry, viz
-from quantlab.models import ModelSource
+from quantlab.core import metrics
+from quantlab.io.models import ModelSource
+from quantlab.lessons import symmetric
+from quantlab.viz import symmetric as figures
 
 TENSORS = ["weight", "input activation"]
 MODES = ["both", "symmetric", "asymmetric"]
@@ -16,13 +18,13 @@ EXAMPLES = {  # (layer, tensor) pairs worth a click: outliers, and a one-sided d
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def comparison(source: ModelSource, layer: str, tensor: str, bits: int) -> symmetry.ModeComparison:
-    return symmetry.compare_modes(lab_ui.layer_tensor(source, layer, tensor), bits)
+def comparison(source: ModelSource, layer: str, tensor: str, bits: int) -> symmetric.ModeComparison:
+    return symmetric.compare_modes(lab_ui.layer_tensor(source, layer, tensor), bits)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def by_bits(source: ModelSource, layer: str, tensor: str) -> dict[str, list[float]]:
-    return symmetry.sqnr_by_bits(lab_ui.layer_tensor(source, layer, tensor))
+    return symmetric.sqnr_by_bits(lab_ui.layer_tensor(source, layer, tensor))
 
 
 def _pick(layer: str, tensor: str) -> None:
@@ -59,16 +61,16 @@ name = f"`{sel.layer}` {tensor}"
 st.markdown(f"**{name}** — {cmp.numel:,} values in [{cmp.x_min:.4g}, {cmp.x_max:.4g}], per-tensor scale, {bits} bits.")
 log_y = st.toggle("Log count axis", value=tensor != "weight", key="sym_log",
                   help="Outliers are rare: a log axis makes single values visible.")
-st.plotly_chart(viz.grid_overlay(cmp, mode in ("both", "symmetric"), mode in ("both", "asymmetric"), log_y),
+st.plotly_chart(figures.grid_overlay(cmp, mode in ("both", "symmetric"), mode in ("both", "asymmetric"), log_y),
                 width="stretch")
 
 left, right = st.columns(2)
-for col, symmetric, title in ((left, True, "Symmetric: scale only"), (right, False, "Asymmetric: scale + zero point")):
+for col, is_symmetric, title in ((left, True, "Symmetric: scale only"), (right, False, "Asymmetric: scale + zero point")):
     with col.container(border=True):
         st.markdown(f"#### {title}")
-        for step in symmetry.derivation(cmp, symmetric):
+        for step in symmetric.derivation(cmp, is_symmetric):
             st.markdown(f"- {step}")
-        m = cmp.symmetric if symmetric else cmp.asymmetric
+        m = cmp.symmetric if is_symmetric else cmp.asymmetric
         st.metric("Grid levels wasted", f"{m.levels_wasted} of {m.spec.levels}",
                   help=f"Codes no value rounds to; {m.levels_outside_data} of them lie entirely outside the data.")
 
@@ -76,5 +78,5 @@ st.subheader("Error, side by side")
 table = metrics.comparison_table({"symmetric": cmp.symmetric.report, "asymmetric": cmp.asymmetric.report})
 st.dataframe(pd.DataFrame(table).set_index("metric"), width="stretch")
 lab_ui.lesson_section("symmetric", "reading")
-st.plotly_chart(viz.sqnr_vs_bits(sweep, bits), width="stretch")
+st.plotly_chart(figures.sqnr_vs_bits(sweep, bits), width="stretch")
 lab_ui.lesson_section("symmetric", "thermometer")

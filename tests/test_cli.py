@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from quantlab import cli
+from quantlab.io import cli
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -4,7 +4,8 @@ import math
 import pytest
 from apptest_util import run_page
 
-from quantlab import compare, models
+from quantlab.io import models
+from quantlab.lessons import compare
 
 
 @pytest.fixture(scope="module")

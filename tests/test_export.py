@@ -11,8 +11,8 @@ import torch
 from safetensors import safe_open
 
 import quantlab as ql
-from quantlab import export, models
-from quantlab.errors import QuantlabError
+from quantlab.core.errors import QuantlabError
+from quantlab.io import export, models
 
 ct_reference = pytest.importorskip("ct_reference")
 

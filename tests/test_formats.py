@@ -6,8 +6,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quantlab import formats
-from quantlab.errors import QuantlabError
+from quantlab.core import formats
+from quantlab.core.errors import QuantlabError
+from quantlab.lessons import formats as formats_lesson
 
 TORCH_FORMATS = ["fp16", "bf16", "fp8_e4m3", "fp8_e5m2"]
 SMALL_FLOATS = ["fp8_e4m3", "fp8_e5m2", "fp4_e2m1"]
@@ -240,18 +241,18 @@ def test_fp8_beats_int8_with_an_outlier_and_loses_on_a_tight_scale():
     w = torch.randn(64, 256, generator=g)
     outlier = w.clone()
     outlier[0, 0] = 200.0
-    spread = formats.fp8_vs_int8(outlier, "tensor")
+    spread = formats_lesson.fp8_vs_int8(outlier, "tensor")
     assert spread.sqnr_db["FP8 E4M3"] > spread.sqnr_db["INT8"] + 10
-    tight = formats.fp8_vs_int8(w, "channel")
+    tight = formats_lesson.fp8_vs_int8(w, "channel")
     assert tight.sqnr_db["INT8"] > tight.sqnr_db["FP8 E4M3"] + 5
     assert abs(sum(tight.band_share) - 1) < 1e-9
 
 
 def test_weight_memory_checks_the_syllabus():
-    rows = {r.format: r for r in formats.weight_memory(7e9)}
+    rows = {r.format: r for r in formats_lesson.weight_memory(7e9)}
     assert rows["FP16"].bytes == 14e9 and rows["FP16"].gb == 14.0
     assert rows["FP16"].gib == pytest.approx(13.04, abs=0.005)
     assert rows["INT4"].bytes == 7e9 * 4.125 / 8
     assert rows["INT4"].scale_bytes == pytest.approx(7e9 / 128 * 2)
-    bare = {r.format: r for r in formats.weight_memory(7e9, with_scales=False)}
+    bare = {r.format: r for r in formats_lesson.weight_memory(7e9, with_scales=False)}
     assert bare["INT4"].gb == 3.5 and bare["INT4"].scale_bytes == 0

@@ -15,12 +15,22 @@ if not torch.cuda.is_available():
 pytest.importorskip("triton")
 
 import quantlab as ql  # noqa: E402
-from quantlab import models  # noqa: E402
-from quantlab.errors import QuantlabError  # noqa: E402
-from quantlab.kernels import roofline  # noqa: E402
+from quantlab.core.errors import QuantlabError  # noqa: E402
+from quantlab.io import models  # noqa: E402
+from quantlab.lessons import speed  # noqa: E402
 from quantlab.kernels import triton_ops as ops  # noqa: E402
-from quantlab.kernels.fp8 import Fp8Linear, fp8_linear, fp8_reference, quantize_per_token  # noqa: E402
-from quantlab.kernels.layout import PackedLinear, dequantize_packed, reference_matmul, torch_matmul  # noqa: E402
+from quantlab.kernels.fp8 import (  # noqa: E402
+    Fp8Linear,
+    fp8_linear,
+    fp8_reference,
+    quantize_per_token,
+)
+from quantlab.kernels.layout import (  # noqa: E402
+    PackedLinear,
+    dequantize_packed,
+    reference_matmul,
+    torch_matmul,
+)
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -96,7 +106,7 @@ def test_small_shapes_match_float64(spec_name: str, path: str, dtype: torch.dtyp
 @pytest.mark.parametrize("bits", [4, 8])
 def test_interleaved_layout_round_trips_and_lines_up(bits: int) -> None:
     """Operand s of a tile, read as 16-bit halves, holds inputs s·2W .. s·2W + 2W - 1 in order."""
-    from quantlab import packing
+    from quantlab.core import packing
     from quantlab.kernels.layout import checkpoint_words, interleave
 
     fresh_seed()
@@ -225,21 +235,21 @@ def test_path_choice_follows_batch_size() -> None:
 # -- roofline arithmetic -------------------------------------------------------------------------------
 
 def test_roofline_counts_and_bound() -> None:
-    assert roofline.flops(1, 4096, 4096) == 2 * 4096 * 4096
-    w = roofline.weight_bytes("w4a16", 4096, 4096)
+    assert speed.flops(1, 4096, 4096) == 2 * 4096 * 4096
+    w = speed.weight_bytes("w4a16", 4096, 4096)
     assert w == pytest.approx(4096 * 4096 * (4 + 16 / 128) / 8)
-    b1 = roofline.bound(1, 4096, 4096, "w4a16", bandwidth_gbps=3000, peak_tflops=750)
-    b4k = roofline.bound(4096, 4096, 4096, "w4a16", bandwidth_gbps=3000, peak_tflops=750)
+    b1 = speed.bound(1, 4096, 4096, "w4a16", bandwidth_gbps=3000, peak_tflops=750)
+    b4k = speed.bound(4096, 4096, 4096, "w4a16", bandwidth_gbps=3000, peak_tflops=750)
     assert b1.memory_bound and not b4k.memory_bound
     assert b1.ridge == pytest.approx(250)
-    assert b1.floor_us == pytest.approx(roofline.traffic_bytes(1, 4096, 4096, w) / 3000 / 1e3)
-    assert roofline.roof(1.0, 3000, 750) == pytest.approx(3.0) and roofline.roof(1e4, 3000, 750) == 750
+    assert b1.floor_us == pytest.approx(speed.traffic_bytes(1, 4096, 4096, w) / 3000 / 1e3)
+    assert speed.roof(1.0, 3000, 750) == pytest.approx(3.0) and speed.roof(1e4, 3000, 750) == 750
 
 
 def test_crossover_interpolates_in_log_batch() -> None:
-    assert roofline.crossover([1, 2, 4, 8], [3.0, 2.0, 1.5, 1.2]) is None
-    assert roofline.crossover([1, 16], [2.0, 0.5]) == pytest.approx(2 ** (4 * (1 / 1.5)))
-    assert roofline.crossover([4, 8], [0.9, 0.5]) == 4.0
+    assert speed.crossover([1, 2, 4, 8], [3.0, 2.0, 1.5, 1.2]) is None
+    assert speed.crossover([1, 16], [2.0, 0.5]) == pytest.approx(2 ** (4 * (1 / 1.5)))
+    assert speed.crossover([4, 8], [0.9, 0.5]) == 4.0
 
 
 def test_targets_and_geomeans_from_results() -> None:
@@ -250,9 +260,9 @@ def test_targets_and_geomeans_from_results() -> None:
             rows.append({"K": k, "N": n, "M": m, "method": "w4a16", "ms": base / (4 if m == 1 else 2 if m == 16 else 0.5)})
             rows.append({"K": k, "N": n, "M": m, "method": "torch_int4", "ms": base / 2})
             rows.append({"K": k, "N": n, "M": m, "method": "w8a16", "ms": base / 2})
-    res = roofline.Results({"card": "X", "date": "d", "torch": "t", "triton": "r"}, tuple(rows), (), "r")
+    res = speed.Results({"card": "X", "date": "d", "torch": "t", "triton": "r"}, tuple(rows), (), "r")
     assert res.geomean_speedup(1, "w4a16") == pytest.approx(4.0)
-    verdict = {t["target"]: t["met"] for t in roofline.targets(res)}
+    verdict = {t["target"]: t["met"] for t in speed.targets(res)}
     assert verdict["W4A16 vs bf16, geomean, M=1"] and verdict["W4A16 vs bf16, geomean, M=16"] is False
     assert verdict["W4A16 vs bf16, geomean, M=256"] is False and verdict["W8A16 vs bf16, geomean, M=1"]
 

@@ -7,8 +7,8 @@ import torch
 from safetensors.torch import save, save_file
 
 import quantlab as ql
-from quantlab import models
-from quantlab.errors import QuantlabError
+from quantlab.core.errors import QuantlabError
+from quantlab.io import models
 
 
 def test_embedded_layers_from_header():
@@ -137,7 +137,7 @@ def test_first_loads_from_many_sessions_at_once_are_safe():
     """A room opening the app together: model loads and config builds race from many threads."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from quantlab import sizing
+    from quantlab.io import sizing
 
     models._load_embedded_model.cache_clear()
     sizing._build_from_config.cache_clear()

@@ -6,7 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import quantlab as ql
-from quantlab import metrics, models, outliers
+from quantlab.core import metrics
+from quantlab.io import models
+from quantlab.lessons import outliers
 
 LAYER = "encoder.layer.0.intermediate.dense"
 W8A8_STATIC = ql.QuantSpec(num_bits=8, strategy="channel", activations=ql.QuantSpec(num_bits=8, strategy="tensor"))

@@ -1,12 +1,15 @@
 """Packing must be bit-for-bit what compressed-tensors writes, for every width and odd shapes."""
 import pytest
 import torch
-from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32, unpack_from_int32
+from compressed_tensors.compressors.pack_quantized.helpers import (
+    pack_to_int32,
+    unpack_from_int32,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quantlab import packing
-from quantlab.errors import QuantlabError
+from quantlab.core import packing
+from quantlab.core.errors import QuantlabError
 
 
 def random_codes(shape: tuple[int, ...], bits: int, seed: int) -> torch.Tensor:

@@ -1,17 +1,17 @@
 """The Speed lesson: committed GPU results, the roofline, the user's shape, and live CPU timing."""
 import pytest
 import torch
-
 from apptest_util import markdown_text, run_page
-from quantlab.kernels import roofline
+
+from quantlab.lessons import speed
 
 PAGE = "pages/speed.py"
 
 
 def test_committed_results_are_real_runs() -> None:
-    files = roofline.committed_results()
+    files = speed.committed_results()
     assert files, "bench/results holds no GPU matmul results"
-    res = roofline.load_results(files[0])
+    res = speed.load_results(files[0])
     assert {"bf16", "torch_int4", "w4a16", "w8a16", "fp8"} <= set(res.methods)
     assert res.batch_sizes == [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096]
     assert len(res.shapes) == 5 and all(r["ms"] > 0 for r in res.rows)
@@ -19,7 +19,7 @@ def test_committed_results_are_real_runs() -> None:
 
 def test_page_runs_and_labels_card_and_date() -> None:
     at = run_page(PAGE)
-    res = roofline.load_results(roofline.committed_results()[0])
+    res = speed.load_results(speed.committed_results()[0])
     captions = " ".join(c.value for c in at.caption)
     assert str(res.meta["card"]) in captions and str(res.meta["date"]) in captions
     assert len(at.get("plotly_chart")) >= 3
@@ -100,9 +100,9 @@ def test_kernel_explanation_is_part_of_the_lesson() -> None:
 
 
 def test_kernel_history_orders_versions_and_shows_the_gain() -> None:
-    runs = [roofline.load_results(p) for p in roofline.committed_results()]
-    history = roofline.kernel_history(runs)
-    assert list(history)[0] == "v1" and list(history)[-1] == roofline.load_results(roofline.committed_results()[0]).meta["tag"]
+    runs = [speed.load_results(p) for p in speed.committed_results()]
+    history = speed.kernel_history(runs)
+    assert list(history)[0] == "v1" and list(history)[-1] == speed.load_results(speed.committed_results()[0]).meta["tag"]
     (ms, v1), (_, newest) = history["v1"], list(history.values())[-1]
     assert ms[0] == 1
     first, last = v1[0], newest[0]  # M = 1

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from apptest_util import run_page
-from quantlab import sizing
-from quantlab.spec import QuantSpec
 from streamlit.testing.v1 import AppTest
+
+from quantlab.core.spec import QuantSpec
+from quantlab.io import sizing
 
 
 def _page(path: str) -> AppTest:

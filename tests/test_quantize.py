@@ -10,9 +10,13 @@ import quantlab as ql
 
 ct_args = pytest.importorskip("compressed_tensors.quantization")
 from compressed_tensors.quantization import QuantizationArgs  # noqa: E402
-from compressed_tensors.quantization.lifecycle.forward import dequantize as ct_dequantize  # noqa: E402
+from compressed_tensors.quantization.lifecycle.forward import (
+    dequantize as ct_dequantize,  # noqa: E402
+)
 from compressed_tensors.quantization.lifecycle.forward import quantize as ct_quantize  # noqa: E402
-from compressed_tensors.quantization.utils import calculate_qparams as ct_calculate_qparams  # noqa: E402
+from compressed_tensors.quantization.utils import (
+    calculate_qparams as ct_calculate_qparams,  # noqa: E402
+)
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
@@ -159,7 +163,7 @@ def test_second_oracle_fake_quantize_per_channel(bits):
 
 
 def test_symmetric_scale_formula_on_a_real_weight():
-    from quantlab import models
+    from quantlab.io import models
 
     w = models.load_tensor(models.ModelSource.embedded(), "encoder.layer.0.attention.self.query.weight")
     qt = ql.quantize(w, ql.QuantSpec(num_bits=4, strategy="tensor"))
@@ -170,7 +174,7 @@ def test_symmetric_scale_formula_on_a_real_weight():
 
 
 def test_metrics_closed_forms():
-    from quantlab import metrics
+    from quantlab.core import metrics
 
     x = torch.tensor([1.0, -2.0, 3.0, 4.0])
     y = x + torch.tensor([0.1, -0.1, 0.1, -0.1])
@@ -185,7 +189,7 @@ def test_metrics_closed_forms():
 
 
 def test_clipped_and_levels_used():
-    from quantlab import metrics
+    from quantlab.core import metrics
 
     spec = ql.QuantSpec(num_bits=8, strategy="tensor")
     x = torch.linspace(-1, 1, 1001).reshape(1, -1)
@@ -200,7 +204,7 @@ def test_clipped_and_levels_used():
 
 def test_symmetric_max_is_not_counted_as_clipped():
     """max/scale lands on qmax + 0.5 (give or take float rounding): that is rounding, not clipping."""
-    from quantlab import metrics
+    from quantlab.core import metrics
 
     for seed in range(20):
         x = torch.randn(64, 256, generator=torch.Generator().manual_seed(seed))

@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import save_file
 
 import quantlab as ql
-from quantlab import models, sizing
-from quantlab.errors import QuantlabError
+from quantlab.core.errors import QuantlabError
+from quantlab.io import models, sizing
 
 ct_reference = pytest.importorskip("ct_reference")
 

@@ -4,7 +4,11 @@ import math
 import plotly.graph_objects as go
 import pytest
 
-from quantlab import formats, kvcache, viz_formats, viz_kv
+from quantlab.core import formats
+from quantlab.lessons import formats as formats_lesson
+from quantlab.lessons import kv_cache
+from quantlab.viz import formats as viz_formats
+from quantlab.viz import kv_cache as viz_kv
 
 
 def _titled(fig: go.Figure) -> None:
@@ -47,7 +51,7 @@ def test_range_chart_one_labelled_point_per_format():
 
 
 def test_duel_chart_bands_in_percent_on_two_panels():
-    duel = formats.FormatDuel(sqnr_db={"INT8": 40.0, "FP8 E4M3": 30.0}, band_edges=(1.0, 10.0, 100.0),
+    duel = formats_lesson.FormatDuel(sqnr_db={"INT8": 40.0, "FP8 E4M3": 30.0}, band_edges=(1.0, 10.0, 100.0),
                               band_share=(0.25, 0.75), band_rel_error={"INT8": (0.01, 0.001), "FP8 E4M3": (0.02, 0.02)})
     fig = viz_formats.duel_chart(duel, "The weight")
     assert fig.layout.title.text == "The weight"
@@ -68,9 +72,9 @@ def test_memory_table_7b():
     assert rows["FP16"]["GiB (2³⁰ B)"] == pytest.approx(14e9 / 2**30)
 
 
-def _plan() -> kvcache.MemoryPlan:
-    gb = formats.GB
-    return kvcache.MemoryPlan(tokens=(1, 2), weights=10 * gb, kv={"16-bit": (gb, 2 * gb), "8-bit": (0, gb)},
+def _plan() -> kv_cache.MemoryPlan:
+    gb = formats_lesson.GB
+    return kv_cache.MemoryPlan(tokens=(1, 2), weights=10 * gb, kv={"16-bit": (gb, 2 * gb), "8-bit": (0, gb)},
                               fits={"16-bit": {24: 0, 48: 1000, 80: 5000}}, max_position=4096, unit=gb)
 
 
@@ -80,7 +84,7 @@ def test_memory_chart_weights_plus_cache_and_card_lines():
     assert [t.name for t in fig.data] == ["16-bit", "8-bit"]
     assert list(fig.data[0].y) == pytest.approx([11.0, 12.0])
     assert list(fig.data[1].x) == [1, 2]
-    assert [s.y0 for s in fig.layout.shapes] == list(kvcache.GPU_MEMORY_GB)
+    assert [s.y0 for s in fig.layout.shapes] == list(kv_cache.GPU_MEMORY_GB)
     assert "(GB)" in fig.layout.yaxis.title.text
 
 
@@ -89,9 +93,9 @@ def test_fit_table_cells():
         {"KV cache": "16-bit", "24 GiB": "weights don't fit", "48 GiB": "1,000", "80 GiB": "all 4,096"}]
 
 
-def _errs() -> dict[str, kvcache.KVError]:
-    return {"INT8 per-tensor": kvcache.KVError(30.0, 31.0, {"k": 40.0, "v": 29.0, "kv": 28.0}, 0.01),
-            "INT4 per-token": kvcache.KVError(12.0, 13.0, {"k": 20.0, "v": 11.0, "kv": 10.0}, 0.2)}
+def _errs() -> dict[str, kv_cache.KVError]:
+    return {"INT8 per-tensor": kv_cache.KVError(30.0, 31.0, {"k": 40.0, "v": 29.0, "kv": 28.0}, 0.01),
+            "INT4 per-token": kv_cache.KVError(12.0, 13.0, {"k": 20.0, "v": 11.0, "kv": 10.0}, 0.2)}
 
 
 def test_error_table_rows():

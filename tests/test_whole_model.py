@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import quantlab as ql
-from quantlab import whole_model as wm
+from quantlab.lessons import whole_model as wm
 
 W8A8 = ql.QuantSpec.preset("W8A8")
 W8A8_STATIC = W8A8.with_(activations=ql.QuantSpec(num_bits=8, strategy="tensor"))

@@ -6,6 +6,11 @@ paths) and `roofline` (bytes, FLOPs, committed benchmark results) are pure torch
 kernels live in `quantlab.kernels.triton_ops` (integer weights) and `quantlab.kernels.fp8`
 (FP8 W8A8); importing those needs Triton, and a GPU unless TRITON_INTERPRET=1 is set first.
 """
-from quantlab.kernels.layout import PackedLinear, dequantize_packed, reference_matmul, torch_matmul
+from quantlab.kernels.layout import (
+    PackedLinear,
+    dequantize_packed,
+    reference_matmul,
+    torch_matmul,
+)
 
 __all__ = ["PackedLinear", "dequantize_packed", "reference_matmul", "torch_matmul"]

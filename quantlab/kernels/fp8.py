@@ -13,8 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
-from quantlab.errors import QuantlabError
-from quantlab.quantize import FP8_DTYPE, FP8_MAX, QuantizedTensor
+from quantlab.core.errors import QuantlabError
+from quantlab.core.quantize import FP8_DTYPE, FP8_MAX, QuantizedTensor
 
 
 @dataclass(frozen=True, eq=False)

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 import torch
 
-from quantlab import packing
-from quantlab.errors import QuantlabError
-from quantlab.quantize import QuantizedTensor
-from quantlab.spec import QuantSpec
+from quantlab.core import packing
+from quantlab.core.errors import QuantlabError
+from quantlab.core.quantize import QuantizedTensor
+from quantlab.core.spec import QuantSpec
 
 MAGIC = float(2**23)
 KERNEL_BITS = (4, 8)

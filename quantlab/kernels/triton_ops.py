@@ -36,7 +36,7 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from quantlab.errors import QuantlabError
+from quantlab.core.errors import QuantlabError
 from quantlab.kernels.layout import TILE_K, PackedLinear
 
 Path = Literal["gemv", "mma", "dequant"]

@@ -1,6 +1,6 @@
 """The whole-model effect: quantize every Linear of the embedded MiniLM and compare it with fp32.
 
-The model runs on shipped paraphrase pairs (assets/eval/paraphrases.tsv). Sentence embeddings
+The model runs on shipped paraphrase pairs (quantlab/data/eval/paraphrases.tsv). Sentence embeddings
 are mean-pooled over real tokens, as sentence-transformers does for all-MiniLM-L6-v2, and then
 compared with the fp32 model's: cosine per sentence, whether each sentence's nearest neighbour
 among the others is still the same one, and how many of its 5 nearest neighbours survive (the
@@ -26,14 +26,14 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from quantlab import models
-from quantlab.errors import QuantlabError
-from quantlab.observers import calibrate, observe
-from quantlab.outliers import smooth_scales
-from quantlab.quantize import calculate_qparams, fake_quantize, quantize_with
-from quantlab.spec import QuantSpec
+from quantlab import data
+from quantlab.core.errors import QuantlabError
+from quantlab.core.observers import calibrate, observe
+from quantlab.core.quantize import calculate_qparams, fake_quantize, quantize_with
+from quantlab.core.spec import QuantSpec
+from quantlab.io import models
+from quantlab.lessons.outliers import smooth_scales
 
-EVAL_FILE = models.ASSETS / "eval" / "paraphrases.tsv"
 # The six Linears of a BERT block, in the order data flows through them: the heat map's columns.
 BLOCK_LINEARS = ("attention.self.query", "attention.self.key", "attention.self.value",
                  "attention.output.dense", "intermediate.dense", "output.dense")
@@ -56,7 +56,7 @@ SCHEMES: dict[str, QuantSpec] = {
 
 def eval_pairs() -> list[tuple[str, str]]:
     pairs = []
-    for line in EVAL_FILE.read_text().splitlines():
+    for line in data.resource("eval", "paraphrases.tsv").read_text().splitlines():
         if line.strip():
             a, b = line.split("\t")
             pairs.append((a.strip(), b.strip()))

@@ -9,10 +9,12 @@ from dataclasses import dataclass
 
 import torch
 
-from quantlab import metrics, outliers, sizing
-from quantlab.errors import QuantlabError
-from quantlab.quantize import fake_quantize
-from quantlab.spec import PRESETS, QuantSpec
+from quantlab.core import metrics
+from quantlab.core.errors import QuantlabError
+from quantlab.core.quantize import fake_quantize
+from quantlab.core.spec import PRESETS, QuantSpec
+from quantlab.io import sizing
+from quantlab.lessons import outliers
 
 _W4 = PRESETS["W4A16"]
 

@@ -5,9 +5,9 @@ import argparse
 import sys
 from typing import Sequence
 
-from quantlab import sizing
-from quantlab.errors import QuantlabError
-from quantlab.spec import PRESETS, QuantSpec
+from quantlab.core.errors import QuantlabError
+from quantlab.core.spec import PRESETS, QuantSpec
+from quantlab.io import sizing
 
 DESCRIPTION = """\
 Quantization what-ifs on real models, without a GPU.
@@ -30,7 +30,7 @@ def _spec(args: argparse.Namespace) -> QuantSpec:
 
 
 def _source(text: str) -> object:
-    from quantlab.models import ModelSource
+    from quantlab.io.models import ModelSource
 
     return ModelSource.embedded() if text == "embedded" else text
 
@@ -68,7 +68,7 @@ def cmd_size(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from quantlab import export
+    from quantlab.io import export
 
     spec = _spec(args)
     result = export.save_compressed(_source(args.model), args.out_dir, spec, args.ignore or None)

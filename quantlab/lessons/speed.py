@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from quantlab.errors import QuantlabError
+from quantlab import data
+from quantlab.core.errors import QuantlabError
 
-RESULTS_DIR = Path(__file__).resolve().parents[2] / "bench" / "results"
 # Bits each method stores per weight, counting scale overhead for g128 (16-bit scale per 128 weights).
 BITS_PER_WEIGHT = {"bf16": 16.0, "torch_int4": 4.0 + 32 / 128, "w4a16": 4.0 + 16 / 128, "w8a16": 8.0 + 16 / 128,
                    "fp8": 8.0}
@@ -134,10 +134,10 @@ def load_results(path: Path) -> Results:
         raise QuantlabError(f"cannot read benchmark results {Path(path).name}: {err}") from None
 
 
-def committed_results(directory: Path = RESULTS_DIR) -> list[Path]:
-    """GPU matmul result files in bench/results (other benchmarks share the folder), newest first."""
+def committed_results() -> list[Path]:
+    """The GPU matmul runs shipped in quantlab/data/gpu (committed from bench/gpu_matmul.py), newest first."""
     found: list[tuple[str, str, Path]] = []
-    for path in directory.glob("*.json"):
+    for path in (Path(str(entry)) for entry in data.listing("gpu", ".json").values()):
         try:
             meta = json.loads(path.read_text()).get("meta", {})
         except (OSError, ValueError):
@@ -145,6 +145,14 @@ def committed_results(directory: Path = RESULTS_DIR) -> list[Path]:
         if isinstance(meta, dict) and "card" in meta and "copy_gbps" in meta:
             found.append((str(meta.get("date", "")), path.name, path))
     return [p for _, _, p in sorted(found, reverse=True)]
+
+
+def committed_run(name: str) -> Results:
+    """One shipped run by its file stem (e.g. 'NVIDIA_H200_2026-11-28_v6')."""
+    for path in committed_results():
+        if path.stem == name:
+            return load_results(path)
+    raise QuantlabError(f"no committed GPU run named {name!r}")
 
 
 def kernel_history(runs: Sequence[Results], method: str = "w4a16") -> dict[str, tuple[list[int], list[float | None]]]:
@@ -216,7 +224,7 @@ def series(res: Results, k: int, n: int, methods: Iterable[str], baseline: str =
 
 def preset_layers(arch: str) -> dict[str, tuple[int, int]]:
     """The Linear layers of one block of a shipped architecture (plus the LM head), as (K, N)."""
-    from quantlab import sizing
+    from quantlab.io import sizing
 
     checkpoint = sizing.load_checkpoint(arch)
     out: dict[str, tuple[int, int]] = {}

@@ -8,29 +8,29 @@ from typing import Sequence
 
 import plotly.graph_objects as go
 
-from quantlab.kernels import roofline
-from quantlab.viz import PALETTE, SERIES, styled
+from quantlab.lessons import speed
+from quantlab.viz.style import PALETTE, SERIES, styled
 
 COLORS = {"bf16": "#475569", "torch_int4": SERIES[1], "w4a16": SERIES[0], "w8a16": SERIES[2], "fp8": SERIES[3],
           "w4a16_gemv": SERIES[5], "w4a16_mma": SERIES[6], "w4a16_dequant": SERIES[7]}
 
 
 def _label(method: str) -> str:
-    return roofline.LABELS.get(method, method)
+    return speed.LABELS.get(method, method)
 
 
-def speedup_chart(res: roofline.Results, k: int, n: int, methods: Sequence[str]) -> go.Figure:
+def speedup_chart(res: speed.Results, k: int, n: int, methods: Sequence[str]) -> go.Figure:
     """Speedup over bf16 cuBLAS against batch size; a marker where each method drops below 1x."""
     ms = res.batch_sizes
     fig = go.Figure()
     fig.add_hline(y=1.0, line=dict(color=PALETTE["muted"], dash="dash"), annotation_text="as fast as bf16",
                   annotation_position="top right")
-    for method, values in roofline.series(res, k, n, methods).items():
+    for method, values in speed.series(res, k, n, methods).items():
         color = COLORS.get(method)
         fig.add_trace(go.Scatter(x=ms, y=values, mode="lines+markers", name=_label(method),
                                  line=dict(color=color, width=2.5 if method == "w4a16" else 1.8),
                                  hovertemplate="M=%{x}: %{y:.2f}× bf16<extra>" + method + "</extra>"))
-        cross = roofline.crossover(ms, values)
+        cross = speed.crossover(ms, values)
         if cross is not None and method != "bf16":
             fig.add_trace(go.Scatter(x=[cross], y=[1.0], mode="markers", showlegend=False,
                                      marker=dict(symbol="x", size=13, color=color, line=dict(width=2)),
@@ -43,7 +43,7 @@ def speedup_chart(res: roofline.Results, k: int, n: int, methods: Sequence[str])
 
 
 def history_chart(history: dict[str, tuple[list[int], list[float | None]]], card: str) -> go.Figure:
-    """One line per kernel version (`roofline.kernel_history`): W4A16 geomean speedup over bf16
+    """One line per kernel version (`speed.kernel_history`): W4A16 geomean speedup over bf16
     against batch size."""
     fig = go.Figure()
     fig.add_hline(y=1.0, line=dict(color=PALETTE["muted"], dash="dash"), annotation_text="as fast as bf16",
@@ -69,26 +69,26 @@ def _legend_below(fig: go.Figure) -> go.Figure:
     return fig
 
 
-def roofline_chart(res: roofline.Results, k: int, n: int, methods: Sequence[str]) -> go.Figure:
+def roofline_chart(res: speed.Results, k: int, n: int, methods: Sequence[str]) -> go.Figure:
     """Achieved TFLOP/s against arithmetic intensity, under the card's measured roofs."""
     bw, peak = float(res.meta["copy_gbps"]), float(res.meta["bf16_tflops"])  # type: ignore[arg-type]
     fp8_peak = float(res.meta.get("fp8_tflops", peak))  # type: ignore[arg-type]
     xs = [0.25 * 2 ** (i / 4) for i in range(4 * 16)]
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=xs, y=[roofline.roof(x, bw, peak) for x in xs], mode="lines",
+    fig.add_trace(go.Scatter(x=xs, y=[speed.roof(x, bw, peak) for x in xs], mode="lines",
                              name=f"roof: {bw:,.0f} GB/s copy bandwidth, {peak:,.0f} TFLOP/s bf16",
                              line=dict(color="#0f172a", width=2)))
-    fig.add_trace(go.Scatter(x=xs, y=[roofline.roof(x, bw, fp8_peak) for x in xs], mode="lines",
+    fig.add_trace(go.Scatter(x=xs, y=[speed.roof(x, bw, fp8_peak) for x in xs], mode="lines",
                              name=f"fp8 roof: {fp8_peak:,.0f} TFLOP/s", line=dict(color="#0f172a", width=1, dash="dot")))
-    read = roofline.fastest_read_gbps(res)
-    fig.add_trace(go.Scatter(x=xs, y=[roofline.roof(x, read, peak) for x in xs], mode="lines",
+    read = speed.fastest_read_gbps(res)
+    fig.add_trace(go.Scatter(x=xs, y=[speed.roof(x, read, peak) for x in xs], mode="lines",
                              name=f"fastest weight read in this run: {read:,.0f} GB/s",
                              line=dict(color=PALETTE["muted"], width=1.5, dash="dash")))
     for method in methods:
-        if method not in roofline.BITS_PER_WEIGHT:
+        if method not in speed.BITS_PER_WEIGHT:
             continue
-        pts = [(roofline.intensity(m, k, n, method), res.ms(k, n, m, method), m) for m in res.batch_sizes]
-        pts = [(ai, roofline.flops(m, k, n) / t / 1e9, m) for ai, t, m in pts if t]
+        pts = [(speed.intensity(m, k, n, method), res.ms(k, n, m, method), m) for m in res.batch_sizes]
+        pts = [(ai, speed.flops(m, k, n) / t / 1e9, m) for ai, t, m in pts if t]
         fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="markers+lines",
                                  name=_label(method), text=[f"M={p[2]}" for p in pts],
                                  line=dict(color=COLORS.get(method), width=1),
@@ -105,13 +105,13 @@ def floors_chart(k: int, n: int, bandwidth_gbps: float, peak_tflops: float, batc
     """The fastest any kernel could be (max of memory time and compute time) against batch size."""
     fig = go.Figure()
     for method in methods:
-        bounds = [roofline.bound(m, k, n, method, bandwidth_gbps, peak_tflops) for m in batch_sizes]
+        bounds = [speed.bound(m, k, n, method, bandwidth_gbps, peak_tflops) for m in batch_sizes]
         fig.add_trace(go.Scatter(x=list(batch_sizes), y=[b.floor_us for b in bounds], mode="lines",
                                  name=f"{_label(method)}: floor", line=dict(color=COLORS.get(method), width=2)))
-    b = roofline.bound(chosen_m, k, n, "bf16", bandwidth_gbps, peak_tflops)
+    b = speed.bound(chosen_m, k, n, "bf16", bandwidth_gbps, peak_tflops)
     fig.add_vline(x=chosen_m, line=dict(color=PALETTE["accent"], dash="dot"),
                   annotation_text=f"M={chosen_m}: {'memory' if b.memory_bound else 'compute'}-bound in bf16")
-    ridge_m = [m for m in batch_sizes if not roofline.bound(m, k, n, "bf16", bandwidth_gbps, peak_tflops).memory_bound]
+    ridge_m = [m for m in batch_sizes if not speed.bound(m, k, n, "bf16", bandwidth_gbps, peak_tflops).memory_bound]
     if ridge_m:
         fig.add_vrect(x0=ridge_m[0], x1=batch_sizes[-1], fillcolor=PALETTE["bad"], opacity=0.05, line_width=0,
                       annotation_text="compute-bound in bf16", annotation_position="top left")

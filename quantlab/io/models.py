@@ -24,12 +24,12 @@ import torch
 from safetensors import safe_open
 from torch.utils.hooks import RemovableHandle
 
-from quantlab.errors import QuantlabError
+from quantlab import data
+from quantlab.core.errors import QuantlabError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_LAYER = "encoder.layer.0.intermediate.dense"
 MAX_UPLOAD_BYTES = 200 * 2**20
 _MAX_HEADER_BYTES = 100 * 2**20
@@ -205,15 +205,15 @@ def load_tensor(source: ModelSource, name: str) -> torch.Tensor:
 # -- real activations ---------------------------------------------------------------------------
 
 def sample_texts(kind: str = "general") -> list[str]:
-    """Sentences shipped in assets/calibration/<kind>.txt, one per line."""
-    path = ASSETS / "calibration" / f"{kind}.txt"
-    if not path.exists():
+    """Sentences shipped in quantlab/data/calibration/<kind>.txt, one per line."""
+    texts = data.listing("calibration", ".txt")
+    if kind not in texts:
         raise QuantlabError(f"no calibration text named {kind!r}")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return [line.strip() for line in texts[kind].read_text().splitlines() if line.strip()]
 
 
 def calibration_kinds() -> list[str]:
-    return sorted(p.stem for p in (ASSETS / "calibration").glob("*.txt"))
+    return list(data.listing("calibration", ".txt"))
 
 
 def embedded_model() -> tuple[torch.nn.Module, object]:

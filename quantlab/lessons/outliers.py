@@ -19,11 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from quantlab.errors import QuantlabError
-from quantlab.metrics import mse, sqnr_db
-from quantlab.observers import quantize_activation
-from quantlab.quantize import fake_quantize
-from quantlab.spec import QuantSpec
+from quantlab.core.errors import QuantlabError
+from quantlab.core.metrics import mse, sqnr_db
+from quantlab.core.observers import quantize_activation
+from quantlab.core.quantize import fake_quantize
+from quantlab.core.spec import QuantSpec
 
 FP16_BITS = 16
 AWQ_GRID = 20  # llm-compressor's n_grid

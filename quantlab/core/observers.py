@@ -12,25 +12,20 @@ Static activation scales are observed once on calibration text and then applied 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
 import torch
 
-from quantlab.errors import QuantlabError
-from quantlab.metrics import clipped_mask
-from quantlab.quantize import (
+from quantlab.core.errors import QuantlabError
+from quantlab.core.quantize import (
     QuantizedTensor,
     as_groups,
     calculate_qparams,
     check_tensor,
     dequantize,
-    grid_range,
     observe_minmax,
     quantize,
     quantize_with,
 )
-from quantlab.spec import QuantSpec
+from quantlab.core.spec import QuantSpec
 
 
 def _rows(x: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
@@ -175,136 +170,20 @@ def quantize_activation(x: torch.Tensor, spec: QuantSpec,
     return quantize_static(x, scale, zp, spec)
 
 
-# -- clipping: rounding error against saturation error -------------------------------------------
-
-@torch.no_grad()
-def error_split(x: torch.Tensor, qt: QuantizedTensor) -> tuple[float, float, float]:
-    """(rounding MSE, clipping MSE, clipped fraction): total MSE is the sum of the two parts.
-
-    A value is clipped when it lies more than half a step beyond the grid's end (nearer than
-    that, it would round onto the end level anyway); its whole error counts as clipping error.
-    FP8 grids are treated as ±448.
-    """
-    err2 = (x.double() - qt.dequantize().double()) ** 2
-    clipped = clipped_mask(x, qt)
-    n = x.numel()
-    return err2[~clipped].sum().item() / n, err2[clipped].sum().item() / n, clipped.double().mean().item()
 
 
-@dataclass(frozen=True, eq=False)
-class ClipCurve:
-    """Error against the clipping ratio r: each scale covers r × its min-max range."""
-
-    ratios: np.ndarray
-    rounding_mse: np.ndarray
-    clipping_mse: np.ndarray
-    clipped_fraction: np.ndarray
-
-    @property
-    def total_mse(self) -> np.ndarray:
-        return self.rounding_mse + self.clipping_mse
-
-    @property
-    def best_ratio(self) -> float:
-        return float(self.ratios[int(np.argmin(self.total_mse))])
 
 
-@torch.no_grad()
-def clipped_quantize(x: torch.Tensor, spec: QuantSpec, ratio: float) -> QuantizedTensor:
-    """Quantize with each scale's min-max range shrunk to `ratio` of itself (1 = min-max)."""
-    check_tensor(x, spec)
-    if not 0 < ratio <= 1:
-        raise QuantlabError(f"the clipping ratio must be in (0, 1], not {ratio:g}")
-    lo, hi = observe_minmax(x, spec)
-    scale, zp = calculate_qparams(ratio * lo, ratio * hi, spec)
-    return quantize_with(x, scale, zp, spec)
 
 
-@torch.no_grad()
-def clipping_curve(x: torch.Tensor, spec: QuantSpec, ratios: np.ndarray) -> ClipCurve:
-    parts = np.array([error_split(x, clipped_quantize(x, spec, float(r))) for r in ratios])
-    return ClipCurve(ratios=np.asarray(ratios, dtype=float), rounding_mse=parts[:, 0],
-                     clipping_mse=parts[:, 1], clipped_fraction=parts[:, 2])
 
 
-@dataclass(frozen=True)
-class SaturationExample:
-    """One real value pushed through a grid: x / scale may land beyond qmax and get clamped."""
-
-    value: float
-    scale: float
-    scaled: float  # x / scale (+ zero point): where it would land without the clamp
-    code: int
-    restored: float  # (code − zp) · scale
-    row: int
-    column: int
-
-    @property
-    def lost(self) -> float:
-        return self.value - self.restored
 
 
-@torch.no_grad()
-def saturation_example(x: torch.Tensor, qt: QuantizedTensor, target: float = 150.0) -> SaturationExample:
-    """The saturated value of a 2-D `x` that lands nearest `target` grid units (the syllabus'
-    "150 → 127"); when nothing saturates, the value that lands highest."""
-    spec = qt.spec
-    if x.ndim != 2 or spec.type != "int" or spec.strategy == "group":
-        raise QuantlabError("the saturation example needs a 2-D tensor on an integer grid without groups")
-    scale = qt.scale.double().expand(x.shape)
-    zp = torch.zeros_like(scale) if qt.zero_point is None else qt.zero_point.double().expand(x.shape)
-    scaled = x.double() / scale + zp
-    beyond = scaled > spec.qmax + 0.5
-    if beyond.any():
-        distance = torch.where(beyond, (scaled - target).abs(), torch.full_like(scaled, torch.inf))
-        flat = int(distance.argmin())
-    else:
-        flat = int(scaled.argmax())
-    r, c = divmod(flat, x.shape[1])
-    code = int(qt.q[r, c])
-    return SaturationExample(value=x[r, c].item(), scale=scale[r, c].item(), scaled=scaled[r, c].item(),
-                             code=code, restored=(code - zp[r, c].item()) * scale[r, c].item(), row=r, column=c)
 
 
-def grid_limits(qt: QuantizedTensor) -> tuple[float, float]:
-    """The real values a per-tensor grid reaches: (qmin − zp)·scale and (qmax − zp)·scale."""
-    if qt.scale.numel() != 1:
-        raise QuantlabError("grid limits are shown for per-tensor scales only")
-    zp = 0.0 if qt.zero_point is None else float(qt.zero_point.item())
-    scale = qt.scale.item()
-    qmin, qmax = grid_range(qt.spec)
-    return (qmin - zp) * scale, (qmax - zp) * scale
 
 
-@dataclass(frozen=True)
-class ClipPoint:
-    """Everything the lesson shows for one clipping ratio of a per-tensor grid."""
-
-    ratio: float
-    rounding_mse: float
-    clipping_mse: float
-    clipped_fraction: float
-    range_lo: float
-    range_hi: float
-    qmax: int
-    example: SaturationExample | None  # None for tensors that are not 2-D
-
-    @property
-    def total_mse(self) -> float:
-        return self.rounding_mse + self.clipping_mse
-
-    @property
-    def clipping_share(self) -> float:
-        return self.clipping_mse / self.total_mse if self.total_mse > 0 else 0.0
-
-    @property
-    def saturates(self) -> bool:
-        return self.example is not None and self.example.scaled > self.qmax + 0.5
 
 
-@torch.no_grad()
-def clip_point(x: torch.Tensor, spec: QuantSpec, ratio: float) -> ClipPoint:
-    qt = clipped_quantize(x, spec, ratio)
-    lo, hi = grid_limits(qt)
-    example = saturation_example(x, qt) if x.ndim == 2 else None
-    return ClipPoint(ratio, *error_split(x, qt), lo, hi, spec.qmax, example)
+

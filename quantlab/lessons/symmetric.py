@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from quantlab import metrics
-from quantlab.quantize import check_tensor, grid_range, quantize, quantize_with
-from quantlab.spec import QuantSpec
-from quantlab.stats import Histogram, histogram
+from quantlab.core import metrics
+from quantlab.core.quantize import check_tensor, grid_range, quantize, quantize_with
+from quantlab.core.spec import QuantSpec
+from quantlab.core.stats import Histogram, histogram
 
 
 @dataclass(frozen=True, eq=False)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from quantlab.errors import QuantlabError
+from quantlab.core.errors import QuantlabError
 
 WORD_BITS = 32
 _WORD_MASK = (1 << WORD_BITS) - 1

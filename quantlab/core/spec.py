@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Literal, Mapping
 
-from quantlab.errors import QuantlabError
+from quantlab.core.errors import QuantlabError
 
 QuantType = Literal["int", "float"]
 Strategy = Literal["tensor", "channel", "group", "token"]

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from quantlab.errors import QuantlabError
-from quantlab.spec import QuantSpec
+from quantlab.core.errors import QuantlabError
+from quantlab.core.spec import QuantSpec
 
 FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = float(torch.finfo(FP8_DTYPE).max)  # 448
@@ -139,7 +139,7 @@ def quantize(x: torch.Tensor, spec: QuantSpec) -> QuantizedTensor:
     if spec.observer == "minmax":
         lo, hi = observe_minmax(x, spec)
     else:
-        from quantlab.observers import observe  # observers build on this module
+        from quantlab.core.observers import observe  # observers build on this module
 
         lo, hi = observe(x, spec)
     scale, zero_point = calculate_qparams(lo, hi, spec)

@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from quantlab.quantize import QuantizedTensor, as_groups, expand_params, grid_range
-from quantlab.spec import QuantSpec
+from quantlab.core.quantize import QuantizedTensor, as_groups, expand_params, grid_range
+from quantlab.core.spec import QuantSpec
 
 SCALE_BITS = 16  # compressed-tensors stores scales in the weight's dtype: bf16/fp16 for LLMs
 

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
-from quantlab import metrics, packing, sizing
-from quantlab.quantize import quantize
-from quantlab.spec import QuantSpec
+from quantlab.core import metrics, packing
+from quantlab.core.quantize import quantize
+from quantlab.core.spec import QuantSpec
+from quantlab.io import sizing
 
 GROUP_SIZES = (32, 64, 128, 256)
 _MAX_HEATMAP_ROWS = 384

@@ -1,4 +1,4 @@
-"""Figures for the Granularity and Storage lessons (pure: data in, `go.Figure` out, house style)."""
+"""Figures of the Granularity lesson: error against stored bits, scale heatmap, per-channel failure, a packed word."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -6,10 +6,9 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from quantlab import sizing
-from quantlab.granularity import ChannelFailure, Point, ScaleMap
-from quantlab.packing import WordDiagram
-from quantlab.viz import PALETTE, SERIES, styled
+from quantlab.core.packing import WordDiagram
+from quantlab.lessons.granularity import ChannelFailure, Point, ScaleMap
+from quantlab.viz.style import PALETTE, SERIES, styled
 
 
 def _pareto_front(xs: list[float], ys: list[float]) -> list[int]:
@@ -85,27 +84,3 @@ def word_bits(diagram: WordDiagram) -> go.Figure:
     fig.update_xaxes(type="category")  # keep bit 31 on the left, as the word is written in binary
     return styled(fig, f"One int32 of weight_packed: {diagram.hex} (reads {diagram.word:,} as a signed int32)",
                   "bit position (31 = most significant; code #0 sits in bits 3..0)", "one word", height=230)
-
-
-def bytes_breakdown(report: sizing.SizeReport) -> go.Figure:
-    parts = report.by_kind() | {"safetensors header": report.header_bytes}
-    fig = go.Figure()
-    for color, (kind, n) in zip(SERIES * 2, parts.items()):
-        fig.add_trace(go.Bar(x=[n / 1e6], y=["file"], orientation="h", name=kind, marker_color=color,
-                             hovertemplate=f"{kind}: {sizing.format_bytes(n)} ({n / report.total_bytes:.1%})<extra></extra>"))
-    fig.update_layout(barmode="stack")
-    return styled(fig, f"Where the {sizing.format_bytes(report.total_bytes)} go ({report.spec.label})",
-                  "size (MB, 10^6 bytes)", "model.safetensors", height=260)
-
-
-def size_by_group(labels: Sequence[str], reports: Sequence[sizing.SizeReport]) -> go.Figure:
-    kinds = ("packed weights", "quantized weights", "scales", "zero points")
-    fig = go.Figure()
-    for color, kind in zip(SERIES, kinds):
-        ys = [r.by_kind().get(kind, 0) / 1e6 for r in reports]
-        if any(ys):
-            fig.add_trace(go.Bar(x=list(labels), y=ys, name=kind, marker_color=color,
-                                 hovertemplate="%{x}: %{y:,.1f} MB<extra></extra>"))
-    fig.update_layout(barmode="stack")
-    return styled(fig, "Quantized layers' bytes by granularity (everything else is unchanged)",
-                  "granularity", "size (MB, 10^6 bytes)", height=380)

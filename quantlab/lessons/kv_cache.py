@@ -26,11 +26,11 @@ from functools import lru_cache
 
 import torch
 
-from quantlab import models, sizing
-from quantlab.errors import QuantlabError
-from quantlab.metrics import SCALE_BITS, sqnr_db
-from quantlab.quantize import fake_quantize
-from quantlab.spec import QuantSpec
+from quantlab.core.errors import QuantlabError
+from quantlab.core.metrics import SCALE_BITS, sqnr_db
+from quantlab.core.quantize import fake_quantize
+from quantlab.core.spec import QuantSpec
+from quantlab.io import models, sizing
 
 CACHE_BITS = 16  # an unquantized cache is kept in the model's bf16/fp16
 

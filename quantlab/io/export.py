@@ -23,11 +23,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from quantlab import models, packing, sizing
-from quantlab.errors import QuantlabError
-from quantlab.observers import calibrate
-from quantlab.quantize import quantize
-from quantlab.spec import QuantSpec
+from quantlab.core import packing
+from quantlab.core.errors import QuantlabError
+from quantlab.core.observers import calibrate
+from quantlab.core.quantize import quantize
+from quantlab.core.spec import QuantSpec
+from quantlab.io import models, sizing
 
 # The compressed-tensors release whose on-disk format this module writes (and tests against).
 COMPRESSED_TENSORS_VERSION = "0.20.0"

@@ -6,8 +6,9 @@ from typing import Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from quantlab import formats
-from quantlab.viz import PALETTE, SERIES, styled
+from quantlab.core import formats
+from quantlab.lessons import formats as formats_lesson
+from quantlab.viz.style import PALETTE, SERIES, styled
 
 # The formats worth comparing level by level: the 16/32-bit grids are too dense to see.
 GRID_FORMATS = ("int8", "fp8_e4m3", "fp8_e5m2", "int4", "nf4", "fp4_e2m1")
@@ -58,7 +59,7 @@ def range_chart() -> go.Figure:
                   "precision at the top: log2(largest / last step) (bits)", height=400)
 
 
-def duel_chart(d: formats.FormatDuel, title: str) -> go.Figure:
+def duel_chart(d: formats_lesson.FormatDuel, title: str) -> go.Figure:
     """Mean relative error of each 8-bit scheme by magnitude band (top) over the share of values per band."""
     # Bands are log-spaced, so the geometric mean is the middle of each on the log axis.
     centers = [(a * b) ** 0.5 for a, b in zip(d.band_edges[:-1], d.band_edges[1:])]
@@ -80,4 +81,4 @@ def duel_chart(d: formats.FormatDuel, title: str) -> go.Figure:
 def memory_table(params: float) -> list[dict[str, object]]:
     """Rows of the memory calculator: bytes of `params` weights in every format, in GB and GiB."""
     return [{"format": r.format, "bits per parameter": r.bits_per_param, "GB (10⁹ B)": r.gb, "GiB (2³⁰ B)": r.gib}
-            for r in formats.weight_memory(params)]
+            for r in formats_lesson.weight_memory(params)]

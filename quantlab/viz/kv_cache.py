@@ -5,23 +5,24 @@ from typing import Sequence
 
 import plotly.graph_objects as go
 
-from quantlab import kvcache
-from quantlab.viz import PALETTE, SERIES, styled
+from quantlab.lessons import kv_cache
+from quantlab.viz.style import PALETTE, SERIES, styled
 
-def memory_chart(p: kvcache.MemoryPlan, unit_name: str, title: str) -> go.Figure:
+
+def memory_chart(p: kv_cache.MemoryPlan, unit_name: str, title: str) -> go.Figure:
     """Weights plus cache against context length, one line per cache scheme, card sizes as dotted lines."""
     fig = go.Figure()
     for i, label in enumerate(p.kv):
         fig.add_trace(go.Scatter(x=p.tokens, y=p.totals(label), name=label, mode="lines",
                                  line=dict(color=SERIES[i], width=2.2),
                                  hovertemplate="%{x:,} tokens: %{y:.1f} " + unit_name + "<extra></extra>"))
-    for gb in kvcache.GPU_MEMORY_GB:
+    for gb in kv_cache.GPU_MEMORY_GB:
         fig.add_hline(y=gb, line=dict(color=PALETTE["data"], dash="dot", width=1),
                       annotation_text=f"{gb} {unit_name} card", annotation_position="top left")
     return styled(fig, title, "context length per sequence (tokens)", f"weights + KV cache ({unit_name})", height=440)
 
 
-def fit_table(p: kvcache.MemoryPlan, unit_name: str) -> list[dict[str, str]]:
+def fit_table(p: kv_cache.MemoryPlan, unit_name: str) -> list[dict[str, str]]:
     """Rows of 'longest context that fits': one per cache scheme, one column per card size."""
     rows = []
     for label, by_gpu in p.fits.items():
@@ -33,7 +34,7 @@ def fit_table(p: kvcache.MemoryPlan, unit_name: str) -> list[dict[str, str]]:
     return rows
 
 
-def error_table(errs: dict[str, kvcache.KVError]) -> list[dict[str, object]]:
+def error_table(errs: dict[str, kv_cache.KVError]) -> list[dict[str, object]]:
     """Rows of the real-K/V error table: one per scheme label."""
     return [{
         "scheme": label, "K SQNR (dB)": e.k_sqnr_db, "V SQNR (dB)": e.v_sqnr_db,
@@ -42,7 +43,7 @@ def error_table(errs: dict[str, kvcache.KVError]) -> list[dict[str, object]]:
     } for label, e in errs.items()]
 
 
-def sqnr_chart(errs: dict[str, kvcache.KVError]) -> go.Figure:
+def sqnr_chart(errs: dict[str, kv_cache.KVError]) -> go.Figure:
     """Grouped bars: attention output SQNR per scheme with only K, only V, or both quantized."""
     labels = list(errs)
     fig = go.Figure()

@@ -1,0 +1,78 @@
+"""Plotly figure builders: pure functions from data to `go.Figure`, one consistent look.
+
+Pages never style figures themselves; they call these so every lesson reads the same.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import plotly.graph_objects as go
+import plotly.io as pio
+
+from quantlab.core.stats import Histogram
+
+PALETTE = {
+    "data": "#94a3b8",
+    "sym": "#2563eb",
+    "asym": "#ea580c",
+    "good": "#16a34a",
+    "bad": "#dc2626",
+    "muted": "#cbd5e1",
+    "accent": "#7c3aed",
+}
+SERIES = ["#2563eb", "#ea580c", "#16a34a", "#7c3aed", "#dc2626", "#0891b2", "#ca8a04", "#db2777"]
+
+pio.templates["quantlab"] = go.layout.Template(
+    layout=go.Layout(
+        font=dict(family="Inter, system-ui, sans-serif", size=13, color="#1e293b"),
+        colorway=SERIES,
+        paper_bgcolor="white",
+        plot_bgcolor="white",
+        margin=dict(l=60, r=20, t=90, b=50),
+        xaxis=dict(showgrid=True, gridcolor="#eef2f7", zeroline=False, linecolor="#94a3b8", ticks="outside"),
+        yaxis=dict(showgrid=True, gridcolor="#eef2f7", zeroline=False, linecolor="#94a3b8", ticks="outside"),
+        legend=dict(orientation="h", yanchor="bottom", y=1.01, xanchor="left", x=0),
+        hoverlabel=dict(font_size=12),
+    )
+)
+TEMPLATE = "quantlab"
+
+
+def styled(fig: go.Figure, title: str, x_title: str, y_title: str, height: int = 380) -> go.Figure:
+    """Apply the house template, a title and both axis titles (a chart without them is a bug)."""
+    fig.update_layout(template=TEMPLATE, height=height,
+                      title=dict(text=title, x=0, xanchor="left", y=0.98, yanchor="top"))
+    fig.update_xaxes(title_text=x_title)
+    fig.update_yaxes(title_text=y_title)
+    return fig
+
+
+def histogram_bars(hist: Histogram, name: str = "values", color: str | None = None) -> go.Bar:
+    return go.Bar(
+        x=hist.centers, y=hist.counts, width=hist.width, name=name,
+        marker=dict(color=color or PALETTE["data"], line=dict(width=0)),
+        hovertemplate="%{x:.4g}: %{y} values<extra></extra>",
+    )
+
+
+def grid_ticks(levels: Sequence[float], name: str, color: str, y_top: float, y_bottom: float = 0.0) -> go.Scatter:
+    """Each representable value of a quantization grid as a thin vertical line."""
+    xs: list[float | None] = []
+    ys: list[float | None] = []
+    for v in levels:
+        xs += [v, v, None]
+        ys += [y_bottom, y_top, None]
+    return go.Scatter(x=xs, y=ys, mode="lines", name=name, line=dict(color=color, width=1.2),
+                      hoverinfo="skip")
+
+
+def range_band(lo: float, hi: float, color: str, label: str) -> dict:
+    """A shaded x-interval, as a layout shape (for `fig.add_vrect`)."""
+    return dict(x0=lo, x1=hi, fillcolor=color, opacity=0.08, line_width=0,
+                annotation_text=label, annotation_position="top left")
+
+
+
+
+
+
