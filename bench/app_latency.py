@@ -21,10 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))  # the AppTest helpers the test suite uses
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from apptest_util import routed_pages_manager_init  # noqa: E402
+from tests.app.apptest_util import routed_pages_manager_init  # noqa: E402
 from streamlit.runtime.pages_manager import PagesManager  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 

@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 def _serve_like_a_running_server(monkeypatch):
     """Every AppTest pass goes through app.py (see apptest_util.routed_pages_manager_init)."""
     try:
-        from apptest_util import routed_pages_manager_init
+        from tests.app.apptest_util import routed_pages_manager_init
         from streamlit.runtime.pages_manager import PagesManager
     except ImportError:  # the GPU machine runs the kernel tests without the app's dependencies
         return

@@ -14,7 +14,7 @@ import quantlab as ql
 from quantlab.core.errors import QuantlabError
 from quantlab.io import export, models
 
-ct_reference = pytest.importorskip("ct_reference")
+ct_reference = pytest.importorskip("tests.ct_reference")
 
 PRESETS = ["W4A16", "W4A16_ASYM", "W8A16", "W8A8", "FP8"]
 

@@ -13,7 +13,7 @@ import quantlab as ql
 from quantlab.core.errors import QuantlabError
 from quantlab.io import models, sizing
 
-ct_reference = pytest.importorskip("ct_reference")
+ct_reference = pytest.importorskip("tests.ct_reference")
 
 
 def _meta_model(name: str) -> torch.nn.Module:

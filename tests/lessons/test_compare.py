@@ -2,7 +2,7 @@
 import math
 
 import pytest
-from apptest_util import run_page
+from tests.app.apptest_util import run_page
 
 from quantlab.io import models
 from quantlab.lessons import compare

@@ -1,6 +1,6 @@
 """The Clipping and Outliers lessons in AppTest: they run, and their widgets change what is shown."""
 import torch
-from apptest_util import run_page, use_local_path
+from tests.app.apptest_util import run_page, use_local_path
 from safetensors.torch import save_file
 
 

@@ -1,7 +1,7 @@
 """The Speed lesson: committed GPU results, the roofline, the user's shape, and live CPU timing."""
 import pytest
 import torch
-from apptest_util import markdown_text, run_page
+from tests.app.apptest_util import markdown_text, run_page
 
 from quantlab.lessons import speed
 

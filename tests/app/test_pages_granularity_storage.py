@@ -1,7 +1,7 @@
 """The Granularity and Storage lessons run, react to their widgets and handle shipped configs."""
 from __future__ import annotations
 
-from apptest_util import run_page
+from tests.app.apptest_util import run_page
 from streamlit.testing.v1 import AppTest
 
 from quantlab.core.spec import QuantSpec

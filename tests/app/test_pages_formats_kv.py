@@ -1,5 +1,5 @@
 """The formats and KV-cache lessons run in AppTest, and their widgets change what is shown."""
-from apptest_util import markdown_text, run_page
+from tests.app.apptest_util import markdown_text, run_page
 
 
 def _chart_data(at, index: int) -> str:

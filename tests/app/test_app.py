@@ -1,9 +1,9 @@
 """Every page runs in AppTest without an exception, and widgets change what is shown."""
 import pytest
 import torch
-from apptest_util import markdown_text as _text
-from apptest_util import run_page as _app
-from apptest_util import use_local_path
+from tests.app.apptest_util import markdown_text as _text
+from tests.app.apptest_util import run_page as _app
+from tests.app.apptest_util import use_local_path
 from safetensors.torch import save_file
 
 import lab_ui
