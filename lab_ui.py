@@ -9,7 +9,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence, TypeVar
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import streamlit as st
 import torch
@@ -95,30 +95,76 @@ def lesson_section(name: str, section: str) -> None:
 
 
 # -- URL state ------------------------------------------------------------------------------------
+# Every control of every lesson lives in the address bar under its widget key, so a copied link
+# restores the whole view. Choice widgets carry str(option): options are slugs or numbers, and
+# labels come from `format_func`, so renaming a label never breaks a shared link. Streamlit's own
+# `bind="query-params"` writes the *formatted* label into the URL, which is why this helper exists.
 
-def url_choice(key: str, options: Sequence[T], default: T) -> T:
-    """The option named in the URL (?key=...), else `default`: lets a copied link restore a view."""
-    raw = st.query_params.get(key)
-    for opt in options:
-        if str(opt) == raw:
-            return opt
-    return default
-
-
-def url_int(key: str, default: int, lo: int, hi: int) -> int:
-    raw = st.query_params.get(key)
-    try:
-        value = int(raw) if raw is not None else default
-    except ValueError:
+def _decode(raw: str | list[str] | None, default: T, options: Sequence[T] | None, kwargs: dict) -> T:
+    """The value a URL parameter names, or `default` when it is missing or not a valid value."""
+    if raw is None:
         return default
-    return value if lo <= value <= hi else default
+    if options is not None:
+        by_text = {str(opt): opt for opt in options}
+        if isinstance(default, list):
+            return [by_text[r] for r in raw if r in by_text] or default  # type: ignore[return-value]
+        return by_text.get(str(raw), default)
+    try:
+        if isinstance(default, bool):
+            return {"1": True, "0": False}[str(raw)]  # type: ignore[return-value]
+        if isinstance(default, (int, float)):
+            value = type(default)(str(raw))
+            lo, hi = kwargs.get("min_value"), kwargs.get("max_value")
+            ok = (lo is None or value >= lo) and (hi is None or value <= hi) and value == value
+            return value if ok else default  # type: ignore[return-value]
+    except (KeyError, ValueError):
+        return default
+    return str(raw)  # type: ignore[return-value]
 
 
-def set_url(**values: object) -> None:
-    """Write the page's state to the URL (only keys that changed, to avoid needless reruns)."""
-    for key, value in values.items():
-        if st.query_params.get(key) != str(value):
-            st.query_params[key] = str(value)
+def _encode(value: object) -> str | list[str]:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _valid(value: object, default: T, options: Sequence[T] | None) -> bool:
+    if options is None:
+        return True
+    if isinstance(default, list):
+        return isinstance(value, list) and all(v in options for v in value)
+    return value in options
+
+
+def control(widget: Callable[..., object], label: str, key: str, default: T,
+            options: Sequence[T] | None = None, **kwargs: object) -> T:
+    """Draw `widget` (st.slider, st.radio, ... or a column's) bound to ?key=… in the URL.
+
+    The first run of a session takes the value from the URL (a shared link), later runs keep what
+    the learner or a button set; the URL is rewritten only when the value differs from `default`.
+    """
+    if key not in st.session_state or not _valid(st.session_state[key], default, options):
+        st.session_state[key] = _decode(_url_value(key, default), default, options, kwargs)
+    if options is not None:
+        kwargs["options"] = options
+    value = widget(label, key=key, **kwargs)
+    encoded = _encode(value)
+    if value == default:
+        if key in st.query_params:
+            del st.query_params[key]
+    elif _url_value(key, default) != encoded:
+        st.query_params[key] = encoded
+    return value  # type: ignore[return-value]
+
+
+def _url_value(key: str, default: object) -> str | list[str] | None:
+    if isinstance(default, list):
+        return st.query_params.get_all(key) if key in st.query_params else None
+    return st.query_params.get(key)
 
 
 # -- model source and layer: the shared sidebar -------------------------------------------------
@@ -148,9 +194,18 @@ def activations(kind: str = "general") -> dict[str, torch.Tensor]:
     return models.activations(kind)
 
 
+# Which tensor of a layer a lesson looks at: slug -> label.
+TENSORS = {"weight": "weight", "input": "input activation"}
+
+
+def tensor_choices(sel: "Selection") -> list[str]:
+    """Weights always; the real input only where the lab captured activations."""
+    return list(TENSORS) if sel.has_activations else ["weight"]
+
+
 def layer_tensor(source: models.ModelSource, layer: str, tensor: str) -> torch.Tensor:
     """The layer's weight matrix ("weight"), or the real input it receives on the sample text
-    (any other choice, e.g. "input activation"; captured for the embedded model only)."""
+    ("input"; captured for the embedded model only)."""
     if tensor == "weight":
         return weight(source, f"{layer}.weight")
     return activations()[layer]
@@ -165,17 +220,20 @@ def _warm_up_activations() -> threading.Thread:
     return thread
 
 
+SOURCE_KINDS = {"embedded": "Embedded MiniLM", "local": "Local path", "upload": "Upload"}
+
+
 def _source_from_sidebar() -> models.ModelSource:
-    choice = st.sidebar.radio("Model", ["Embedded MiniLM", "Local path", "Upload"], key="source_kind",
-                              horizontal=True, help="The embedded model needs no download.")
-    if choice == "Local path":
-        path = st.sidebar.text_input("Path to a .safetensors file or HF folder", key="source_path")
+    choice = control(st.sidebar.radio, "Model", "source_kind", "embedded", list(SOURCE_KINDS),
+                     format_func=SOURCE_KINDS.get, horizontal=True, help="The embedded model needs no download.")
+    if choice == "local":
+        path = control(st.sidebar.text_input, "Path to a .safetensors file or HF folder", "source_path", "")
         if path:
             try:
                 return models.ModelSource.local(path)
             except QuantlabError as err:
                 st.sidebar.error(str(err), icon="⚠️")
-    elif choice == "Upload":
+    elif choice == "upload":
         up = st.sidebar.file_uploader("A .safetensors file", type=["safetensors"], key="source_upload")
         if up is not None:
             try:
@@ -202,10 +260,8 @@ def sidebar() -> Selection:
         source = models.ModelSource.embedded()
         layers = _layer_names(source)
     default = models.DEFAULT_LAYER if models.DEFAULT_LAYER in layers else layers[0]
-    layer = st.sidebar.selectbox("Layer", layers, index=layers.index(url_choice("layer", layers, default)),
-                                 key="layer", help="A Linear layer's weight matrix [out, in].")
-    if source.is_embedded:
-        set_url(layer=layer)
+    layer = control(st.sidebar.selectbox, "Layer", "layer", default, layers,
+                    help="A Linear layer's weight matrix [out, in].")
     info = models.list_tensors(source)[f"{layer}.weight"]
     st.sidebar.caption(f"{source.label} · `{layer}` · {info.shape[0]}×{info.shape[1]} {info.dtype} · "
                        f"{info.numel:,} weights")

@@ -5,9 +5,10 @@
     python bench/gpu_matmul.py --out quantlab/data/gpu --plot bench/results/<run>.json   # charts, no GPU
 
 Methods, all on the same random bf16 weight quantized once: bf16 cuBLAS (F.linear), torch's int4
-kernel (aten._weight_int4pack_mm, g128), quantlab W4A16 g128 (its own choice of path), quantlab
-W8A16 (the preset: INT8 group 128; run v1 used per-channel), and FP8 W8A8 (per-token activation
-quantization + torch._scaled_mm). With --sweep, every W4A16 path (gemv, mma, dequant) is timed on
+kernel (aten._weight_int4pack_mm, g128), gemlite's A16W4 g128 kernels on the same codes (when the
+gemlite package is importable; its H100 config file is loaded, see `gemlite_w4`), quantlab W4A16
+g128 (its own choice of path), quantlab W8A16 (the preset: INT8 group 128; run v1 used
+per-channel), and FP8 W8A8 (per-token activation quantization + torch._scaled_mm). With --sweep, every W4A16 path (gemv, mma, dequant) is timed on
 its own too, which is how the crossovers in `triton_ops.choose_path` were picked.
 
 Timing: each measurement is a CUDA graph of R back-to-back calls (no Python or launch overhead
@@ -20,7 +21,10 @@ Writes one JSON (a row per K, N, M, method) and prints a table of speedups over 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
+import importlib.util
+import math
 import datetime as dt
 import json
 import sys
@@ -68,6 +72,56 @@ def torch_int4(w: torch.Tensor, group: int = 128):
     return weight, sz, qt
 
 
+GEMLITE_CONFIG = "h100.json"  # the closest card gemlite ships tuned launch configs for (no H200 file)
+
+
+def gemlite_setup() -> dict[str, object] | None:
+    """Import gemlite and load its H100 config file; None (and the method is left out) without it."""
+    if importlib.util.find_spec("gemlite") is None:
+        return None
+    import gemlite
+
+    path = Path(gemlite.__file__).parent / "configs" / GEMLITE_CONFIG
+    if not gemlite.load_config(str(path)):
+        raise SystemExit(f"gemlite could not load {path}")
+    return {"version": gemlite.__version__, "config": GEMLITE_CONFIG, "borrowed": {}}
+
+
+def gemlite_borrow(k: int, n: int, info: dict[str, object]) -> None:
+    """Give a shape the config file lacks the tuned configs of the file's nearest shape (log distance
+    in N and K, same kernel, batch bucket, group and packing), so that gemlite runs tuned launch
+    parameters instead of autotuning at run time; which shape lent them is recorded in the results."""
+    from gemlite.core import GEMLITE_TRITON_CONFIG_CACHE as cache
+
+    for kernel, entries in cache.items():
+        keys = {tuple(json.loads(key.replace("(", "[").replace(")", "]"))): key for key in entries}
+        ours = [key for key in keys if key[1:3] == (n, k) and key[3] == 128]
+        donors = {key[1:3] for key in keys if key[3] == 128}
+        if ours or not donors:
+            continue
+        dn, dk = min(donors, key=lambda d: abs(math.log(d[0] / n)) + abs(math.log(d[1] / k)))
+        for key, name in keys.items():
+            if key[1:3] == (dn, dk) and key[3] == 128:
+                entries[str((key[0], n, k) + key[3:])] = copy.deepcopy(entries[name])
+        info["borrowed"][f"{kernel} K={k} N={n}"] = f"K={dk} N={dn}"  # type: ignore[index]
+
+
+def gemlite_w4(qt: "ql.QuantizedTensor"):
+    """gemlite's A16W4 layer on the same symmetric g128 codes: HQQ's form W = (u - 8)·scale with u = q + 8."""
+    import gemlite
+
+    n, k = qt.q.shape
+    layer = gemlite.GemLiteLinear(4, group_size=128, in_features=k, out_features=n, input_dtype=gemlite.DType.BF16,
+                                  output_dtype=gemlite.DType.BF16)
+    layer.pack((qt.q.to(torch.int16) + 8).to(torch.uint8), qt.scale.to(torch.bfloat16), 8, bias=None)
+    return layer
+
+
+def clone(weight):
+    """Another copy of a method's weight, to rotate over (a gemlite layer is an nn.Module)."""
+    return copy.deepcopy(weight) if isinstance(weight, torch.nn.Module) else live._clone(weight)
+
+
 def rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
     return ((y.double() - ref).norm() / ref.norm()).item()
 
@@ -96,6 +150,9 @@ def main() -> None:
             "torch": torch.__version__, "triton": triton.__version__, "tag": args.tag,
             "date": dt.date.today().isoformat(), "timing": "median of 9 CUDA-graph replays, weights rotated past 3x L2"}
     meta.update(ceilings())
+    gem = gemlite_setup()
+    if gem:
+        meta["gemlite"] = gem
     print(json.dumps(meta), flush=True)
     rows, checks = [], []
     torch.manual_seed(0)
@@ -109,6 +166,9 @@ def main() -> None:
         w8 = PackedLinear.from_quantized(ql.quantize(w, ql.QuantSpec.preset("W8A16")))
         f8 = Fp8Linear.from_quantized(ql.quantize(w, ql.QuantSpec.preset("FP8_DYNAMIC")))
         i4, i4_sz, i4_qt = torch_int4(w)
+        if gem:
+            gemlite_borrow(k, n, gem)
+        gl4 = gemlite_w4(i4_qt) if gem else None
         # Correctness of every method on this shape at M=16 (float64 reference of what each computes).
         x = torch.randn(16, k, dtype=torch.bfloat16, device="cuda")
         ref_w4 = x.double() @ ops.dequantize(w4, torch.bfloat16).double().T
@@ -118,6 +178,8 @@ def main() -> None:
                                              x.double() @ i4_qt.dequantize().double().T),
                        "w8a16": rel_err(ops.matmul(x, w8), x.double() @ ops.dequantize(w8, torch.bfloat16).double().T),
                        "fp8": rel_err(fp8_linear(x, f8), x.double() @ w.double().T)})
+        if gem:
+            checks[-1]["gemlite"] = rel_err(gl4(x), x.double() @ i4_qt.dequantize().double().T)
         print("check", json.dumps(checks[-1]), flush=True)
         methods = {
             "bf16": (w, lambda x, wt: F.linear(x, wt), w.numel() * 2),
@@ -126,6 +188,8 @@ def main() -> None:
             "w8a16": (w8, lambda x, p: ops.matmul(x, p), w8.nbytes),
             "fp8": (f8, lambda x, p: fp8_linear(x, p), f8.weight.numel() + f8.scale.numel() * 4),
         }
+        if gem:
+            methods["gemlite"] = (gl4, lambda x, p: p(x), w4.nbytes)
         if args.sweep:
             for path in ops.PATHS:
                 methods[f"w4a16_{path}"] = (w4, lambda x, p, path=path: ops.matmul(x, p, ops.default_config(x.shape[0], p, path)), w4.nbytes)
@@ -133,7 +197,7 @@ def main() -> None:
         path_limit = {"w4a16_gemv": 16, "w4a16_mma": 1024}
         for name, (weight, fn, wbytes) in methods.items():
             copies = live.copies_for(wbytes, l2)
-            clones = [weight] + [live._clone(weight) for _ in range(copies - 1)]
+            clones = [weight] + [clone(weight) for _ in range(copies - 1)]
             for m in [m for m in ms if m <= path_limit.get(name, m)]:
                 xs = [torch.randn(m, k, dtype=torch.bfloat16, device="cuda") for _ in range(len(clones))]
                 calls = [lambda x=x, c=c: fn(x, c) for x, c in zip(xs, clones)]
@@ -149,7 +213,7 @@ def main() -> None:
             del clones
         save(args.out, meta, checks, rows, tuning)  # after each shape, so a cut-off run keeps what it measured
         print(f"shape K={k} N={n} done", flush=True)
-        del w, w4, w8, f8, i4
+        del w, w4, w8, f8, i4, gl4, methods
         torch.cuda.empty_cache()
     print(speed.summary_table(save(args.out, meta, checks, rows, tuning)))
 
@@ -200,17 +264,27 @@ def tune_variants(m: int, bits: int = 4) -> dict[str, ops.Config]:
                 out[f"mma bm16 bn128 w8 split{sk}{' tma' * tma}"] = c("mma", block_m=16, block_n=128, num_warps=8,
                                                                       split_k=sk, tma=tma)
     elif m <= 64:
+        # st2 halves the shared memory per program, so two programs (two warpgroups) share a
+        # multiprocessor and one's dequantization can overlap the other's wgmma
         for sk in (1, 2, 4):
-            for tma in (False, True):
-                out[f"mma bm64 bn64 split{sk} st3{' tma' * tma}"] = c("mma", block_m=64, split_k=sk, tma=tma)
-                out[f"mma bm64 bn128 w8 split{sk} st2{' tma' * tma}"] = c("mma", block_m=64, block_n=128, num_warps=8,
-                                                                          split_k=sk, num_stages=2, tma=tma)
+            for st in (2, 3):
+                out[f"mma bm64 bn64 split{sk} st{st}"] = c("mma", block_m=64, split_k=sk, num_stages=st)
+                out[f"gemm bm64 bn64 split{sk} st{st}"] = c("mma", block_m=64, split_k=sk, num_stages=st, swap=False)
+            out[f"mma bm64 bn64 split{sk} st3 tma"] = c("mma", block_m=64, split_k=sk, tma=True)
+            out[f"mma bm64 bn128 w8 split{sk} st2"] = c("mma", block_m=64, block_n=128, num_warps=8, split_k=sk,
+                                                        num_stages=2)
     else:
-        for bn, bm, nw, st in ((128, 128, 8, 2), (64, 128, 4, 2), (64, 128, 4, 3), (128, 64, 8, 3),
-                               (128, 64, 4, 3), (64, 64, 4, 4), (256, 64, 8, 2)):
+        # swapped (weight from registers) against the GEMM orientation (weight through shared
+        # memory, where Triton can keep a wgmma in flight), with wider x tiles than before
+        for bn, bm, nw, st in ((128, 128, 8, 2), (64, 128, 4, 2), (64, 128, 4, 3), (128, 64, 8, 3)):
             for sk in (1, 2) if m <= 256 else (1,):
                 out[f"mma bn{bn} bm{bm} w{nw} st{st} split{sk} pre"] = c("mma", block_m=bm, block_n=bn, num_warps=nw,
                                                                           num_stages=st, split_k=sk, pre_scale=True)
+        for bm, bn, nw, st in ((128, 128, 8, 2), (128, 256, 8, 2), (256, 128, 8, 2), (64, 128, 4, 3), (128, 64, 4, 3),
+                               (128, 128, 4, 2)):
+            for sk in (1, 2) if m <= 256 else (1,):
+                out[f"gemm bm{bm} bn{bn} w{nw} st{st} split{sk}"] = c("mma", block_m=bm, block_n=bn, num_warps=nw,
+                                                                       num_stages=st, split_k=sk, swap=False)
         out["dequant bn32"] = c("dequant", block_n=32, num_warps=4, num_stages=1)
     return out
 

@@ -4,15 +4,13 @@ import streamlit as st
 
 import lab_ui
 from quantlab.core import observers, stats
-from quantlab.core.spec import QuantSpec
+from quantlab.core.spec import OBSERVER_LABELS, OBSERVERS, QuantSpec
 from quantlab.io import models
 from quantlab.io.models import ModelSource
 from quantlab.lessons import clipping
 from quantlab.viz import clipping as figures
 
-TENSORS = ["input activation", "weight"]
 PERCENTILES = [99.0, 99.9, 99.99, 99.999]
-OBSERVER_NAMES = {"min-max": "minmax", "percentile": "percentile", "MSE search": "mse"}
 RATIOS = np.round(np.linspace(0.04, 1.0, 25), 4)
 
 
@@ -53,17 +51,16 @@ sel = lab_ui.selection()
 st.title("✂️ Clipping & saturation")
 lab_ui.lesson_section("clipping", "intro")
 
-tensor_options = TENSORS if sel.has_activations else TENSORS[1:]
+tensor_options = lab_ui.tensor_choices(sel)[::-1]  # the real input first: it is where clipping pays
 c1, c2, c3, c4 = st.columns([1.3, 1, 1.6, 1.2])
-tensor = c1.radio("Tensor", tensor_options, key="clip_tensor", horizontal=True,
-                  index=tensor_options.index(lab_ui.url_choice("ctensor", tensor_options, tensor_options[0])),
-                  help="The real input this layer receives on sample text, or its weight matrix.")
-bits = c2.select_slider("Bits", [2, 3, 4, 5, 6, 7, 8], value=lab_ui.url_int("cbits", 8, 2, 8), key="clip_bits")
-ratio = c3.slider("Clipping ratio (range kept ÷ min-max range)", 0.05, 1.0, key="clip_ratio",
-                  value=lab_ui.url_int("ratio", 85, 5, 100) / 100, step=0.01)
-percentile = c4.select_slider("Percentile observer p", PERCENTILES, value=99.9, key="clip_pct",
-                              format_func=lambda p: f"{p:g}")
-lab_ui.set_url(ctensor=tensor, cbits=bits, ratio=round(ratio * 100))
+tensor = lab_ui.control(c1.radio, "Tensor", "clip_tensor", tensor_options[0], tensor_options,
+                        format_func=lab_ui.TENSORS.get, horizontal=True,
+                        help="The real input this layer receives on sample text, or its weight matrix.")
+bits = lab_ui.control(c2.select_slider, "Bits", "clip_bits", 8, [2, 3, 4, 5, 6, 7, 8])
+ratio = lab_ui.control(c3.slider, "Clipping ratio (range kept ÷ min-max range)", "clip_ratio", 0.85,
+                       min_value=0.05, max_value=1.0, step=0.01)
+percentile = lab_ui.control(c4.select_slider, "Percentile observer p", "clip_pct", 99.9, PERCENTILES,
+                            format_func=lambda p: f"{p:g}")
 if not sel.has_activations:
     st.caption("Activations are captured from the embedded model only; this source shows weights.")
 
@@ -72,7 +69,7 @@ with lab_ui.user_errors():
     where = marks(sel.source, sel.layer, tensor, bits, percentile)
     point = at_ratio(sel.source, sel.layer, tensor, bits, ratio)
 
-st.markdown(f"**`{sel.layer}` {tensor}**, INT{bits} symmetric, one scale for the whole tensor.")
+st.markdown(f"**`{sel.layer}` {lab_ui.TENSORS[tensor]}**, INT{bits} symmetric, one scale for the whole tensor.")
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Total MSE at this ratio", f"{point.total_mse:.3g}")
 m2.metric("…of which clipping", f"{point.clipping_share:.1%}")
@@ -102,13 +99,12 @@ if sel.has_activations and tensor != "weight":
     lab_ui.lesson_section("clipping", "calibration")
     kinds = models.calibration_kinds()
     k1, k2, k3 = st.columns(3)
-    eval_kind = k1.selectbox("Text the model reads (evaluation)", kinds, key="clip_eval",
-                             index=kinds.index(lab_ui.url_choice("eval", kinds, "code")))
-    observer = k2.radio("Calibration observer", list(OBSERVER_NAMES), key="clip_obs", horizontal=True)
-    sentences = k3.slider("Calibration sentences", 1, 40, 40, key="clip_sentences")
-    lab_ui.set_url(eval=eval_kind)
+    eval_kind = lab_ui.control(k1.selectbox, "Text the model reads (evaluation)", "clip_eval", "code", kinds)
+    observer = lab_ui.control(k2.radio, "Calibration observer", "clip_obs", "minmax", list(OBSERVERS),
+                              format_func=OBSERVER_LABELS.get, horizontal=True)
+    sentences = lab_ui.control(k3.slider, "Calibration sentences", "clip_sentences", 40, min_value=1, max_value=40)
     with lab_ui.user_errors():
-        rows = study(sel.layer, eval_kind, _spec(bits, OBSERVER_NAMES[observer], percentile), sentences)
+        rows = study(sel.layer, eval_kind, _spec(bits, observer, percentile), sentences)
     st.plotly_chart(figures.calibration_bars(rows, eval_kind), width="stretch")
     st.dataframe(
         {"scale from": [r.calibration for r in rows],

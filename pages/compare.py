@@ -3,12 +3,13 @@ import pandas as pd
 import streamlit as st
 
 import lab_ui
+from quantlab.core.spec import label
 from quantlab.io import sizing
 from quantlab.io.models import ModelSource
 from quantlab.lessons import compare, whole_model
 from quantlab.viz import compare as figures
 
-THIS_MODEL = "the model in the sidebar"
+THIS_MODEL = "sidebar"
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
@@ -26,16 +27,12 @@ sel = lab_ui.selection()
 st.title("🔀 What if…")
 lab_ui.lesson_section("compare", "intro")
 
-options = list(compare.CANDIDATES)
-from_url = [n for n in st.query_params.get_all("scheme") if n in options]
-chosen = st.multiselect("Schemes to compare", options, default=from_url or list(compare.DEFAULT_CHOICE),
-                        key="cmp_schemes", max_selections=8)
+chosen = lab_ui.control(st.multiselect, "Schemes to compare", "cmp_schemes", list(compare.DEFAULT_CHOICE),
+                        compare.CANDIDATES, format_func=label, max_selections=8)
 targets = [THIS_MODEL, *sizing.shipped_configs()]
-target = st.selectbox("Size the whole checkpoint of", targets, key="cmp_target",
-                      index=targets.index(lab_ui.url_choice("target", targets, THIS_MODEL)),
-                      help="Shipped architectures are sized from their config.json: no weights needed.")
-st.query_params["scheme"] = chosen
-lab_ui.set_url(target=target)
+target = lab_ui.control(st.selectbox, "Size the whole checkpoint of", "cmp_target", THIS_MODEL, targets,
+                        format_func=lambda t: "the model in the sidebar" if t == THIS_MODEL else t,
+                        help="Shipped architectures are sized from their config.json: no weights needed.")
 if not chosen:
     st.info("Pick at least one scheme.")
     st.stop()
@@ -47,15 +44,15 @@ with lab_ui.user_errors():
 usable = [r for r in rows if r.skipped is None]
 for r in rows:
     if r.skipped:
-        st.warning(f"{r.name}: {r.skipped}", icon="⚠️")
+        st.warning(f"{label(r.name)}: {r.skipped}", icon="⚠️")
 metric = "layer-output SQNR on real activations (dB)" if sel.has_activations else "weight SQNR (dB)"
 st.plotly_chart(figures.what_if_scatter(
-    [r.name for r in usable], [r.bits_per_weight for r in usable],
+    [label(r.name) for r in usable], [r.bits_per_weight for r in usable],
     [r.output_sqnr_db if sel.has_activations else r.weight_sqnr_db for r in usable], metric,
 ), width="stretch")
 
 table = pd.DataFrame({
-    "scheme": [r.name for r in rows],
+    "scheme": [label(r.name) for r in rows],
     "format": [r.spec.label + (f" · A {r.spec.activations.label}" if r.spec.activations else "") for r in rows],
     "bits / weight (this layer)": [r.bits_per_weight for r in rows],
     "weight SQNR (dB)": [r.weight_sqnr_db for r in rows],
@@ -67,7 +64,7 @@ st.caption(f"Layer `{sel.layer}` of {sel.source.label}. Sizes are the compressed
            "llm-compressor writes for that scheme (packed codes, scales, zero points, tensors kept unquantized).")
 for name in chosen:
     for note in size_by_name[name].notes:
-        st.caption(f"Size of {name}: {note}")
+        st.caption(f"Size of {label(name)}: {note}")
 lab_ui.lesson_section("compare", "reading")
 
 st.subheader("The whole model")
@@ -76,7 +73,7 @@ if not sel.has_activations:
 elif st.button("Run the embedded model under each scheme", key="cmp_run") or st.session_state.get("cmp_ran"):
     st.session_state["cmp_ran"] = True
     with st.spinner("Quantizing every Linear and embedding the test sentences…"):
-        results = {r.name: whole_model.run(r.spec) for r in usable}
+        results = {label(r.name): whole_model.run(r.spec) for r in usable}
     st.dataframe(pd.DataFrame({
         "scheme": list(results),
         "embedding cosine to fp32 (mean)": [r.cosine_mean for r in results.values()],

@@ -12,9 +12,10 @@ from quantlab.viz import formats as figures
 
 FIELD_COLORS = {"sign": "red", "exponent": "blue", "mantissa": "orange", "two's complement": "violet",
                 "table index": "violet"}
-GRANULARITY = {"per-tensor (one scale)": ("tensor", "tensor"),
-               "per-channel weight / per-token activation": ("channel", "token")}
-CUSTOM = "Custom"
+# slug -> (label, weight strategy, activation strategy)
+GRANULARITY = {"tensor": ("per-tensor (one scale)", "tensor", "tensor"),
+               "channel": ("per-channel weight / per-token activation", "channel", "token")}
+CUSTOM = "custom"
 
 
 @st.cache_data(max_entries=128, show_spinner=False)
@@ -47,8 +48,8 @@ lab_ui.lesson_section("formats", "intro")
 
 # -- a typed number in every format ---------------------------------------------------------------
 st.subheader("One number, every format")
-value = st.number_input("Type a number", value=3.14159, format="%.8g", key="fmt_value",
-                        help="Try 0.1, 1000, 70000, 1e-5 or −2.75.")
+value = lab_ui.control(st.number_input, "Type a number", "fmt_value", 3.14159, format="%.8g",
+                       help="Try 0.1, 1000, 70000, 1e-5 or −2.75.")
 with lab_ui.user_errors():
     rows = [(f, formats.bit_fields(value, name)) for name, f in formats.FORMATS.items()]
 legend = " · ".join(f":{c}[{n}]" for n, c in FIELD_COLORS.items() if n != "table index")
@@ -66,8 +67,8 @@ st.subheader("The formats side by side")
 st.dataframe(format_table(), width="stretch",
              column_config={c: st.column_config.NumberColumn(format="%.4g")
                             for c in ("largest", "smallest normal", "smallest positive")})
-log_x = st.toggle("Log value axis", value=False, key="fmt_logx",
-                  help="On a log axis float levels are evenly spaced and integer levels crowd at the top.")
+log_x = lab_ui.control(st.toggle, "Log value axis", "fmt_logx", False,
+                       help="On a log axis float levels are evenly spaced and integer levels crowd at the top.")
 st.plotly_chart(level_chart(log_x), width="stretch")
 lab_ui.lesson_section("formats", "levels")
 left, right = st.columns(2)
@@ -77,13 +78,12 @@ lab_ui.lesson_section("formats", "range")
 
 # -- FP8 against INT8 on real tensors -------------------------------------------------------------
 st.subheader("FP8 or INT8? On a real weight and a real activation")
-gran = st.radio("Scale granularity", list(GRANULARITY), key="fmt_gran", horizontal=True,
-                index=list(GRANULARITY).index(lab_ui.url_choice("fmt_gran", list(GRANULARITY), list(GRANULARITY)[0])))
-lab_ui.set_url(fmt_gran=gran)
-w_strategy, a_strategy = GRANULARITY[gran]
+gran = lab_ui.control(st.radio, "Scale granularity", "fmt_gran", "tensor", list(GRANULARITY),
+                      format_func=lambda g: GRANULARITY[g][0], horizontal=True)
+_, w_strategy, a_strategy = GRANULARITY[gran]
 with lab_ui.user_errors():
-    tensors = [("weight", w_strategy)] + ([("input activation", a_strategy)] if sel.has_activations else [])
-    duels = {t: duel(sel.source, sel.layer, t, s) for t, s in tensors}
+    duels = {lab_ui.TENSORS[t]: duel(sel.source, sel.layer, t, w_strategy if t == "weight" else a_strategy)
+             for t in lab_ui.tensor_choices(sel)}
 st.markdown(f"Layer `{sel.layer}` (pick another in the sidebar).")
 cols = st.columns(len(duels))
 for col, (tensor, d) in zip(cols, duels.items()):
@@ -95,13 +95,12 @@ lab_ui.lesson_section("formats", "duel")
 # -- model memory ---------------------------------------------------------------------------------
 st.subheader("Model memory calculator")
 presets = [CUSTOM] + list(sizing.shipped_configs())
-preset = st.selectbox("Architecture", presets, key="fmt_arch",
-                      index=presets.index(lab_ui.url_choice("arch", presets, CUSTOM)),
-                      help="Parameter counts of shipped config.json files, built on the meta device (no weights).")
-lab_ui.set_url(arch=preset)
+preset = lab_ui.control(st.selectbox, "Architecture", "fmt_arch", CUSTOM, presets,
+                        format_func=lambda p: "Custom" if p == CUSTOM else p,
+                        help="Parameter counts of shipped config.json files, built on the meta device (no weights).")
 if preset == CUSTOM:
-    params = st.number_input("Parameters (billions)", min_value=0.001, max_value=2000.0, value=7.0, step=0.5,
-                             key="fmt_params") * 1e9
+    params = lab_ui.control(st.number_input, "Parameters (billions)", "fmt_params", 7.0, min_value=0.001,
+                            max_value=2000.0, step=0.5) * 1e9
 else:
     with lab_ui.user_errors():
         params = params_of(preset)

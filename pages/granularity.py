@@ -37,12 +37,13 @@ lab_ui.lesson_section("granularity", "intro")
 weight = lab_ui.weight(sel.source, sel.weight_name)
 cols = weight.shape[1]
 c1, c2, c3 = st.columns([1.2, 1.2, 1.6])
-custom = c1.number_input("Custom group size", 2, cols, lab_ui.url_int("g", 96, 2, cols), step=2, key="gran_custom",
-                         help="Add your own group size to the comparison; it must divide the input dimension.")
+custom = lab_ui.control(c1.number_input, "Custom group size", "gran_custom", 96, min_value=2, max_value=cols, step=2,
+                        help="Add your own group size to the comparison; it must divide the input dimension.")
 outputs_ok = sel.has_activations
-metric = c2.radio("Error measured on", ["layer output", "weights"] if outputs_ok else ["weights"], key="gran_metric",
-                  horizontal=True, help="Layer output = X·Wᵀ with the layer's real captured inputs X.")
-lab_ui.set_url(g=custom)
+metric = lab_ui.control(c2.radio, "Error measured on", "gran_metric", "output" if outputs_ok else "weights",
+                        ["output", "weights"] if outputs_ok else ["weights"], horizontal=True,
+                        format_func={"output": "layer output", "weights": "weights"}.get,
+                        help="Layer output = X·Wᵀ with the layer's real captured inputs X.")
 if not outputs_ok:
     st.caption("Layer-output SQNR needs the layer's real inputs, which the lab captures for the embedded model "
                "only; for this source the chart shows weight SQNR.")
@@ -53,7 +54,7 @@ if skipped:
 
 with lab_ui.user_errors():
     points = tradeoff(sel.source, sel.layer, int(custom), outputs_ok)
-st.plotly_chart(figures.pareto(points, output=metric == "layer output"), width="stretch")
+st.plotly_chart(figures.pareto(points, output=metric == "output"), width="stretch")
 
 table = pd.DataFrame([{
     "scheme": p.spec.label, "formula bits/weight": round(p.formula_bits, 4),
@@ -67,9 +68,9 @@ st.dataframe(table, hide_index=True, width="stretch")
 st.subheader("The scales themselves")
 groups = [g for g in (32, 64, 128, 256, int(custom)) if cols % g == 0]
 g1, g2 = st.columns(2)
-group = g1.select_slider("Group size for the heatmap", sorted(set(groups)), value=128 if 128 in groups else groups[0],
-                         key="gran_heat_g")
-symmetric = g2.toggle("Symmetric", value=True, key="gran_sym")
+group = lab_ui.control(g1.select_slider, "Group size for the heatmap", "gran_heat_g",
+                       128 if 128 in groups else groups[0], sorted(set(groups)))
+symmetric = lab_ui.control(g2.toggle, "Symmetric", "gran_sym", True)
 heat_spec = QuantSpec(num_bits=4, symmetric=symmetric, strategy="group", group_size=group)
 st.plotly_chart(figures.scale_heatmap(scales(sel.source, sel.layer, heat_spec), sel.layer), width="stretch")
 lab_ui.lesson_section("granularity", "heatmap")

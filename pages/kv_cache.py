@@ -3,6 +3,7 @@ import pandas as pd
 import streamlit as st
 
 import lab_ui
+from quantlab.core.spec import label
 from quantlab.io import sizing
 from quantlab.lessons import kv_cache
 from quantlab.lessons.formats import GB, GIB
@@ -10,7 +11,7 @@ from quantlab.viz import kv_cache as figures
 
 lab_ui.routed()
 
-UNITS = {"GiB (2³⁰ bytes)": GIB, "GB (10⁹ bytes)": GB}
+UNITS = {"GiB": ("GiB (2³⁰ bytes)", GIB), "GB": ("GB (10⁹ bytes)", GB)}
 
 
 @st.cache_data(max_entries=256, show_spinner="Sizing the weights from the config…")
@@ -40,27 +41,24 @@ lab_ui.lesson_section("kv_cache", "intro")
 # -- memory against context -----------------------------------------------------------------------
 archs = kv_cache.architectures()
 c1, c2, c3, c4 = st.columns([1.3, 1, 1.2, 1.2])
-arch_name = c1.selectbox("Architecture", archs, key="kv_arch",
-                         index=archs.index(lab_ui.url_choice("kv_arch", archs, "llama-3.1-8b" if "llama-3.1-8b" in archs else archs[0])))
-schemes = list(kv_cache.WEIGHT_SCHEMES)
-scheme = c2.selectbox("Weights", schemes, key="kv_weights", index=schemes.index(lab_ui.url_choice("kv_weights", schemes, "BF16")),
-                      help="BF16 as published, or a compressed-tensors scheme (sized by quantlab.sizing).")
-batch = c3.slider("Batch (sequences)", 1, 64, lab_ui.url_int("kv_batch", 8, 1, 64), key="kv_batch")
-unit_name = c4.radio("Card sizes in", list(UNITS), key="kv_unit", horizontal=False,
-                     help="GPU memory is built in binary units; vendors print 'GB'.")
-lab_ui.set_url(kv_arch=arch_name, kv_weights=scheme, kv_batch=batch)
-unit_short = unit_name.split()[0]
+arch_name = lab_ui.control(c1.selectbox, "Architecture", "kv_arch",
+                           "llama-3.1-8b" if "llama-3.1-8b" in archs else archs[0], archs)
+scheme = lab_ui.control(c2.selectbox, "Weights", "kv_weights", "bf16", kv_cache.WEIGHT_SCHEMES, format_func=label,
+                        help="BF16 as published, or a compressed-tensors scheme (sized by quantlab.sizing).")
+batch = lab_ui.control(c3.slider, "Batch (sequences)", "kv_batch", 8, min_value=1, max_value=64)
+unit_short = lab_ui.control(c4.radio, "Card sizes in", "kv_unit", "GiB", list(UNITS),
+                            format_func=lambda u: UNITS[u][0], help="GPU memory is built in binary units; vendors print 'GB'.")
 
 with lab_ui.user_errors():
     arch = kv_cache.architecture(arch_name)
-    p = plan(arch_name, scheme, batch, UNITS[unit_name])
+    p = plan(arch_name, scheme, batch, UNITS[unit_short][1])
 per_token = kv_cache.kv_bytes(arch, 1, 1).total
 st.markdown(
     f"**{arch_name}**: {arch.layers} layers, {arch.heads} query heads, {arch.kv_heads} KV heads — {arch.attention} — "
     f"head_dim {arch.head_dim}. One token of one sequence at 16 bits: 2 × {arch.layers} × {arch.kv_heads} × "
-    f"{arch.head_dim} × 2 bytes = **{per_token:,} bytes**. Weights at {scheme}: **{sizing.format_bytes(p.weights)}**."
+    f"{arch.head_dim} × 2 bytes = **{per_token:,} bytes**. Weights at {label(scheme)}: **{sizing.format_bytes(p.weights)}**."
 )
-st.plotly_chart(figures.memory_chart(p, unit_short, f"{arch_name}, batch {batch}, weights at {scheme}"), width="stretch")
+st.plotly_chart(figures.memory_chart(p, unit_short, f"{arch_name}, batch {batch}, weights at {label(scheme)}"), width="stretch")
 
 st.markdown(f"**Longest context per sequence that fits** (batch {batch}, after the weights; the model reads at most "
             f"{p.max_position:,} tokens)")
@@ -81,9 +79,9 @@ st.dataframe(table, width="stretch", column_config={c: st.column_config.NumberCo
                                                    for c in table.columns})
 st.plotly_chart(figures.sqnr_chart(errs), width="stretch")
 st.markdown("**What the numbers say.**")
-for label in ("INT8 per-tensor", "INT4 per-tensor", "INT4 per-token"):
-    e = errs[label]
-    st.markdown(f"- {label}: the tensors are about equally hard (K {e.k_sqnr_db:.1f} dB, V {e.v_sqnr_db:.1f} dB), "
+for kv_name in ("INT8 per-tensor", "INT4 per-tensor", "INT4 per-token"):
+    e = errs[kv_name]
+    st.markdown(f"- {kv_name}: the tensors are about equally hard (K {e.k_sqnr_db:.1f} dB, V {e.v_sqnr_db:.1f} dB), "
                 f"but attention turns them into output SQNR {e.out_sqnr_db['k']:.1f} dB with only K quantized and "
                 f"{e.out_sqnr_db['v']:.1f} dB with only V: the key error is damped by {e.k_propagation_db:+.1f} dB, the "
                 f"value error changes by {e.v_propagation_db:+.1f} dB on its way to the output.")
@@ -93,8 +91,8 @@ st.markdown(f"- On average **{s_.first_token_share:.0%}** of each query's attent
             f"for the average token (the V rows attention actually reads average {s_.weighted_v_norm:.2f}).")
 lab_ui.lesson_section("kv_cache", "harder")
 l1, l2 = st.columns(2)
-layer = l1.slider("Layer", 0, layers - 1, 0, key="kv_layer")
-head = l2.slider("Head", 0, heads - 1, 0, key="kv_head")
+layer = lab_ui.control(l1.slider, "Layer", "kv_layer", 0, min_value=0, max_value=layers - 1)
+head = lab_ui.control(l2.slider, "Head", "kv_head", 0, min_value=0, max_value=heads - 1)
 k_max, v_max = channels(layer, head)
 st.plotly_chart(figures.channel_chart(k_max, v_max, layer, head), width="stretch")
 lab_ui.lesson_section("kv_cache", "llms")

@@ -4,20 +4,16 @@ import streamlit as st
 
 import lab_ui
 from quantlab.core import metrics
-from quantlab.core.spec import QuantSpec
+from quantlab.core.spec import SCHEMES, QuantSpec, label, scheme_spec
 from quantlab.io import models
 from quantlab.lessons import outliers, whole_model
 from quantlab.viz import outliers as figures
 
-# The weight half of W8A8 alone (per output channel), so the two metrics differ only by activations.
-W8_ONLY = QuantSpec(num_bits=8, strategy="channel")
-ACT_MODES = {"dynamic per-token": whole_model.SCHEMES["W8A8: dynamic per-token activations"],
-             "static per-tensor": whole_model.SCHEMES["W8A8: static per-tensor activations"]}
+W8A8_SCHEMES = ("w8a8-static", "w8a8")
+AWQ_SCHEMES = ("w4a16", "w4a16-channel", "w3a16")
+HEATMAPS = {"local": "own error", "running": "running model"}
 ALPHAS = np.round(np.linspace(0, 1, 21), 2)
 MIXED_KS = [0, 1, 2, 4, 8, 16, 32, 64]
-AWQ_SPECS = {"INT4, groups of 128": QuantSpec.preset("W4A16"), "INT4 per channel": QuantSpec(num_bits=4, strategy="channel"),
-             "INT3, groups of 128": QuantSpec(num_bits=3, strategy="group", group_size=128)}
-SCHEME_NAMES = list(whole_model.SCHEMES)
 
 
 def _xw(layer: str):
@@ -95,34 +91,35 @@ lab_ui.lesson_section("outliers", "channels")
 
 st.subheader("W8A8 on this layer")
 lab_ui.lesson_section("outliers", "w8a8")
-mode = st.radio("Activation scales", list(ACT_MODES), key="out_mode", horizontal=True,
-                index=list(ACT_MODES).index(lab_ui.url_choice("acts", list(ACT_MODES), "static per-tensor")))
-lab_ui.set_url(acts=mode)
-spec = ACT_MODES[mode]
+mode = lab_ui.control(st.radio, "Activation scales", "out_mode", "w8a8-static", W8A8_SCHEMES,
+                      format_func=label, horizontal=True)
+spec = scheme_spec(mode)
+# The weight half of W8A8 alone, so the two metrics differ only by the activations.
+weights_only = spec.with_(activations=None)
 with lab_ui.user_errors():
-    w_only, w8a8 = layer_sqnr(layer, W8_ONLY), layer_sqnr(layer, spec)
+    w_only, w8a8 = layer_sqnr(layer, weights_only), layer_sqnr(layer, spec)
 m1, m2, m3 = st.columns(3)
 m1.metric("Output SQNR, INT8 weights only", f"{w_only:.1f} dB")
-m2.metric(f"Output SQNR, W8A8 {mode}", f"{w8a8:.1f} dB", f"{w8a8 - w_only:+.1f} dB vs weights only")
+m2.metric(f"Output SQNR, {label(mode)}", f"{w8a8:.1f} dB", f"{w8a8 - w_only:+.1f} dB vs weights only")
 
 st.subheader("SmoothQuant: migrate the difficulty")
 lab_ui.lesson_section("outliers", "smoothquant")
-alpha = st.slider("Migration strength α", 0.0, 1.0, lab_ui.url_int("alpha", 50, 0, 100) / 100, 0.05, key="out_alpha")
-lab_ui.set_url(alpha=round(alpha * 100))
+alpha = lab_ui.control(st.slider, "Migration strength α", "out_alpha", 0.5, min_value=0.0, max_value=1.0, step=0.05)
 with lab_ui.user_errors():
     curve = smooth_curve(layer, spec)
     ranges = smooth_ranges(layer, alpha)
 at_alpha = curve.at(alpha)
 m3.metric(f"…after SmoothQuant α = {alpha:.2f}", f"{at_alpha:.1f} dB", f"{at_alpha - w8a8:+.1f} dB")
 st.plotly_chart(figures.smooth_ranges(ranges, alpha), width="stretch")
-st.plotly_chart(figures.smooth_curve(curve, alpha, f"W8A8, {mode} activations"), width="stretch")
+st.plotly_chart(figures.smooth_curve(curve, alpha, label(mode)), width="stretch")
 st.caption(f"Best α for this layer: {curve.best_alpha:.2f}, {curve.gain_db:+.1f} dB over no smoothing.")
 
 st.subheader("AWQ: protect the channels that matter")
 lab_ui.lesson_section("outliers", "awq")
-awq_name = st.radio("Weight scheme (activations stay 16-bit)", list(AWQ_SPECS), key="out_awq", horizontal=True)
+awq_scheme = lab_ui.control(st.radio, "Weight scheme (activations stay 16-bit)", "out_awq", "w4a16", AWQ_SCHEMES,
+                            format_func=label, horizontal=True)
 with lab_ui.user_errors():
-    search = awq(layer, AWQ_SPECS[awq_name])
+    search = awq(layer, scheme_spec(awq_scheme))
 a1, a2 = st.columns(2)
 a1.metric("Best ratio r", "none (plain rounding wins)" if search.best_ratio is None else f"{search.best_ratio:.2f}")
 a2.metric("Output error vs plain rounding", f"{search.relative_loss:.0%}",
@@ -137,18 +134,17 @@ with lab_ui.user_errors():
 st.subheader("The whole model")
 lab_ui.lesson_section("outliers", "whole")
 w1, w2 = st.columns([1.4, 1])
-scheme = w1.selectbox("Scheme for every Linear", SCHEME_NAMES, key="out_scheme",
-                      index=SCHEME_NAMES.index(lab_ui.url_choice("scheme", SCHEME_NAMES, SCHEME_NAMES[-1])))
-model_spec = whole_model.SCHEMES[scheme]
+scheme = lab_ui.control(w1.selectbox, "Scheme for every Linear", "out_scheme", whole_model.SCHEMES[-1],
+                        whole_model.SCHEMES, format_func=lambda s: f"{label(s)}: {SCHEMES[s].description}")
+model_spec = scheme_spec(scheme)
 quantizes_acts = model_spec.activations is not None
-kinds = models.calibration_kinds()
-calib = w2.selectbox("Calibration text (static scales, SmoothQuant)", kinds, key="out_calib",
-                     disabled=not quantizes_acts, index=kinds.index("general"))
+calib = lab_ui.control(w2.selectbox, "Calibration text (static scales, SmoothQuant)", "out_calib", "general",
+                       models.calibration_kinds(), disabled=not quantizes_acts)
 w3, w4, w5 = st.columns([1, 1, 1.4])
-use_smooth = w3.toggle("SmoothQuant (α above)", key="out_smooth", disabled=not quantizes_acts)
-keep = w4.slider("Keep the worst k Linears in 16-bit", 0, 8, 0, key="out_keep")
-which = w5.radio("Heat map", ["own error", "running model"], key="out_heat", horizontal=True)
-lab_ui.set_url(scheme=scheme)
+use_smooth = lab_ui.control(w3.toggle, "SmoothQuant (α above)", "out_smooth", False, disabled=not quantizes_acts)
+keep = lab_ui.control(w4.slider, "Keep the worst k Linears in 16-bit", "out_keep", 0, min_value=0, max_value=8)
+which = lab_ui.control(w5.radio, "Heat map", "out_heat", "local", list(HEATMAPS), format_func=HEATMAPS.get,
+                       horizontal=True)
 with lab_ui.user_errors():
     result = whole(model_spec, alpha if use_smooth and quantizes_acts else None, calib, keep)
 r1, r2, r3, r4 = st.columns(4)
@@ -160,8 +156,8 @@ r4.metric("Linear weights", f"{result.weight_bytes / 2**20:.1f} MiB", f"fp16: {r
           delta_color="off")
 st.caption(f"{result.label} · paraphrase found at #1: fp32 {result.paraphrase_recall_fp32:.0%}, quantized "
            f"{result.paraphrase_recall:.0%} · computed in {result.seconds:.2f} s")
-st.plotly_chart(figures.sqnr_heatmap(result, "local" if which == "own error" else "running"), width="stretch")
-if st.toggle("Sweep k: what each whole layer kept in 16-bit buys (5 model runs)", key="out_sweep"):
+st.plotly_chart(figures.sqnr_heatmap(result, which), width="stretch")
+if lab_ui.control(st.toggle, "Sweep k: what each whole layer kept in 16-bit buys (5 model runs)", "out_sweep", False):
     with lab_ui.user_errors():
         sweep = keep_sweep(model_spec, alpha if use_smooth and quantizes_acts else None, calib)
     st.plotly_chart(figures.keep_curve(sweep), width="stretch")

@@ -39,16 +39,15 @@ if not files:
     st.error("No committed GPU results in quantlab/data/gpu: run `python bench/gpu_matmul.py --out quantlab/data/gpu` on a GPU.")
     st.stop()
 c1, c2 = st.columns([1.2, 2])
-run = c1.selectbox("Benchmark run", files, key="speed_run", index=files.index(lab_ui.url_choice("speed_run", files, files[0])))
+run = lab_ui.control(c1.selectbox, "Benchmark run", "speed_run", files[0], files)
 res = results(run)
-shape_names = [f"K={k} × N={n}" for k, n in res.shapes]
-shape_name = c2.selectbox("Weight shape (in × out)", shape_names, key="speed_shape",
-                          index=shape_names.index(lab_ui.url_choice("speed_shape", shape_names, shape_names[1 % len(shape_names)])))
-k, n = res.shapes[shape_names.index(shape_name)]
+shape_slugs = [f"{k}x{n}" for k, n in res.shapes]
+shape_slug = lab_ui.control(c2.selectbox, "Weight shape (in × out)", "speed_shape", shape_slugs[1 % len(shape_slugs)],
+                            shape_slugs, format_func=lambda s: "K={} × N={}".format(*s.split("x")))
+k, n = res.shapes[shape_slugs.index(shape_slug)]
 extra = [m for m in res.methods if m not in MAIN_METHODS]
-methods = st.multiselect("Methods", MAIN_METHODS + extra, default=[m for m in MAIN_METHODS if m in res.methods],
-                         key="speed_methods", format_func=lambda m: speed.LABELS.get(m, m))
-lab_ui.set_url(speed_run=run, speed_shape=shape_name)
+methods = lab_ui.control(st.multiselect, "Methods", "speed_methods", [m for m in MAIN_METHODS if m in res.methods],
+                         MAIN_METHODS + extra, format_func=lambda m: speed.LABELS.get(m, m))
 st.caption(f"Measured on **{res.label}** — {res.meta['timing']}. Copy bandwidth {res.meta['copy_gbps']:,.0f} GB/s "
            f"(read + write), bf16 matmul {res.meta['bf16_tflops']:,.0f} TFLOP/s, fp8 {res.meta['fp8_tflops']:,.0f} "
            "TFLOP/s, all measured in the same run." + ("" if torch.cuda.is_available() else
@@ -85,18 +84,19 @@ lab_ui.lesson_section("speed", "roofline")
 st.subheader("Your layer: memory- or compute-bound?")
 sel = lab_ui.selection()
 archs = kv_cache.architectures()
-origins = ["Layer picked in the sidebar"] + [f"Architecture: {a}" for a in archs]
+origins = ["sidebar", *archs]
 c1, c2, c3 = st.columns([1.4, 1.6, 1.2])
-origin = c1.selectbox("Shape from", origins, key="speed_origin")
+origin = lab_ui.control(c1.selectbox, "Shape from", "speed_origin", "sidebar", origins,
+                        format_func=lambda o: "Layer picked in the sidebar" if o == "sidebar" else f"Architecture: {o}")
 with lab_ui.user_errors():
-    if origin == origins[0]:
+    if origin == "sidebar":
         out_f, in_f = models.list_tensors(sel.source)[sel.weight_name].shape[:2]
         layers = {sel.layer: (int(in_f), int(out_f))}
     else:
-        layers = preset(origin.split(": ", 1)[1])
-layer = c2.selectbox("Layer", list(layers), key="speed_layer")
-m = c3.select_slider("Batch size M", [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192], value=1,
-                     key="speed_m")
+        layers = preset(origin)
+layer = lab_ui.control(c2.selectbox, "Layer", "speed_layer", next(iter(layers)), list(layers))
+m = lab_ui.control(c3.select_slider, "Batch size M", "speed_m", 1,
+                   [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192])
 lk, ln = layers[layer]
 bw, peak = float(res.meta["copy_gbps"]), float(res.meta["bf16_tflops"])
 rows = []

@@ -3,14 +3,14 @@ import pandas as pd
 import streamlit as st
 
 import lab_ui
-from quantlab.core.spec import PRESETS, QuantSpec
+from quantlab.core.spec import SCHEMES, QuantSpec, label, scheme_spec
 from quantlab.io import export, sizing
 from quantlab.io.models import ModelSource
 from quantlab.lessons import storage
 from quantlab.viz import storage as figures
 
 GROUPS = [32, 64, 128, 256]
-SIDEBAR = "the sidebar's model"
+SIDEBAR = "sidebar"
 
 
 @st.cache_data(max_entries=128, show_spinner="Sizing from shapes…")
@@ -30,19 +30,17 @@ lab_ui.lesson_section("storage", "intro")
 shipped = list(sizing.shipped_configs())
 choices = [SIDEBAR, *shipped]
 c1, c2, c3 = st.columns([1.6, 1.2, 1.2])
-picked = c1.selectbox("Model", choices, index=choices.index(lab_ui.url_choice("arch", choices, SIDEBAR)),
-                      key="storage_arch", format_func=lambda c: f"{sel.source.label} (real file)" if c == SIDEBAR
-                      else f"{c} (config only)", help="Shipped configs give exact shapes with no download.")
-scheme = c2.selectbox("Scheme", list(PRESETS), index=list(PRESETS).index(lab_ui.url_choice("scheme", list(PRESETS), "W4A16")),
-                      key="storage_scheme")
-spec = QuantSpec.preset(scheme)
+picked = lab_ui.control(c1.selectbox, "Model", "storage_arch", SIDEBAR, choices,
+                        format_func=lambda c: f"{sel.source.label} (real file)" if c == SIDEBAR else f"{c} (config only)",
+                        help="Shipped configs give exact shapes with no download.")
+presets = [s.slug for s in SCHEMES.values() if s.preset]
+scheme = lab_ui.control(c2.selectbox, "Scheme", "storage_scheme", "w4a16", presets, format_func=label)
+spec = scheme_spec(scheme)
 if spec.strategy == "group":
-    group = c3.select_slider("Group size", GROUPS, value=lab_ui.url_choice("g", GROUPS, spec.group_size), key="storage_g")
-    spec = spec.with_(group_size=group)
-    lab_ui.set_url(arch=picked, scheme=scheme, g=group)
+    group = lab_ui.control(c3.select_slider, "Group size", "storage_g", spec.group_size, GROUPS)
+    spec = spec.with_group_size(group)
 else:
-    c3.caption(f"{scheme} uses one scale per {spec.strategy}: no group size.")
-    lab_ui.set_url(arch=picked, scheme=scheme)
+    c3.caption(f"{label(scheme)} uses one scale per {spec.strategy}: no group size.")
 source: ModelSource | str = sel.source if picked == SIDEBAR else picked
 
 with lab_ui.user_errors():
@@ -79,8 +77,8 @@ lab_ui.lesson_section("storage", "groups")
 
 st.subheader("The syllabus' numbers, measured")
 sevens = [c for c in shipped if "7b" in c or "8b" in c]
-arch = st.radio("Architecture", sevens, horizontal=True, key="storage_claims_arch",
-                index=sevens.index("mistral-7b") if "mistral-7b" in sevens else 0)
+arch = lab_ui.control(st.radio, "Architecture", "storage_claims_arch",
+                      "mistral-7b" if "mistral-7b" in sevens else sevens[0], sevens, horizontal=True)
 st.dataframe(pd.DataFrame([{
     "syllabus says": c.claim, "stated": sizing.format_bytes(c.stated_bytes),
     "measured": sizing.format_bytes(c.measured_bytes), "verdict": "holds" if c.holds else "off",
@@ -97,6 +95,6 @@ elif static and not sel.source.is_embedded:
             "only: use FP8_DYNAMIC for your own model.", icon="ℹ️")
 else:
     st.download_button(f"Download {spec.label} checkpoint (.zip, ~{sizing.format_bytes(rep.total_bytes)})",
-                       data=lambda: export.export_zip(sel.source, spec), file_name=f"quantlab-{scheme.lower()}.zip",
+                       data=lambda: export.export_zip(sel.source, spec), file_name=f"quantlab-{spec.to_url()}.zip",
                        mime="application/zip", icon="⬇️", on_click="ignore")
     st.caption(f"Built only when clicked. Loads with: {export.runtimes(spec)}.")

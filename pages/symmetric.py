@@ -8,11 +8,10 @@ from quantlab.io.models import ModelSource
 from quantlab.lessons import symmetric
 from quantlab.viz import symmetric as figures
 
-TENSORS = ["weight", "input activation"]
 MODES = ["both", "symmetric", "asymmetric"]
 EXAMPLES = {  # (layer, tensor) pairs worth a click: outliers, and a one-sided distribution
-    "Outlier channels: input of layer 0 intermediate.dense": ("encoder.layer.0.intermediate.dense", "input activation"),
-    "Skewed: post-GELU input of layer 0 output.dense": ("encoder.layer.0.output.dense", "input activation"),
+    "Outlier channels: input of layer 0 intermediate.dense": ("encoder.layer.0.intermediate.dense", "input"),
+    "Skewed: post-GELU input of layer 0 output.dense": ("encoder.layer.0.output.dense", "input"),
     "A weight: layer 0 query": ("encoder.layer.0.attention.self.query", "weight"),
 }
 
@@ -36,14 +35,12 @@ sel = lab_ui.selection()
 st.title("⚖️ Symmetric vs asymmetric")
 lab_ui.lesson_section("symmetric", "intro")
 
-tensor_options = TENSORS if sel.has_activations else TENSORS[:1]
 c1, c2, c3 = st.columns([1.1, 1.3, 1.6])
-tensor = c1.radio("Tensor", tensor_options, key="sym_tensor", horizontal=True,
-                  index=tensor_options.index(lab_ui.url_choice("tensor", tensor_options, "weight")),
-                  help="The layer's weight matrix, or the real input it receives on sample text.")
-bits = c2.slider("Bits", 2, 8, lab_ui.url_int("bits", 4, 2, 8), key="sym_bits")
-mode = c3.segmented_control("Show grid", MODES, default=lab_ui.url_choice("mode", MODES, "both"), key="sym_mode") or "both"
-lab_ui.set_url(tensor=tensor, bits=bits, mode=mode)
+tensor = lab_ui.control(c1.radio, "Tensor", "sym_tensor", "weight", lab_ui.tensor_choices(sel),
+                        format_func=lab_ui.TENSORS.get, horizontal=True,
+                        help="The layer's weight matrix, or the real input it receives on sample text.")
+bits = lab_ui.control(c2.slider, "Bits", "sym_bits", 4, min_value=2, max_value=8)
+mode = lab_ui.control(c3.segmented_control, "Show grid", "sym_mode", "both", MODES) or "both"
 if not sel.has_activations:
     st.caption("Activations are captured from the embedded model only; this source shows weights.")
 
@@ -57,10 +54,10 @@ with lab_ui.user_errors():
     cmp = comparison(sel.source, sel.layer, tensor, bits)
     sweep = by_bits(sel.source, sel.layer, tensor)
 
-name = f"`{sel.layer}` {tensor}"
+name = f"`{sel.layer}` {lab_ui.TENSORS[tensor]}"
 st.markdown(f"**{name}** — {cmp.numel:,} values in [{cmp.x_min:.4g}, {cmp.x_max:.4g}], per-tensor scale, {bits} bits.")
-log_y = st.toggle("Log count axis", value=tensor != "weight", key="sym_log",
-                  help="Outliers are rare: a log axis makes single values visible.")
+log_y = lab_ui.control(st.toggle, "Log count axis", "sym_log", tensor != "weight",
+                       help="Outliers are rare: a log axis makes single values visible.")
 st.plotly_chart(figures.grid_overlay(cmp, mode in ("both", "symmetric"), mode in ("both", "asymmetric"), log_y),
                 width="stretch")
 

@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from quantlab.core.quantize import QuantizedTensor, as_groups, expand_params, grid_range
+from quantlab.core import blocks
+from quantlab.core.qparams import QuantizedTensor, grid_range
 from quantlab.core.spec import QuantSpec
 
 SCALE_BITS = 16  # compressed-tensors stores scales in the weight's dtype: bf16/fp16 for LLMs
@@ -48,11 +49,10 @@ def max_abs_error(ref: torch.Tensor, approx: torch.Tensor) -> float:
 @torch.no_grad()
 def clipped_mask(x: torch.Tensor, qt: QuantizedTensor) -> torch.Tensor:
     """Which values fell outside the grid and were saturated to qmin/qmax (shaped like `x`)."""
-    spec = qt.spec
-    xs = as_groups(x, spec) if spec.strategy == "group" else x
-    scaled = xs.float() / expand_params(qt.scale, x, spec).float()
+    spec, shape = qt.spec, tuple(x.shape)
+    scaled = blocks.as_groups(x, spec).float() / blocks.expand(qt.scale, spec, shape).float()
     if qt.zero_point is not None:
-        scaled = scaled + expand_params(qt.zero_point, x, spec).float()
+        scaled = scaled + blocks.expand(qt.zero_point, spec, shape).float()
     qmin, qmax = grid_range(spec)
     # Half a step beyond the end still rounds onto the end level, so it is rounding, not clipping;
     # the symmetric max lands on qmax + 0.5 exactly, give or take float32 rounding (hence the slack).
@@ -77,19 +77,9 @@ def levels_used_fraction(qt: QuantizedTensor) -> float:
 def bits_per_weight(spec: QuantSpec, shape: tuple[int, ...], scale_bits: int = SCALE_BITS) -> float:
     """Storage bits per element: b + scale bits / elements-per-scale (+ zero-point bits / same)."""
     numel = math.prod(shape)
-    n_scales = num_scales(spec, shape)
+    n_scales = blocks.num_scales(spec, shape)
     zp_bits = 0 if spec.symmetric else spec.num_bits
     return spec.num_bits + n_scales * (scale_bits + zp_bits) / numel
-
-
-def num_scales(spec: QuantSpec, shape: tuple[int, ...]) -> int:
-    if spec.strategy == "tensor":
-        return 1
-    rows = math.prod(shape[:-1])
-    if spec.strategy == "group":
-        assert spec.group_size is not None
-        return rows * (shape[-1] // spec.group_size)
-    return rows
 
 
 @dataclass(frozen=True)

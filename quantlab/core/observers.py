@@ -14,40 +14,21 @@ from __future__ import annotations
 
 import torch
 
+from quantlab.core import blocks
 from quantlab.core.errors import QuantlabError
-from quantlab.core.quantize import (
+from quantlab.core.qparams import (
     QuantizedTensor,
-    as_groups,
     calculate_qparams,
     check_tensor,
     dequantize,
     observe_minmax,
-    quantize,
     quantize_with,
 )
 from quantlab.core.spec import QuantSpec
 
 
-def _rows(x: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
-    """`x` as [number of scales, values per scale]: each row shares one scale."""
-    if spec.strategy == "tensor":
-        return x.reshape(1, -1)
-    if spec.strategy == "group":
-        return as_groups(x, spec).reshape(-1, spec.group_size)  # type: ignore[arg-type]
-    return x.reshape(x.shape[0], -1)
-
-
-def _scale_shape(x: torch.Tensor, spec: QuantSpec) -> tuple[int, ...]:
-    if spec.strategy == "tensor":
-        return (1,)
-    if spec.strategy == "group":
-        assert spec.group_size is not None
-        return (x.shape[0], x.shape[-1] // spec.group_size)
-    return (x.shape[0], 1)
-
-
 def _row_spec(spec: QuantSpec) -> QuantSpec:
-    """The same grid applied row by row, which is how every strategy looks after `_rows`."""
+    """The same grid applied row by row, which is how every strategy looks after `blocks.as_rows`."""
     return QuantSpec(num_bits=spec.num_bits, type=spec.type, symmetric=spec.symmetric, strategy="channel")
 
 
@@ -59,10 +40,10 @@ def observe_percentile(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, 
     asymmetric grids cut both tails at (100 - p)/2 % each. Values are order statistics of the
     data (no interpolation), found with `kthvalue`, which works on tensors of any size.
     """
-    rows = _rows(x, spec)
+    rows = blocks.as_rows(x, spec)
     n = rows.shape[1]
     p = spec.observer_setting("percentile") / 100
-    shape = _scale_shape(x, spec)
+    shape = blocks.scale_shape(spec, tuple(x.shape))
 
     def kth(values: torch.Tensor, q: float) -> torch.Tensor:
         k = min(n, max(1, int(round(q * n))))
@@ -78,7 +59,7 @@ def observe_percentile(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, 
 @torch.no_grad()
 def observe_mse(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """The shrunken range with the smallest p-norm error, per scale, with early stopping."""
-    rows = _rows(x, spec)
+    rows = blocks.as_rows(x, spec)
     row_spec = _row_spec(spec)
     grid = spec.observer_setting("grid")
     steps = int(spec.observer_setting("maxshrink") * grid)
@@ -102,7 +83,7 @@ def observe_mse(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.T
             stale += 1
             if stale >= patience:
                 break
-    shape = _scale_shape(x, spec)
+    shape = blocks.scale_shape(spec, tuple(x.shape))
     return best_lo.reshape(shape), best_hi.reshape(shape)
 
 
@@ -114,6 +95,13 @@ def observe(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tenso
     if spec.observer == "mse":
         return observe_mse(x, spec)
     return observe_minmax(x, spec)
+
+
+@torch.no_grad()
+def observe_qparams(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scale and zero point for `x` observed on `x` itself by `spec.observer` (after checking `x`)."""
+    check_tensor(x, spec)
+    return calculate_qparams(*observe(x, spec), spec)
 
 
 def clip_ratio(x: torch.Tensor, spec: QuantSpec) -> float:
@@ -145,9 +133,7 @@ def calibrate(calibration: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor,
     if spec.strategy != "tensor":
         raise QuantlabError(f"static activation scales are per tensor, not per {spec.strategy}: "
                             "use dynamic quantization for per-token scales")
-    check_tensor(calibration, spec)
-    lo, hi = observe(calibration, spec)
-    return calculate_qparams(lo, hi, spec)
+    return observe_qparams(calibration, spec)
 
 
 @torch.no_grad()
@@ -163,7 +149,7 @@ def quantize_activation(x: torch.Tensor, spec: QuantSpec,
                         calibration: torch.Tensor | None = None) -> QuantizedTensor:
     """Dynamic specs observe `x` itself; static ones use a scale calibrated on `calibration`."""
     if spec.dynamic:
-        return quantize(x, spec)
+        return quantize_with(x, *observe_qparams(x, spec), spec)
     if calibration is None:
         raise QuantlabError("a static activation scale needs calibration activations")
     scale, zp = calibrate(calibration, spec)

@@ -8,7 +8,7 @@ compressed-tensors' `QuantizationScheme` pairs `weights` with `input_activations
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Literal, Mapping
 
 from quantlab.core.errors import QuantlabError
@@ -18,6 +18,7 @@ Strategy = Literal["tensor", "channel", "group", "token"]
 
 STRATEGIES: tuple[str, ...] = ("tensor", "channel", "group", "token")
 OBSERVERS: tuple[str, ...] = ("minmax", "mse", "percentile")
+OBSERVER_LABELS: dict[str, str] = {"minmax": "min-max", "mse": "MSE search", "percentile": "percentile"}
 # The tunable knobs of each observer (compressed-tensors' `observer_kwargs`), with their defaults:
 # llm-compressor's MSE observer shrinks the range by 1/grid per step down to (1 - maxshrink) and
 # stops after `patience` steps without improvement, scoring each candidate by sum |x - x̂|^norm.
@@ -59,8 +60,12 @@ class QuantSpec:
         if self.observer not in OBSERVERS:
             raise QuantlabError(f"unknown observer {self.observer!r}: use one of {', '.join(OBSERVERS)}")
         self._normalize_observer_kwargs()
-        if self.activations is not None and self.activations.activations is not None:
-            raise QuantlabError("activation specs cannot carry activation specs of their own")
+        if self.activations is not None:
+            if self.activations.activations is not None:
+                raise QuantlabError("activation specs cannot carry activation specs of their own")
+            if not self.activations.dynamic and self.activations.strategy != "tensor":
+                raise QuantlabError(f"static activation scales are per tensor, not per {self.activations.strategy}: "
+                                    "use dynamic quantization for per-token scales")
 
     def _normalize_observer_kwargs(self) -> None:
         raw = self.observer_kwargs
@@ -137,70 +142,172 @@ class QuantSpec:
     # -- presets -----------------------------------------------------------------------------
     @classmethod
     def preset(cls, name: str) -> "QuantSpec":
+        """One of llm-compressor's presets by its name (W4A16, W8A8, FP8_DYNAMIC, ...)."""
         try:
             return PRESETS[name.upper()]
         except KeyError:
             raise QuantlabError(f"unknown preset {name!r}: use one of {', '.join(PRESETS)}") from None
 
-    # -- URL / config round trips ------------------------------------------------------------
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+    def with_group_size(self, group_size: int) -> "QuantSpec":
+        """The same scheme with weights in groups of `group_size` (what `--group-size` and the
+        Storage lesson's slider mean): integer weights only, whatever their strategy was."""
+        if self.type == "float":
+            raise QuantlabError(f"{self.label} is FP8, which has no group size here")
+        return self.with_(strategy="group", group_size=group_size)
+
+    # -- compressed-tensors config ----------------------------------------------------------
+    def to_ct_args(self, calibrated: bool = False) -> dict[str, object]:
+        """`QuantizationArgs.model_dump()` for this spec, as compressed-tensors 0.20 writes it in
+        config.json (fields left at their default omitted). `calibrated` marks a static activation
+        spec, whose scale comes from the min and max over all calibration tokens."""
+        args: dict[str, object] = {"dynamic": self.dynamic, "group_size": self.group_size,
+                                   "num_bits": self.num_bits, "strategy": self.strategy,
+                                   "symmetric": self.symmetric, "type": self.type}
+        if calibrated:
+            args["observer"] = "static_minmax"
+        elif self.observer != "minmax":
+            args["observer"] = self.observer
+            if self.observer_kwargs:
+                args["observer_kwargs"] = dict(self.observer_kwargs)
+        return args
+
+    def to_ct_scheme(self) -> dict[str, object]:
+        """The weights / input_activations pair of a compressed-tensors `QuantizationScheme`."""
+        acts = self.activations
+        return {"input_activations": acts.to_ct_args(calibrated=not acts.dynamic) if acts is not None else None,
+                "output_activations": None, "weights": self.to_ct_args()}
+
+    # -- URL and cache-key form ---------------------------------------------------------------
+    def to_url(self) -> str:
+        """A registered scheme's slug, else a compact spelling of every field (`from_url` reads both)."""
+        for slug, scheme in SCHEMES.items():
+            if scheme.spec == self:
+                return slug
+        return _spell(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> "QuantSpec":
-        fields = dict(data)
-        acts = fields.pop("activations", None)
-        if isinstance(acts, Mapping):
-            fields["activations"] = cls.from_dict(acts)
-        return cls(**fields)  # type: ignore[arg-type]
-
-    def to_query(self) -> dict[str, str]:
-        """Flat string form for `st.query_params` (weights only; activations go by preset)."""
-        q = {"bits": str(self.num_bits), "type": self.type, "sym": "1" if self.symmetric else "0",
-             "strategy": self.strategy}
-        if self.group_size is not None:
-            q["g"] = str(self.group_size)
-        return q
-
-    @classmethod
-    def from_query(cls, query: Mapping[str, str], default: "QuantSpec | None" = None) -> "QuantSpec":
-        """Parse `to_query` output; anything missing or malformed falls back to `default`."""
-        base = default or cls()
-        try:
-            strategy = query.get("strategy", base.strategy)
-            group = query.get("g")
-            return cls(
-                num_bits=int(query.get("bits", base.num_bits)),
-                type=query.get("type", base.type),  # type: ignore[arg-type]
-                symmetric=query.get("sym", "1" if base.symmetric else "0") == "1",
-                strategy=strategy,  # type: ignore[arg-type]
-                group_size=int(group) if strategy == "group" and group else
-                (base.group_size if strategy == "group" else None),
-            )
-        except (ValueError, QuantlabError):
-            return base
+    def from_url(cls, text: str) -> "QuantSpec":
+        """Parse `to_url` output; a malformed value is a one-line `QuantlabError`."""
+        if text in SCHEMES and SCHEMES[text].spec is not None:
+            return SCHEMES[text].spec  # type: ignore[return-value]
+        weights, _, acts = text.partition("+")
+        spec = _parse(weights)
+        return spec.with_(activations=_parse(acts)) if acts else spec
 
 
-def _int_weights(bits: int, symmetric: bool = True, group_size: int | None = 128) -> QuantSpec:
-    strategy: Strategy = "group" if group_size else "channel"
-    return QuantSpec(num_bits=bits, symmetric=symmetric, strategy=strategy, group_size=group_size)
+def _spell(spec: QuantSpec) -> str:
+    fmt = "fp8" if spec.type == "float" else f"int{spec.num_bits}"
+    parts = [fmt, "sym" if spec.symmetric else "asym",
+             f"g{spec.group_size}" if spec.strategy == "group" else spec.strategy]
+    if spec.dynamic:
+        parts.append("dyn")
+    if spec.observer != "minmax":
+        parts.append(spec.observer + "".join(f",{k}={v:g}" for k, v in spec.observer_kwargs))
+    text = "-".join(parts)
+    return f"{text}+{_spell(spec.activations)}" if spec.activations is not None else text
 
 
-# The schemes llm-compressor ships under these names (compressed_tensors.quantization.quant_scheme).
-PRESETS: dict[str, QuantSpec] = {
-    "W4A16": _int_weights(4),
-    "W4A16_ASYM": _int_weights(4, symmetric=False),
-    "W8A16": _int_weights(8),  # compressed-tensors 0.20 groups W8A16 by 128 too (not per-channel)
-    "W8A8": QuantSpec(
-        num_bits=8, strategy="channel",
-        activations=QuantSpec(num_bits=8, strategy="token", dynamic=True),
-    ),
-    "FP8": QuantSpec(
-        num_bits=8, type="float", strategy="tensor",
-        activations=QuantSpec(num_bits=8, type="float", strategy="tensor"),
-    ),
-    "FP8_DYNAMIC": QuantSpec(
-        num_bits=8, type="float", strategy="channel",
-        activations=QuantSpec(num_bits=8, type="float", strategy="token", dynamic=True),
-    ),
-}
+def _parse(text: str) -> QuantSpec:
+    parts = text.split("-")
+    try:
+        fmt, mode, gran, *rest = parts
+        if mode not in ("sym", "asym") or not (fmt == "fp8" or fmt.startswith("int")):
+            raise ValueError
+        fields: dict[str, object] = {"type": "float", "num_bits": FP8_BITS} if fmt == "fp8" else \
+            {"type": "int", "num_bits": int(fmt[3:])}
+        fields["symmetric"] = mode == "sym"
+        if gran.startswith("g"):
+            fields.update(strategy="group", group_size=int(gran[1:]))
+        else:
+            fields["strategy"] = gran
+        for part in rest:
+            if part == "dyn":
+                fields["dynamic"] = True
+            else:
+                name, *settings = part.split(",")
+                fields["observer"] = name
+                fields["observer_kwargs"] = tuple((k, float(v)) for k, v in (s.split("=") for s in settings))
+        return QuantSpec(**fields)  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        raise QuantlabError(f"{text!r} is not a quantization scheme (e.g. w4a16 or int4-sym-g64)") from None
+
+
+# -- the one registry of named schemes ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Scheme:
+    """A named scheme: the slug is what URLs, cache keys and the CLI carry; pages show the label.
+
+    `spec` is None for the unquantized baseline. `preset` is compressed-tensors' preset name when
+    the scheme is one of llm-compressor's (W4A16, FP8_DYNAMIC, ...).
+    """
+
+    slug: str
+    label: str
+    description: str
+    spec: QuantSpec | None
+    preset: str | None = None
+
+
+def _int_weights(bits: int, group_size: int | None = 128, symmetric: bool = True,
+                 strategy: Strategy = "group") -> QuantSpec:
+    if group_size is None:
+        return QuantSpec(num_bits=bits, symmetric=symmetric, strategy=strategy)
+    return QuantSpec(num_bits=bits, symmetric=symmetric, strategy="group", group_size=group_size)
+
+
+_W8A8_DYNAMIC = QuantSpec(num_bits=8, strategy="channel",
+                          activations=QuantSpec(num_bits=8, strategy="token", dynamic=True))
+
+SCHEMES: dict[str, Scheme] = {s.slug: s for s in (
+    Scheme("bf16", "BF16", "unquantized 16-bit weights", None),
+    Scheme("w4a16", "W4A16 g128", "4-bit weights, groups of 128", _int_weights(4), "W4A16"),
+    Scheme("w4a16-asym", "W4A16 asym g128", "4-bit weights with zero points, groups of 128",
+           _int_weights(4, symmetric=False), "W4A16_ASYM"),
+    Scheme("w4a16-g32", "W4A16 g32", "4-bit weights, groups of 32", _int_weights(4, 32)),
+    Scheme("w4a16-g64", "W4A16 g64", "4-bit weights, groups of 64", _int_weights(4, 64)),
+    Scheme("w4a16-g256", "W4A16 g256", "4-bit weights, groups of 256", _int_weights(4, 256)),
+    Scheme("w4a16-channel", "W4A16 per-channel", "4-bit weights, one scale per output channel",
+           _int_weights(4, None, strategy="channel")),
+    Scheme("w4a16-tensor", "W4A16 per-tensor", "4-bit weights, one scale for the whole matrix",
+           _int_weights(4, None, strategy="tensor")),
+    Scheme("w3a16", "W3A16 g128", "3-bit weights, groups of 128", _int_weights(3)),
+    # compressed-tensors 0.20 groups W8A16 by 128 too (not per-channel).
+    Scheme("w8a16", "W8A16", "8-bit weights, groups of 128", _int_weights(8), "W8A16"),
+    Scheme("w8a16-channel", "W8A16 per-channel", "8-bit weights, one scale per output channel",
+           _int_weights(8, None, strategy="channel")),
+    Scheme("w8a8", "W8A8 (dynamic per-token)", "8-bit weights per channel, activations scaled per token at run time",
+           _W8A8_DYNAMIC, "W8A8"),
+    Scheme("w8a8-static", "W8A8 (static per-tensor)", "8-bit weights per channel, one calibrated activation scale",
+           _W8A8_DYNAMIC.with_(activations=QuantSpec(num_bits=8, strategy="tensor"))),
+    Scheme("fp8", "FP8 (static per-tensor)", "FP8 weights and activations, one calibrated scale each",
+           QuantSpec(num_bits=8, type="float", activations=QuantSpec(num_bits=8, type="float")), "FP8"),
+    Scheme("fp8-dynamic", "FP8 dynamic", "FP8 weights per channel, activations scaled per token at run time",
+           QuantSpec(num_bits=8, type="float", strategy="channel",
+                     activations=QuantSpec(num_bits=8, type="float", strategy="token", dynamic=True)),
+           "FP8_DYNAMIC"),
+)}
+
+# llm-compressor's presets under their own names (compressed_tensors.quantization.quant_scheme).
+PRESETS: dict[str, QuantSpec] = {s.preset: s.spec for s in SCHEMES.values() if s.preset and s.spec}
+
+
+def scheme(name: str) -> Scheme:
+    """A scheme by slug or by compressed-tensors preset name (`W4A16_ASYM` is `w4a16-asym`)."""
+    slug = name.strip().lower().replace("_", "-")
+    if slug not in SCHEMES:
+        raise QuantlabError(f"unknown scheme {name!r}: use one of {', '.join(SCHEMES)}")
+    return SCHEMES[slug]
+
+
+def scheme_spec(name: str) -> QuantSpec:
+    """The QuantSpec of a quantizing scheme (not the unquantized baseline)."""
+    spec = scheme(name).spec
+    if spec is None:
+        raise QuantlabError(f"{name} is the unquantized baseline: pick a quantized scheme")
+    return spec
+
+
+def label(slug: str) -> str:
+    """The display label of a registered slug (for `format_func` of a widget holding slugs)."""
+    return scheme(slug).label

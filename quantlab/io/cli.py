@@ -6,7 +6,7 @@ import sys
 from typing import Sequence
 
 from quantlab.core.errors import QuantlabError
-from quantlab.core.spec import PRESETS, QuantSpec
+from quantlab.core.spec import SCHEMES, QuantSpec, scheme_spec
 from quantlab.io import sizing
 
 DESCRIPTION = """\
@@ -16,17 +16,13 @@ Quantization what-ifs on real models, without a GPU.
   quantlab size ./my-model --scheme W4A16 --group-size 64 size your own checkpoint (headers only)
   quantlab export embedded ./minilm-w4 --scheme W4A16    write a real compressed-tensors checkpoint
 
-Schemes are llm-compressor's names: {schemes}.
+Schemes: {schemes} (or llm-compressor's preset names: W4A16, W4A16_ASYM, W8A16, W8A8, FP8, FP8_DYNAMIC).
 """
 
 
 def _spec(args: argparse.Namespace) -> QuantSpec:
-    spec = QuantSpec.preset(args.scheme)
-    if args.group_size is not None:
-        if spec.type == "float":
-            raise QuantlabError(f"{args.scheme} is FP8, which has no group size here: drop --group-size")
-        spec = spec.with_(strategy="group", group_size=args.group_size)
-    return spec
+    spec = scheme_spec(args.scheme)
+    return spec if args.group_size is None else spec.with_group_size(args.group_size)
 
 
 def _source(text: str) -> object:
@@ -82,15 +78,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    schemes = ", ".join(PRESETS)
+    schemes = ", ".join(s.slug for s in SCHEMES.values() if s.spec is not None)
     p = argparse.ArgumentParser(prog="quantlab", description=DESCRIPTION.format(schemes=schemes),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="{size,export}")
 
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--scheme", default="W4A16", type=str.upper, choices=list(PRESETS), metavar="SCHEME",
-                        help=f"quantization scheme ({schemes}); default W4A16 = INT4 weights, "
-                             "one scale per 128 weights")
+        sp.add_argument("--scheme", default="w4a16", metavar="SCHEME",
+                        help=f"quantization scheme ({schemes}; llm-compressor's preset names such as W4A16_ASYM "
+                             "work too); default w4a16 = INT4 weights, one scale per 128 weights")
         sp.add_argument("--group-size", type=int, metavar="G",
                         help="one scale per G weights of a row (e.g. 32, 64, 128); smaller = more accurate, bigger file")
         sp.add_argument("--ignore", action="append", metavar="LAYER",

@@ -53,31 +53,10 @@ def runtimes(spec: QuantSpec) -> str:
 
 # -- quantization_config ----------------------------------------------------------------------
 
-def _args(spec: QuantSpec, static_activation: bool = False) -> dict[str, object]:
-    """QuantizationArgs.model_dump() for this spec: fields left at their default are omitted."""
-    args: dict[str, object] = {"dynamic": spec.dynamic, "group_size": spec.group_size, "num_bits": spec.num_bits,
-                               "strategy": spec.strategy, "symmetric": spec.symmetric, "type": spec.type}
-    if static_activation:
-        # Static activation scales come from the min and max over all calibration tokens.
-        args["observer"] = "static_minmax"
-    elif spec.observer != "minmax":
-        args["observer"] = spec.observer
-        if spec.observer_kwargs:
-            args["observer_kwargs"] = dict(spec.observer_kwargs)
-    return args
-
-
 def quantization_config(spec: QuantSpec, ignore: Sequence[str]) -> dict[str, object]:
     """The `quantization_config` block of config.json, as compressed-tensors 0.20 writes it."""
     fmt = sizing.storage_format(spec)
-    acts = spec.activations
-    scheme = {
-        "format": fmt,
-        "input_activations": _args(acts, static_activation=not acts.dynamic) if acts is not None else None,
-        "output_activations": None,
-        "targets": ["Linear"],
-        "weights": _args(spec),
-    }
+    scheme = {"format": fmt, **spec.to_ct_scheme(), "targets": ["Linear"]}
     return {
         "config_groups": {"group_0": scheme},
         "format": fmt,

@@ -23,7 +23,7 @@ from typing import Iterable, Sequence, Union
 
 import torch
 
-from quantlab.core import packing
+from quantlab.core import blocks, packing
 from quantlab import data
 from quantlab.core.errors import QuantlabError
 from quantlab.core.spec import QuantSpec
@@ -250,15 +250,6 @@ class OutTensor:
         return math.prod(self.shape) * DTYPE_BYTES[self.dtype]
 
 
-def scale_shape(spec: QuantSpec, shape: tuple[int, ...]) -> tuple[int, ...]:
-    if spec.strategy == "tensor":
-        return (1,)
-    if spec.strategy == "group":
-        assert spec.group_size is not None
-        return (shape[0], shape[1] // spec.group_size)
-    return (shape[0], 1)
-
-
 def scale_dtype(weight_dtype: str) -> str:
     """compressed-tensors keeps scales in the weight's float dtype (float16 for anything else)."""
     return weight_dtype if weight_dtype in _SCALE_DTYPES else "F16"
@@ -266,9 +257,8 @@ def scale_dtype(weight_dtype: str) -> str:
 
 def layer_layout(t: SourceTensor, spec: QuantSpec) -> list[OutTensor]:
     """The tensors compressed-tensors writes for one quantized Linear weight."""
-    spec.check_shape(t.shape)
     fmt, layer, rows = storage_format(spec), t.layer, t.shape[0]
-    sshape, sdtype = scale_shape(spec, t.shape), scale_dtype(t.dtype)
+    sshape, sdtype = blocks.scale_shape(spec, t.shape), scale_dtype(t.dtype)
     out: list[OutTensor] = []
     if fmt == "pack-quantized":
         out.append(OutTensor(f"{layer}.weight_packed", (rows, packing.packed_width(t.shape[1], spec.num_bits)),

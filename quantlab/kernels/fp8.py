@@ -16,6 +16,8 @@ import triton.language as tl
 from quantlab.core.errors import QuantlabError
 from quantlab.core.quantize import FP8_DTYPE, FP8_MAX, QuantizedTensor
 
+_FP8_MAX = tl.constexpr(FP8_MAX)
+
 
 @dataclass(frozen=True, eq=False)
 class Fp8Linear:
@@ -42,14 +44,14 @@ def _per_token_kernel(x_ptr, q_ptr, s_ptr, K, stride_x, stride_q, EPS: tl.conste
         x = tl.load(x_ptr + row * stride_x + k, mask=k < K, other=0.0)
         amax = tl.maximum(amax, tl.abs(x.to(tl.float32)))
     dtype = x_ptr.dtype.element_ty
-    scale = (tl.max(amax, axis=0) / 448.0).to(dtype).to(tl.float32)
+    scale = (tl.max(amax, axis=0) / _FP8_MAX).to(dtype).to(tl.float32)
     scale = tl.where(scale == 0.0, EPS, scale)
     tl.store(s_ptr + row, scale)
     for k0 in range(0, K, BLOCK):
         k = k0 + tl.arange(0, BLOCK)
         x = tl.load(x_ptr + row * stride_x + k, mask=k < K, other=0.0)
         scaled = (x.to(tl.float32) / scale).to(dtype).to(tl.float32)
-        q = tl.minimum(tl.maximum(scaled, -448.0), 448.0)
+        q = tl.minimum(tl.maximum(scaled, -_FP8_MAX), _FP8_MAX)
         tl.store(q_ptr + row * stride_q + k, q.to(q_ptr.dtype.element_ty), mask=k < K)
 
 

@@ -27,7 +27,9 @@ The module needs Triton. Set TRITON_INTERPRET=1 before importing it to run the k
 """
 from __future__ import annotations
 
+import functools
 import os
+import struct
 from dataclasses import dataclass
 from typing import Literal
 
@@ -37,7 +39,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from quantlab.core.errors import QuantlabError
-from quantlab.kernels.layout import TILE_K, PackedLinear
+from quantlab.kernels.layout import MAGIC, TILE_K, PackedLinear
 
 Path = Literal["gemv", "mma", "dequant"]
 # Triton's CPU interpreter does bf16 arithmetic on the raw 16-bit integers (seen with 3.9) and runs no
@@ -45,6 +47,9 @@ Path = Literal["gemv", "mma", "dequant"]
 _INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 PATHS: tuple[Path, ...] = ("gemv", "mma", "dequant")
 _TILE_K = tl.constexpr(TILE_K)
+_MAGIC = tl.constexpr(MAGIC)
+# MAGIC's float32 bit pattern: a field OR-ed into its low mantissa bits reads back as MAGIC + field
+_MAGIC_BITS = tl.constexpr(struct.unpack("<I", struct.pack("<f", MAGIC))[0])
 
 
 # One instruction pair per two weights: shift the word so field s of each 16-bit half sits at bit 0,
@@ -57,10 +62,10 @@ _PAIR_ASM_F16 = tl.constexpr("{ .reg .b32 t; shr.u32 t, $1, $3; lop3.b32 t, t, $
 
 @triton.jit
 def _operand_f32(halves, bias32, S: tl.constexpr, BITS: tl.constexpr):
-    """Operand S of a tile as exact float32 q - zp, [rows, 2W]; `bias32` is 2^23 + 2^(b-1) + zp (`_bias32`).
-    OR-ing the code into the mantissa of 2^23 gives exactly 2^23 + u, with no int-to-float convert."""
+    """Operand S of a tile as exact float32 q - zp, [rows, 2W]; `bias32` is MAGIC + 2^(b-1) + zp (`_bias32`).
+    OR-ing the code into the mantissa of MAGIC (2^23) gives exactly MAGIC + u, with no int-to-float convert."""
     u = (halves.to(tl.uint16, bitcast=True).to(tl.uint32) >> (S * BITS)) & ((1 << BITS) - 1)
-    return (u | 0x4B000000).to(tl.float32, bitcast=True) - bias32
+    return (u | _MAGIC_BITS).to(tl.float32, bitcast=True) - bias32
 
 
 @triton.jit
@@ -76,7 +81,7 @@ def _operand(halves, bias32, S: tl.constexpr, BITS: tl.constexpr, DTYPE: tl.cons
             magic_value: tl.constexpr = 128.0
             magic: tl.constexpr = 0x43004300
             asm: tl.constexpr = _PAIR_ASM_BF16
-        bias16 = tl.broadcast_to((bias32 - (8388608.0 - magic_value)).to(DTYPE), halves.shape)
+        bias16 = tl.broadcast_to((bias32 - (_MAGIC - magic_value)).to(DTYPE), halves.shape)
         shift = tl.full(halves.shape, S * BITS, tl.int32)
         mask = tl.full(halves.shape, ((1 << BITS) - 1) * 0x10001, tl.int32)
         magics = tl.full(halves.shape, magic, tl.int32)
@@ -108,15 +113,15 @@ def _per_weight(p_ptr, offs_n, n_ok, NG, g, offs_e, OTHER: tl.constexpr, GROUP: 
 @triton.jit
 def _bias32(b_ptr, offs_n, n_ok, NG, g, offs_e, BITS: tl.constexpr, ASYM: tl.constexpr, GROUP: tl.constexpr,
             W: tl.constexpr):
-    """2^23 + 2^(b-1) + zero point, [rows, 1] or, when an operand spans several groups, [rows, 2W];
-    symmetric weights have no zero point to read. Past N or K (padding) it is 2^23, which leaves a
+    """MAGIC + 2^(b-1) + zero point, [rows, 1] or, when an operand spans several groups, [rows, 2W];
+    symmetric weights have no zero point to read. Past N or K (padding) it is MAGIC, which leaves a
     finite code whose activation or scale is zero."""
     if not ASYM:
-        bias = tl.full([offs_n.shape[0], 1], 8388608.0 + (1 << (BITS - 1)), tl.float32)
+        bias = tl.full([offs_n.shape[0], 1], _MAGIC + (1 << (BITS - 1)), tl.float32)
     elif GROUP != 0 and GROUP < 2 * W:
-        bias = _per_weight(b_ptr, offs_n, n_ok, NG, g, offs_e, 8388608.0, GROUP, W)
+        bias = _per_weight(b_ptr, offs_n, n_ok, NG, g, offs_e, _MAGIC, GROUP, W)
     else:
-        bias = tl.load(b_ptr + offs_n * NG + g, mask=_row_ok(n_ok, g, NG, GROUP), other=8388608.0)[:, None]
+        bias = tl.load(b_ptr + offs_n * NG + g, mask=_row_ok(n_ok, g, NG, GROUP), other=_MAGIC)[:, None]
     return bias
 
 
@@ -224,24 +229,33 @@ def _mma_kernel(x_ptr, w_ptr, w_desc, s_ptr, b_ptr, y_ptr, ws_ptr, lock_ptr, M, 
                 BITS: tl.constexpr, ASYM: tl.constexpr, GROUP: tl.constexpr, BLOCK_N: tl.constexpr,
                 BLOCK_M: tl.constexpr, SPLIT_K: tl.constexpr, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
                 PER_SCALE: tl.constexpr, PAIRS: tl.constexpr, DOT_F32: tl.constexpr, STEP: tl.constexpr,
-                TMA: tl.constexpr):
-    # grid (N tiles, M tiles, K slices). acc is y.T's [BLOCK_N, BLOCK_M] tile. With PER_SCALE > 0
-    # the dot of each operand is exact q - zp times x and scales multiply the partial sums once per
-    # group; with 0 (small groups, or large M where the dequantization is shared by many rows and
-    # the second accumulator costs registers) each weight is scaled before the dot, rounded once to
-    # DTYPE exactly as `quantlab.dequantize` rounds it.
+                TMA: tl.constexpr, SWAP: tl.constexpr):
+    # grid (N tiles, M tiles, K slices). SWAP: acc is y.T's [BLOCK_N, BLOCK_M] tile and the weight
+    # the dot's left operand, straight from registers; else acc is y's [BLOCK_M, BLOCK_N] tile and
+    # the dequantized weight the right operand, which goes through shared memory (the usual GEMM
+    # orientation, for large M). With PER_SCALE > 0 the dot of each operand is exact q - zp times x
+    # and scales multiply the partial sums once per group; with 0 (small groups, large M where the
+    # dequantization is shared by many rows, or not SWAP) each weight is scaled before the dot,
+    # rounded once to DTYPE exactly as `quantlab.dequantize` rounds it.
     S: tl.constexpr = 16 // BITS
     W: tl.constexpr = _TILE_K // (2 * S)
     DTYPE: tl.constexpr = x_ptr.dtype.element_ty
     PRE_SCALE: tl.constexpr = PER_SCALE == 0
+    tl.static_assert(SWAP or PRE_SCALE, "the GEMM orientation scales weights before the dot")
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_e = tl.arange(0, 2 * W)
     n_ok = offs_n < N
     m_ok = offs_m < M
-    acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
     w_rows = w_ptr + offs_n[:, None] * (KT * 2 * W) + offs_e[None, :]
-    x_cols = x_ptr + offs_m[None, :] * stride_xm + offs_e[:, None]
+    if SWAP:
+        acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+        x_tile = x_ptr + offs_m[None, :] * stride_xm + offs_e[:, None]
+        x_ok = m_ok[None, :]
+    else:
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        x_tile = x_ptr + offs_m[:, None] * stride_xm + offs_e[None, :]
+        x_ok = m_ok[:, None]
     first, last = _k_range(KT, SPLIT_K)
     for t0 in range(first, last, STEP):
         for u in tl.static_range(STEP):
@@ -255,9 +269,11 @@ def _mma_kernel(x_ptr, w_ptr, w_desc, s_ptr, b_ptr, y_ptr, ws_ptr, lock_ptr, M, 
                 g = _group(t, s, W, GROUP)
                 k0 = t * _TILE_K + s * 2 * W
                 if EVEN_K:
-                    x = tl.load(x_cols + k0, mask=m_ok[None, :], other=0.0)
+                    x = tl.load(x_tile + k0, mask=x_ok, other=0.0)
+                elif SWAP:
+                    x = tl.load(x_tile + k0, mask=x_ok & (k0 + offs_e < K)[:, None], other=0.0)
                 else:
-                    x = tl.load(x_cols + k0, mask=m_ok[None, :] & (k0 + offs_e < K)[:, None], other=0.0)
+                    x = tl.load(x_tile + k0, mask=x_ok & (k0 + offs_e < K)[None, :], other=0.0)
                 bias = _bias32(b_ptr, offs_n, n_ok, NG, g, offs_e, BITS, ASYM, GROUP, W)
                 if DOT_F32:
                     a = _operand_f32(halves, bias, s, BITS)
@@ -266,17 +282,26 @@ def _mma_kernel(x_ptr, w_ptr, w_desc, s_ptr, b_ptr, y_ptr, ws_ptr, lock_ptr, M, 
                     a = _operand(halves, bias, s, BITS, DTYPE, PAIRS)
                 if PRE_SCALE:
                     a = a * _scale(s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP, W).to(a.dtype)
-                    acc = tl.dot(a, x, acc)
+                    if SWAP:
+                        acc = tl.dot(a, x, acc)
+                    else:
+                        acc = tl.dot(x, tl.trans(a), acc)
                 else:
                     part = tl.dot(a, x, part)
                     if (s + 1) % PER_SCALE == 0:
                         acc += part * _scale(s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP, W).to(tl.float32)
                         part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
-    y_ptrs = y_ptr + offs_m[None, :] * stride_ym + offs_n[:, None]
-    local = tl.arange(0, BLOCK_N)[:, None] * BLOCK_M + tl.arange(0, BLOCK_M)[None, :]
+    if SWAP:
+        y_ptrs = y_ptr + offs_m[None, :] * stride_ym + offs_n[:, None]
+        y_mask = n_ok[:, None] & m_ok[None, :]
+        local = tl.arange(0, BLOCK_N)[:, None] * BLOCK_M + tl.arange(0, BLOCK_M)[None, :]
+    else:
+        y_ptrs = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :]
+        y_mask = m_ok[:, None] & n_ok[None, :]
+        local = tl.arange(0, BLOCK_M)[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
     tile = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
-    _finish(acc, y_ptrs, n_ok[:, None] & m_ok[None, :], ws_ptr, lock_ptr, local, tile,
-            tl.num_programs(0) * tl.num_programs(1), BLOCK_N * BLOCK_M, SPLIT_K)
+    _finish(acc, y_ptrs, y_mask, ws_ptr, lock_ptr, local, tile, tl.num_programs(0) * tl.num_programs(1),
+            BLOCK_N * BLOCK_M, SPLIT_K)
 
 
 @triton.jit
@@ -312,13 +337,22 @@ class Config:
     pre_scale: bool = False  # "mma": scale each weight before the dot instead of each partial sum
     step: int = 1  # "mma": K tiles per loop iteration; each costs its own shared-memory buffers per stage
     tma: bool = False  # "mma": weight tiles through the TMA copy engine (a tensor descriptor) instead of cp.async
+    swap: bool = True  # "mma": y.T = W·x.T (weight from registers); False: y = x·W.T, weights pre-scaled
 
 
 # Tiles and crossovers from the --tune runs on an H200 (bench/NOTES.md): the swapped tensor-core
 # kernel wins from M = 1 (the CUDA-core GEMV lost at every shape, by 5-35 %) up to M = 256, where it
 # ties dequantize-then-cuBLAS (within 10 % either way); from M = 512 cuBLAS on the dequantized weight wins.
 MMA_MAX_M = 256
-SMS = 132  # H100/H200 multiprocessors; only sets how far K is split
+
+
+@functools.lru_cache(maxsize=None)
+def multiprocessors(device: torch.device) -> int:
+    """The card's multiprocessors, which set how far K is split; the CPU interpreter runs programs one
+    after another, so there it is 1 (no split asked for)."""
+    if device.type != "cuda":
+        return 1
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def choose_path(m: int) -> Path:
@@ -338,16 +372,17 @@ def default_config(m: int, layer: PackedLinear, path: Path | None = None) -> Con
     path = path or choose_path(m)
     n, tiles_k = layer.out_features, layer.words.shape[1] // layer.tile_words
     m = max(m, 1)
+    sms = multiprocessors(layer.device)
     if path == "gemv":
-        return Config("gemv", block_n=64, split_k=_split_for(triton.cdiv(n, 64) * m, tiles_k, 4 * SMS))
+        return Config("gemv", block_n=64, split_k=_split_for(triton.cdiv(n, 64) * m, tiles_k, 4 * sms))
     if path == "dequant":
         return Config("dequant", block_n=32, num_warps=4, num_stages=1)
     if m <= 16:  # weight streaming: enough programs per multiprocessor to keep loads in flight; 8-bit
         # tiles take twice the shared memory, so fewer programs fit and fewer are asked for
-        programs = 3 * SMS if layer.num_bits == 4 else 3 * SMS // 2
+        programs = 3 * sms if layer.num_bits == 4 else 3 * sms // 2
         return Config("mma", block_m=16, block_n=64, split_k=_split_for(triton.cdiv(n, 64), tiles_k, programs))
     if m <= 64:
-        return Config("mma", block_m=64, block_n=64, split_k=_split_for(triton.cdiv(n, 64), tiles_k, 3 * SMS // 2))
+        return Config("mma", block_m=64, block_n=64, split_k=_split_for(triton.cdiv(n, 64), tiles_k, 3 * sms // 2))
     # Towards compute-bound: the dequantization is shared by 64 rows of x, so weights are scaled
     # before the dot (one accumulator instead of two); 3 stages of 48 KB fit in shared memory.
     return Config("mma", block_m=64, block_n=128, num_warps=8, num_stages=3, pre_scale=True)
@@ -442,16 +477,19 @@ def matmul(x: torch.Tensor, layer: PackedLinear, config: Config | None = None,
     partials = _workspace(x.device, "partials", cfg.split_k * grid[0] * grid[1] * tile_elems)
     counters = _workspace(x.device, "counters", grid[0] * grid[1])
     halves = layer.words.view(torch.int16)
-    rest = (layer.scale, layer.bias, y2, partials, counters, m, n, k, tiles_k, layer.groups, x2.stride(0), y2.stride(0))
-    common = dict(BITS=layer.num_bits, ASYM=not layer.symmetric, GROUP=_group_arg(layer), BLOCK_N=cfg.block_n,
-                  SPLIT_K=cfg.split_k, EVEN_N=n % cfg.block_n == 0, EVEN_K=k % TILE_K == 0,
-                  PER_SCALE=_per_scale(layer, cfg.pre_scale and cfg.path == "mma"), num_warps=cfg.num_warps,
-                  num_stages=cfg.num_stages)
+    # by name: the two kernels' signatures differ, and a positional tuple would bind silently wrong
+    args = dict(s_ptr=layer.scale, b_ptr=layer.bias, y_ptr=y2, ws_ptr=partials, lock_ptr=counters, M=m, N=n, K=k,
+                KT=tiles_k, NG=layer.groups, stride_xm=x2.stride(0), stride_ym=y2.stride(0), BITS=layer.num_bits,
+                ASYM=not layer.symmetric, GROUP=_group_arg(layer), BLOCK_N=cfg.block_n, SPLIT_K=cfg.split_k,
+                EVEN_N=n % cfg.block_n == 0, EVEN_K=k % TILE_K == 0, num_warps=cfg.num_warps,
+                num_stages=cfg.num_stages)
     if cfg.path == "gemv":
-        _gemv_kernel[grid](x2, halves, *rest, **common)
+        _gemv_kernel[grid](x_ptr=x2, w_ptr=halves, PER_SCALE=_per_scale(layer), **args)
     else:
         tma = cfg.tma and not _INTERPRETED
         desc = TensorDescriptor.from_tensor(halves, [cfg.block_n, 2 * layer.tile_words]) if tma else None
-        _mma_kernel[grid](x2, halves, desc, *rest, BLOCK_M=cfg.block_m, TMA=tma, PAIRS=_pairs(x.dtype, layer.num_bits),
-                          DOT_F32=_INTERPRETED, STEP=_step(tiles_k, cfg.split_k, cfg.step), **common)
+        _mma_kernel[grid](x_ptr=x2, w_ptr=halves, w_desc=desc, BLOCK_M=cfg.block_m, TMA=tma, SWAP=cfg.swap,
+                          PER_SCALE=_per_scale(layer, cfg.pre_scale or not cfg.swap),
+                          PAIRS=_pairs(x.dtype, layer.num_bits), DOT_F32=_INTERPRETED,
+                          STEP=_step(tiles_k, cfg.split_k, cfg.step), **args)
     return y

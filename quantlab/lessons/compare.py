@@ -12,28 +12,14 @@ import torch
 from quantlab.core import metrics
 from quantlab.core.errors import QuantlabError
 from quantlab.core.quantize import fake_quantize
-from quantlab.core.spec import PRESETS, QuantSpec
+from quantlab.core.spec import QuantSpec, scheme_spec
 from quantlab.io import sizing
 from quantlab.lessons import outliers
 
-_W4 = PRESETS["W4A16"]
-
-# The schemes people actually ask about, by the names they ask with.
-CANDIDATES: dict[str, QuantSpec] = {
-    "W4A16 g32": _W4.with_(group_size=32),
-    "W4A16 g64": _W4.with_(group_size=64),
-    "W4A16 g128": _W4,
-    "W4A16 g256": _W4.with_(group_size=256),
-    "W4A16 asym g128": PRESETS["W4A16_ASYM"],
-    "W4A16 per-channel": _W4.with_(strategy="channel", group_size=None),
-    "W4A16 per-tensor": _W4.with_(strategy="tensor", group_size=None),
-    "W8A16": PRESETS["W8A16"],
-    "W8A16 per-channel": PRESETS["W8A16"].with_(strategy="channel", group_size=None),
-    "W8A8 (dynamic per-token)": PRESETS["W8A8"],
-    "FP8 (static per-tensor)": PRESETS["FP8"],
-    "FP8 dynamic": PRESETS["FP8_DYNAMIC"],
-}
-DEFAULT_CHOICE = ("W4A16 g128", "W4A16 g64", "W8A16", "W8A8 (dynamic per-token)", "FP8 dynamic")
+# The schemes people actually ask about, as registry slugs (labels come from the registry).
+CANDIDATES: tuple[str, ...] = ("w4a16-g32", "w4a16-g64", "w4a16", "w4a16-g256", "w4a16-asym", "w4a16-channel",
+                               "w4a16-tensor", "w8a16", "w8a16-channel", "w8a8", "fp8", "fp8-dynamic")
+DEFAULT_CHOICE = ("w4a16", "w4a16-g64", "w8a16", "w8a8", "fp8-dynamic")
 
 
 @dataclass(frozen=True)
@@ -50,7 +36,7 @@ class LayerWhatIf:
 @torch.no_grad()
 def layer_what_if(name: str, w: torch.Tensor, x: torch.Tensor | None) -> LayerWhatIf:
     """One named candidate on one layer: weight error, layer-output error, storage cost."""
-    spec = CANDIDATES[name]
+    spec = scheme_spec(name)
     w_spec = spec.with_(activations=None)
     try:
         w_hat = fake_quantize(w, w_spec)
@@ -75,5 +61,5 @@ class CheckpointSize:
 
 def model_sizes(source: sizing.Source, names: tuple[str, ...]) -> dict[str, CheckpointSize]:
     """File size of the whole checkpoint under each candidate (shapes only, no weights read)."""
-    reports = {name: sizing.model_size(source, CANDIDATES[name]) for name in names}
+    reports = {name: sizing.model_size(source, scheme_spec(name)) for name in names}
     return {name: CheckpointSize(r.total_bytes, r.notes) for name, r in reports.items()}

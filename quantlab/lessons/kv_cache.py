@@ -29,7 +29,7 @@ import torch
 from quantlab.core.errors import QuantlabError
 from quantlab.core.metrics import SCALE_BITS, sqnr_db
 from quantlab.core.quantize import fake_quantize
-from quantlab.core.spec import QuantSpec
+from quantlab.core.spec import QuantSpec, scheme
 from quantlab.io import models, sizing
 
 CACHE_BITS = 16  # an unquantized cache is kept in the model's bf16/fp16
@@ -140,21 +140,26 @@ def max_context(arch: Architecture, budget_bytes: float, batch: int = 1, spec: Q
 
 
 # The three cache widths the memory lesson compares, each in the scheme it is usually run with.
-MEMORY_SCHEMES: dict[str, QuantSpec | None] = {
-    "16-bit KV (BF16)": None,
-    "8-bit KV (FP8, per-tensor scales)": kv_spec("FP8", "tensor"),
-    "4-bit KV (INT4, per-token scales)": kv_spec("INT4", "token"),
-}
-WEIGHT_SCHEMES: tuple[str, ...] = ("BF16", "W8A16", "FP8", "W4A16")
+MEMORY_SCHEMES: tuple[QuantSpec | None, ...] = (None, kv_spec("FP8", "tensor"), kv_spec("INT4", "token"))
+# Weight schemes of the memory planner, as registry slugs ("bf16": the checkpoint as published).
+WEIGHT_SCHEMES: tuple[str, ...] = ("bf16", "w8a16", "fp8", "w4a16")
 GPU_MEMORY_GB: tuple[int, ...] = (24, 48, 80, 141)
 
 
-def weight_bytes(name: str, scheme: str) -> int:
-    """Checkpoint bytes of a shipped architecture at a weight scheme ("BF16": as published)."""
-    if scheme not in WEIGHT_SCHEMES:
-        raise QuantlabError(f"unknown weight scheme {scheme!r}: use one of {', '.join(WEIGHT_SCHEMES)}")
-    report = sizing.model_size(name, QuantSpec.preset("W8A16" if scheme == "BF16" else scheme))
-    return report.original_bytes if scheme == "BF16" else report.total_bytes
+def memory_label(spec: QuantSpec | None) -> str:
+    """How the memory chart names a cache width, e.g. '4-bit KV (INT4 per-token)'."""
+    if spec is None:
+        return f"{CACHE_BITS}-bit KV (BF16)"
+    return f"{spec.num_bits}-bit KV ({kv_label(spec)})"
+
+
+def weight_bytes(name: str, scheme_slug: str) -> int:
+    """Checkpoint bytes of a shipped architecture at a weight scheme ("bf16": as published)."""
+    if scheme_slug not in WEIGHT_SCHEMES:
+        raise QuantlabError(f"unknown weight scheme {scheme_slug!r}: use one of {', '.join(WEIGHT_SCHEMES)}")
+    spec = scheme(scheme_slug).spec
+    report = sizing.model_size(name, spec or QuantSpec.preset("W8A16"))
+    return report.original_bytes if spec is None else report.total_bytes
 
 
 @dataclass(frozen=True)
@@ -173,19 +178,19 @@ class MemoryPlan:
         return tuple((self.weights + b) / self.unit for b in self.kv[label])
 
 
-def memory_plan(name: str, scheme: str, batch: int, gpu_unit: int, points: int = 64) -> MemoryPlan:
+def memory_plan(name: str, scheme_slug: str, batch: int, gpu_unit: int, points: int = 64) -> MemoryPlan:
     """KV memory for 1 … max_position_embeddings tokens and what fits on each GPU size.
 
     `gpu_unit` is the byte count of one "GB" of card memory (10⁹ or 2³⁰): the lesson lets the
     learner see how much the choice moves the answer.
     """
     arch = architecture(name)
-    weights = weight_bytes(name, scheme)
+    weights = weight_bytes(name, scheme_slug)
     top = arch.max_context or 131072
     tokens = tuple(sorted({max(1, round(top * i / (points - 1))) for i in range(points)}))
-    kv = {label: tuple(kv_bytes(arch, t, batch, spec).total for t in tokens) for label, spec in MEMORY_SCHEMES.items()}
-    fits = {label: {gb: max_context(arch, gb * gpu_unit - weights, batch, spec) for gb in GPU_MEMORY_GB}
-            for label, spec in MEMORY_SCHEMES.items()}
+    kv = {memory_label(spec): tuple(kv_bytes(arch, t, batch, spec).total for t in tokens) for spec in MEMORY_SCHEMES}
+    fits = {memory_label(spec): {gb: max_context(arch, gb * gpu_unit - weights, batch, spec) for gb in GPU_MEMORY_GB}
+            for spec in MEMORY_SCHEMES}
     return MemoryPlan(tokens, weights, kv, fits, arch.max_context, gpu_unit)
 
 

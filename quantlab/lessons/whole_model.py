@@ -41,17 +41,8 @@ SHORT_NAMES = ("query", "key", "value", "attn out", "FFN up", "FFN down")
 FP16_BYTES = 2
 
 
-# The schemes the lesson offers, by name; each is one QuantSpec (weights, maybe activations).
-SCHEMES: dict[str, QuantSpec] = {
-    "W8A16: 8-bit weights, groups of 128": QuantSpec.preset("W8A16"),
-    "W8: 8-bit weights per channel": QuantSpec(num_bits=8, strategy="channel"),
-    "W4A16: 4-bit weights, groups of 128": QuantSpec.preset("W4A16"),
-    "W4: 4-bit weights per channel": QuantSpec(num_bits=4, strategy="channel"),
-    "W4: 4-bit weights per tensor": QuantSpec(num_bits=4),
-    "W8A8: dynamic per-token activations": QuantSpec.preset("W8A8"),
-    "W8A8: static per-tensor activations": QuantSpec.preset("W8A8").with_(
-        activations=QuantSpec(num_bits=8, strategy="tensor")),
-}
+# The schemes the lesson offers, as registry slugs.
+SCHEMES: tuple[str, ...] = ("w8a16", "w8a16-channel", "w4a16", "w4a16-channel", "w4a16-tensor", "w8a8", "w8a8-static")
 
 
 def eval_pairs() -> list[tuple[str, str]]:
@@ -145,8 +136,6 @@ def plan(spec: QuantSpec, smooth_alpha: float | None = None, calibration: str = 
     if smooth_alpha is not None and act is None:
         raise QuantlabError("SmoothQuant moves difficulty from activations to weights: "
                             "pick a scheme that quantizes activations (W8A8)")
-    if act is not None and not act.dynamic and act.strategy != "tensor":
-        raise QuantlabError("static activation scales are per tensor: use strategy 'tensor' or dynamic 'token'")
     needs_calib = act is not None and (not act.dynamic or smooth_alpha is not None)
     calib = models.activations(calibration) if needs_calib else {}
     modules = dict(model.named_modules())

@@ -40,7 +40,7 @@ def markdown_text(at: AppTest) -> str:
 
 def use_local_path(at: AppTest, path: str) -> AppTest:
     """Point the sidebar at a local .safetensors file or folder, as a user would, and rerun."""
-    at.radio(key="source_kind").set_value("Local path").run()
+    at.radio(key="source_kind").set_value("local").run()
     at.text_input(key="source_path").set_value(path).run()
     assert not at.exception, at.exception
     return at

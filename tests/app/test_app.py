@@ -31,27 +31,27 @@ def test_symmetric_bits_change_the_numbers_and_the_url():
     assert not at.exception
     after = _text(at)
     assert "64 levels" in after and after != before
-    assert at.query_params["bits"] == "6"
+    assert at.query_params["sym_bits"] == "6"
 
 
 def test_symmetric_activation_is_skewed_and_asymmetric_wins():
     at = _app("pages/symmetric.py")
     at.selectbox(key="layer").set_value("encoder.layer.0.output.dense").run()
-    at.radio(key="sym_tensor").set_value("input activation").run()
+    at.radio(key="sym_tensor").set_value("input").run()
     at.slider(key="sym_bits").set_value(8).run()
     assert not at.exception
     table = at.dataframe[0].value
     sqnr = table.loc[table.index[0]]
     # post-GELU values are one-sided: the symmetric grid wastes ~half its levels, about one bit (6 dB)
     assert float(sqnr["asymmetric"]) > float(sqnr["symmetric"]) + 4
-    assert at.query_params["tensor"] == "input activation"
+    assert at.query_params["sym_tensor"] == "input"
 
 
 def test_url_state_restores_the_view():
     at = _app("pages/symmetric.py",
-              query={"bits": "3", "tensor": "input activation", "layer": "encoder.layer.1.output.dense"})
+              query={"sym_bits": "3", "sym_tensor": "input", "layer": "encoder.layer.1.output.dense"})
     assert at.slider(key="sym_bits").value == 3
-    assert at.radio(key="sym_tensor").value == "input activation"
+    assert at.radio(key="sym_tensor").value == "input"
     assert at.selectbox(key="layer").value == "encoder.layer.1.output.dense"
 
 
@@ -85,7 +85,7 @@ def test_nan_tensor_gets_a_message_in_the_page(tmp_path):
     save_file({"layer.weight": w}, str(f))
     at = use_local_path(_app("pages/symmetric.py"), str(f))
     assert any("NaN/Inf" in e.value for e in at.error)
-    at.radio(key="source_kind").set_value("Embedded MiniLM").run()  # and the session recovers
+    at.radio(key="source_kind").set_value("embedded").run()  # and the session recovers
     assert not at.error and not at.exception
 
 

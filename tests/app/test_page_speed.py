@@ -37,7 +37,7 @@ def test_shape_choice_changes_the_measured_answer() -> None:
 
 def test_architecture_preset_and_batch_move_the_bound() -> None:
     at = run_page(PAGE)
-    at.selectbox(key="speed_origin").set_value("Architecture: llama-3.1-8b").run()
+    at.selectbox(key="speed_origin").set_value("llama-3.1-8b").run()
     assert "model.layers.0.mlp.down_proj" in at.selectbox(key="speed_layer").options
     at.selectbox(key="speed_layer").set_value("model.layers.0.mlp.down_proj").run()
     table = at.dataframe[0].value

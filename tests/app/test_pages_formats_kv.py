@@ -18,9 +18,9 @@ def test_formats_page_number_granularity_and_preset():
     after = markdown_text(at)
     assert after != text and "saturated at ±max" in after  # 1000 > 448 in E4M3, > 6 in FP4
     duel_before = _chart_data(at, 3)
-    at.radio(key="fmt_gran").set_value("per-channel weight / per-token activation").run()
+    at.radio(key="fmt_gran").set_value("channel").run()
     assert not at.exception and _chart_data(at, 3) != duel_before
-    assert at.query_params["fmt_gran"] == "per-channel weight / per-token activation"
+    assert at.query_params["fmt_gran"] == "channel"
     at.selectbox(key="fmt_arch").set_value("llama-3.1-8b").run()
     assert not at.exception
     assert "8,030,261,248 parameters" in markdown_text(at)

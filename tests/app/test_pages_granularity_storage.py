@@ -48,7 +48,7 @@ def test_storage_lesson_on_the_embedded_file_and_a_shipped_config() -> None:
     g32 = sizing.model_size("llama-3.1-8b", QuantSpec.preset("W4A16").with_(group_size=32))
     assert at.metric[0].value == sizing.format_bytes(g32.total_bytes) == "6.03 GB"
     assert not at.get("download_button") and any("no weights" in i.value for i in at.info)
-    at.selectbox(key="storage_scheme").set_value("W8A8").run()
+    at.selectbox(key="storage_scheme").set_value("w8a8").run()
     assert not at.exception and at.metric[0].value.endswith("GB")
     claims = at.dataframe[-1].value
     assert list(claims["verdict"]) == ["holds", "off", "off", "holds"]

@@ -19,7 +19,7 @@ def test_clipping_ratio_moves_the_error_and_the_150_example():
     after = _metrics(at)
     assert after["Values saturated"] == "0.000%" and before["Values saturated"] != after["Values saturated"]
     assert at.success, "at ratio 1 nothing saturates and the page says so"
-    assert at.query_params["ratio"] == "100"
+    assert at.query_params["clip_ratio"] == "1.0"
 
 
 def test_clipping_calibration_table_follows_the_observer():
@@ -35,7 +35,7 @@ def test_clipping_calibration_table_follows_the_observer():
 
 
 def test_clipping_weight_view_has_no_calibration_section():
-    at = run_page("pages/clipping.py", query={"ctensor": "weight", "cbits": "4"})
+    at = run_page("pages/clipping.py", query={"clip_tensor": "weight", "clip_bits": "4"})
     assert at.radio(key="clip_tensor").value == "weight"
     assert not at.dataframe
     assert "output row" in " ".join(i.value for i in at.info) + " ".join(s.value for s in at.success)
@@ -49,12 +49,12 @@ def test_outliers_alpha_and_scheme_change_the_numbers():
     at.slider(key="out_alpha").set_value(0.8).run()
     assert not at.exception
     assert _metrics(at)["…after SmoothQuant α = 0.80"] != smooth_before
-    assert at.query_params["alpha"] == "80"
+    assert at.query_params["out_alpha"] == "0.8"
     cos_static = _metrics(at)["Embedding cosine to fp32"]
-    at.selectbox(key="out_scheme").set_value("W8A16: 8-bit weights, groups of 128").run()
+    at.selectbox(key="out_scheme").set_value("w8a16").run()
     assert not at.exception
     assert float(_metrics(at)["Embedding cosine to fp32"]) > float(cos_static)
-    at.selectbox(key="out_scheme").set_value("W8A8: static per-tensor activations").run()
+    at.selectbox(key="out_scheme").set_value("w8a8-static").run()
     at.toggle(key="out_smooth").set_value(True).run()
     assert not at.exception
     assert "SmoothQuant α=0.8" in " ".join(c.value for c in at.caption)

@@ -45,6 +45,8 @@ def test_help_explains_models_and_schemes(capsys) -> None:
     (["size", "/no/such/thing"], "neither a file"),
     (["size", "llama-3.1-8b", "--scheme", "FP8", "--group-size", "64"], "no group size"),
     (["size", "llama-3.1-8b", "--group-size", "5000"], "divides none"),
+    (["size", "llama-3.1-8b", "--scheme", "W5A16"], "unknown scheme"),
+    (["size", "llama-3.1-8b", "--scheme", "bf16"], "unquantized baseline"),
     (["export", "mistral-7b", "/tmp/never-written"], "without weights"),
 ])
 def test_bad_input_is_one_line_on_stderr(capsys, argv: list[str], message: str) -> None:

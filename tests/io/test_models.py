@@ -98,9 +98,10 @@ def test_spec_validation_messages():
     assert ql.QuantSpec.preset("w4a16") == ql.QuantSpec(num_bits=4, strategy="group", group_size=128)
     assert ql.QuantSpec.preset("W8A8").activations.strategy == "token"
     spec = ql.QuantSpec.preset("W4A16_ASYM")
-    assert ql.QuantSpec.from_query(spec.to_query()) == spec
-    assert ql.QuantSpec.from_dict(ql.QuantSpec.preset("FP8_DYNAMIC").to_dict()) == ql.QuantSpec.preset("FP8_DYNAMIC")
-    assert ql.QuantSpec.from_query({"bits": "banana"}, default=spec) == spec
+    assert spec.to_url() == "w4a16-asym" and ql.QuantSpec.from_url("w4a16-asym") == spec
+    assert ql.QuantSpec.from_url(ql.QuantSpec.preset("FP8_DYNAMIC").to_url()) == ql.QuantSpec.preset("FP8_DYNAMIC")
+    with pytest.raises(QuantlabError, match="not a quantization scheme"):
+        ql.QuantSpec.from_url("banana")
     assert len({ql.QuantSpec.preset(p) for p in ql.PRESETS}) == len(ql.PRESETS)  # hashable, distinct
 
 

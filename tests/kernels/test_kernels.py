@@ -17,7 +17,6 @@ pytest.importorskip("triton")
 import quantlab as ql  # noqa: E402
 from quantlab.core.errors import QuantlabError  # noqa: E402
 from quantlab.io import models  # noqa: E402
-from quantlab.lessons import speed  # noqa: E402
 from quantlab.kernels import triton_ops as ops  # noqa: E402
 from quantlab.kernels.fp8 import (  # noqa: E402
     Fp8Linear,
@@ -41,7 +40,9 @@ TOL = {torch.bfloat16: 1e-2, torch.float16: 2e-3}
 SPECS = {
     "w4_sym_g128": ql.QuantSpec.preset("W4A16"),
     "w4_asym_g32": ql.QuantSpec(num_bits=4, symmetric=False, strategy="group", group_size=32),
-    "w8_sym_channel": ql.QuantSpec.preset("W8A16"),
+    "w8_sym_g128": ql.QuantSpec.preset("W8A16"),
+    "w8_sym_channel": ql.QuantSpec(num_bits=8, strategy="channel"),
+    "w4_asym_channel": ql.QuantSpec(num_bits=4, symmetric=False, strategy="channel"),
     "w8_asym_g64": ql.QuantSpec(num_bits=8, symmetric=False, strategy="group", group_size=64),
     "w8_sym_g32": ql.QuantSpec(num_bits=8, strategy="group", group_size=32),
     "w4_sym_g256": ql.QuantSpec(num_bits=4, strategy="group", group_size=256),
@@ -78,16 +79,24 @@ CPU_CONFIGS = {"gemv": ops.Config("gemv", block_n=32, split_k=2),
                "dequant": ops.Config("dequant", block_n=16),
                "mma_one_pass": ops.Config("mma", block_m=16, block_n=32),
                "gemv_one_pass": ops.Config("gemv", block_n=32),
-               "mma_pre_scale": ops.Config("mma", block_m=16, block_n=32, split_k=2, pre_scale=True)}
+               "mma_pre_scale": ops.Config("mma", block_m=16, block_n=32, split_k=2, pre_scale=True),
+               "mma_gemm": ops.Config("mma", block_m=16, block_n=32, split_k=2, swap=False)}
 
 
 @pytest.mark.parametrize("spec_name,path,dtype", [
     ("w4_sym_g128", "gemv", torch.bfloat16), ("w4_sym_g128", "mma", torch.float16),
     ("w4_sym_g128", "dequant", torch.bfloat16), ("w4_asym_g32", "gemv", torch.float16),
-    ("w4_asym_g32", "mma", torch.bfloat16), ("w8_sym_channel", "gemv", torch.float16),
-    ("w8_sym_channel", "mma", torch.bfloat16), ("w8_asym_g64", "dequant", torch.float16),
+    ("w4_asym_g32", "mma", torch.bfloat16), ("w8_sym_g128", "gemv", torch.float16),
+    ("w8_sym_g128", "mma", torch.bfloat16), ("w8_asym_g64", "dequant", torch.float16),
     ("w8_asym_g64", "mma", torch.float16), ("w4_sym_g128", "mma_one_pass", torch.bfloat16),
-    ("w8_asym_g64", "gemv_one_pass", torch.bfloat16), ("w8_sym_channel", "mma_one_pass", torch.float16),
+    ("w8_asym_g64", "gemv_one_pass", torch.bfloat16), ("w8_sym_g128", "mma_one_pass", torch.float16),
+    # per-channel (GROUP == 0): one scale column, read for every tile, K's padding included
+    ("w8_sym_channel", "gemv", torch.bfloat16), ("w8_sym_channel", "mma", torch.float16),
+    ("w4_asym_channel", "gemv", torch.float16), ("w4_asym_channel", "mma", torch.bfloat16),
+    ("w4_asym_channel", "mma_pre_scale", torch.float16), ("w8_sym_channel", "dequant", torch.bfloat16),
+    # the GEMM orientation (weight as the right operand), split K and a padded K tile
+    ("w4_sym_g128", "mma_gemm", torch.bfloat16), ("w4_asym_g32", "mma_gemm", torch.float16),
+    ("w8_sym_channel", "mma_gemm", torch.bfloat16),
     ("w8_sym_g32", "mma", torch.bfloat16), ("w8_sym_g32", "gemv", torch.float16),
     ("w8_sym_g32", "dequant", torch.bfloat16), ("w4_asym_g32", "mma_pre_scale", torch.float16),
     ("w4_sym_g128", "mma_pre_scale", torch.bfloat16), ("w4_sym_g256", "mma", torch.bfloat16),
@@ -97,6 +106,7 @@ def test_small_shapes_match_float64(spec_name: str, path: str, dtype: torch.dtyp
     # N not a multiple of the N tile; K = 384 pads its second 256-input tile, 768 fills three
     n, k = 72, 768 if spec_name == "w4_sym_g256" else 384
     layer = layer_for(SPECS[spec_name], n, k, dtype)
+    assert (ops._group_arg(layer) == 0) == spec_name.endswith("_channel")  # the kernels' per-channel path
     for m in (1, 5, 19):
         x = torch.randn(m, k, dtype=dtype, device=DEVICE)
         y = run_poisoned(x, layer, CPU_CONFIGS[path])
@@ -225,46 +235,22 @@ def test_user_errors_are_one_line() -> None:
         PackedLinear.from_quantized(ql.quantize(torch.randn(8, 64), ql.QuantSpec(num_bits=3, strategy="channel")))
 
 
+def test_split_k_is_sized_to_the_card() -> None:
+    """The split asked for follows the device's own multiprocessor count (none to fill on the CPU)."""
+    layer = layer_for(SPECS["w4_sym_g128"], 4096, 4096, torch.bfloat16)
+    sms = ops.multiprocessors(layer.device)
+    assert sms == (torch.cuda.get_device_properties(layer.device).multi_processor_count if CUDA else 1)
+    tiles = 4096 // 64
+    split = ops.default_config(1, layer).split_k
+    assert split == ops._split_for(tiles, 16, 3 * sms)
+    assert ops._split_for(tiles, 16, 1) == 1 and ops._split_for(tiles, 16, 3 * 132) == 4
+
+
 def test_path_choice_follows_batch_size() -> None:
     paths = [ops.choose_path(m) for m in (1, 2, 4, 8, 16, 256, 1024, 4096)]
     assert paths[0] in ("gemv", "mma") and paths[-1] == "dequant"
     order = {p: i for i, p in enumerate(ops.PATHS)}
     assert [order[p] for p in paths] == sorted(order[p] for p in paths)
-
-
-# -- roofline arithmetic -------------------------------------------------------------------------------
-
-def test_roofline_counts_and_bound() -> None:
-    assert speed.flops(1, 4096, 4096) == 2 * 4096 * 4096
-    w = speed.weight_bytes("w4a16", 4096, 4096)
-    assert w == pytest.approx(4096 * 4096 * (4 + 16 / 128) / 8)
-    b1 = speed.bound(1, 4096, 4096, "w4a16", bandwidth_gbps=3000, peak_tflops=750)
-    b4k = speed.bound(4096, 4096, 4096, "w4a16", bandwidth_gbps=3000, peak_tflops=750)
-    assert b1.memory_bound and not b4k.memory_bound
-    assert b1.ridge == pytest.approx(250)
-    assert b1.floor_us == pytest.approx(speed.traffic_bytes(1, 4096, 4096, w) / 3000 / 1e3)
-    assert speed.roof(1.0, 3000, 750) == pytest.approx(3.0) and speed.roof(1e4, 3000, 750) == 750
-
-
-def test_crossover_interpolates_in_log_batch() -> None:
-    assert speed.crossover([1, 2, 4, 8], [3.0, 2.0, 1.5, 1.2]) is None
-    assert speed.crossover([1, 16], [2.0, 0.5]) == pytest.approx(2 ** (4 * (1 / 1.5)))
-    assert speed.crossover([4, 8], [0.9, 0.5]) == 4.0
-
-
-def test_targets_and_geomeans_from_results() -> None:
-    rows = []
-    for (k, n), base in {(64, 64): 1.0, (128, 128): 4.0}.items():
-        for m in (1, 16, 256):
-            rows.append({"K": k, "N": n, "M": m, "method": "bf16", "ms": base})
-            rows.append({"K": k, "N": n, "M": m, "method": "w4a16", "ms": base / (4 if m == 1 else 2 if m == 16 else 0.5)})
-            rows.append({"K": k, "N": n, "M": m, "method": "torch_int4", "ms": base / 2})
-            rows.append({"K": k, "N": n, "M": m, "method": "w8a16", "ms": base / 2})
-    res = speed.Results({"card": "X", "date": "d", "torch": "t", "triton": "r"}, tuple(rows), (), "r")
-    assert res.geomean_speedup(1, "w4a16") == pytest.approx(4.0)
-    verdict = {t["target"]: t["met"] for t in speed.targets(res)}
-    assert verdict["W4A16 vs bf16, geomean, M=1"] and verdict["W4A16 vs bf16, geomean, M=16"] is False
-    assert verdict["W4A16 vs bf16, geomean, M=256"] is False and verdict["W8A16 vs bf16, geomean, M=1"]
 
 
 # -- compiled, at model sizes --------------------------------------------------------------------------
@@ -274,7 +260,7 @@ def test_targets_and_geomeans_from_results() -> None:
 @pytest.mark.parametrize("k,n", [(4096, 4096), (14336, 4096), (4096, 14336 + 40)])
 def test_gpu_model_shapes_every_path(k: int, n: int) -> None:
     seed = fresh_seed()
-    for spec_name in ("w4_sym_g128", "w8_sym_channel", "w4_asym_g32"):
+    for spec_name in ("w4_sym_g128", "w8_sym_g128", "w4_asym_g32", "w8_sym_channel", "w4_asym_channel"):
         layer = layer_for(SPECS[spec_name], n, k, torch.bfloat16)
         w = ops.dequantize(layer, torch.bfloat16).double()
         for m in (1, 3, 16, 100, 300):
@@ -289,12 +275,15 @@ def test_gpu_model_shapes_every_path(k: int, n: int) -> None:
 @needs_cuda
 def test_gpu_launch_options() -> None:
     """The options the defaults do not take at these sizes: TMA loads, unrolled K steps, pre-scaling
-    at small M, mma.sync (two warps), and a split whose last slices are empty (24 K tiles over 16)."""
+    at small M, mma.sync (two warps), a split whose last slices are empty (24 K tiles over 16), and
+    the GEMM orientation with and without a split."""
     seed = fresh_seed()
     options = {"tma": ops.Config("mma", split_k=4, tma=True), "step2": ops.Config("mma", split_k=2, step=2),
                "pre": ops.Config("mma", split_k=2, pre_scale=True), "mma.sync": ops.Config("mma", num_warps=2, split_k=4),
-               "uneven": ops.Config("mma", split_k=16, num_stages=4), "tma_m64": ops.Config("mma", block_m=64, tma=True)}
-    for spec_name in ("w4_sym_g128", "w4_asym_g32", "w8_sym_channel"):
+               "uneven": ops.Config("mma", split_k=16, num_stages=4), "tma_m64": ops.Config("mma", block_m=64, tma=True),
+               "gemm": ops.Config("mma", block_m=128, block_n=128, num_warps=8, num_stages=2, swap=False),
+               "gemm_split": ops.Config("mma", block_m=64, block_n=64, split_k=4, swap=False)}
+    for spec_name in ("w4_sym_g128", "w4_asym_g32", "w8_sym_g128", "w8_sym_channel"):
         layer = layer_for(SPECS[spec_name], 4096 + 40, 6144, torch.bfloat16)  # N past the last full tile
         w = ops.dequantize(layer, torch.bfloat16).double()
         for m in (1, 16, 40):

@@ -17,17 +17,17 @@ def layer():
 
 def test_finer_groups_cost_bits_and_buy_accuracy(layer):
     w, x = layer
-    rows = {n: compare.layer_what_if(n, w, x) for n in ("W4A16 g32", "W4A16 g128", "W4A16 per-tensor", "W8A16")}
-    assert rows["W4A16 g32"].bits_per_weight == pytest.approx(4.5)
-    assert rows["W4A16 g128"].bits_per_weight == pytest.approx(4.125)
-    assert rows["W4A16 g32"].weight_sqnr_db > rows["W4A16 g128"].weight_sqnr_db > rows["W4A16 per-tensor"].weight_sqnr_db
-    assert rows["W8A16"].output_sqnr_db > rows["W4A16 g32"].output_sqnr_db + 15  # 4 more bits ≈ 24 dB
+    rows = {n: compare.layer_what_if(n, w, x) for n in ("w4a16-g32", "w4a16", "w4a16-tensor", "w8a16")}
+    assert rows["w4a16-g32"].bits_per_weight == pytest.approx(4.5)
+    assert rows["w4a16"].bits_per_weight == pytest.approx(4.125)
+    assert rows["w4a16-g32"].weight_sqnr_db > rows["w4a16"].weight_sqnr_db > rows["w4a16-tensor"].weight_sqnr_db
+    assert rows["w8a16"].output_sqnr_db > rows["w4a16-g32"].output_sqnr_db + 15  # 4 more bits ≈ 24 dB
 
 
 def test_activation_quantization_costs_output_accuracy(layer):
     w, x = layer
-    w8a16 = compare.layer_what_if("W8A16 per-channel", w, x)
-    w8a8 = compare.layer_what_if("W8A8 (dynamic per-token)", w, x)
+    w8a16 = compare.layer_what_if("w8a16-channel", w, x)
+    w8a8 = compare.layer_what_if("w8a8", w, x)
     assert w8a8.quantizes_activations and not w8a16.quantizes_activations
     assert w8a8.weight_sqnr_db == pytest.approx(w8a16.weight_sqnr_db)  # same weight grid
     assert w8a8.output_sqnr_db < w8a16.output_sqnr_db
@@ -35,28 +35,28 @@ def test_activation_quantization_costs_output_accuracy(layer):
 
 def test_group_that_does_not_divide_is_skipped_with_a_reason(layer):
     w, x = layer  # in_features = 384: 256 does not divide it
-    row = compare.layer_what_if("W4A16 g256", w, x)
+    row = compare.layer_what_if("w4a16-g256", w, x)
     assert row.skipped and "384" in row.skipped and math.isnan(row.weight_sqnr_db)
 
 
 def test_sizes_grow_with_finer_groups():
-    sizes = {n: s.total_bytes for n, s in compare.model_sizes("llama-3.1-8b", ("W4A16 g128", "W4A16 g64", "W8A16")).items()}
-    assert sizes["W4A16 g128"] < sizes["W4A16 g64"] < sizes["W8A16"]
-    assert 5.0e9 < sizes["W4A16 g128"] < 6.0e9  # 8B: INT4 blocks + 16-bit embeddings and lm_head
+    sizes = {n: s.total_bytes for n, s in compare.model_sizes("llama-3.1-8b", ("w4a16", "w4a16-g64", "w8a16")).items()}
+    assert sizes["w4a16"] < sizes["w4a16-g64"] < sizes["w8a16"]
+    assert 5.0e9 < sizes["w4a16"] < 6.0e9  # 8B: INT4 blocks + 16-bit embeddings and lm_head
 
 
 def test_page_reacts_to_schemes_and_runs_the_whole_model():
     at = run_page("pages/compare.py")
     table = at.dataframe[0].value
     assert list(table.index) == list(compare.DEFAULT_CHOICE)
-    at.multiselect(key="cmp_schemes").set_value(["W4A16 g256", "W8A16"]).run()
+    at.multiselect(key="cmp_schemes").set_value(["w4a16-g256", "w8a16"]).run()
     assert not at.exception
     assert any("does not divide" in w.value for w in at.warning)
     assert any("kept unquantized" in c.value for c in at.caption)  # sizing says what it did with them
-    assert at.query_params["scheme"] == ["W4A16 g256", "W8A16"]
+    assert at.query_params["scheme"] == ["w4a16-g256", "w8a16"]
     at.selectbox(key="cmp_target").set_value("llama-3.1-8b").run()
     assert "GB" in at.dataframe[0].value.iloc[1, -1]
     at.button(key="cmp_run").click().run()
     assert not at.exception
     whole = at.dataframe[1].value
-    assert whole.loc["W8A16"].iloc[0] > 0.999
+    assert whole.loc["w8a16"].iloc[0] > 0.999

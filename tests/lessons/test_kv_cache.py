@@ -77,9 +77,9 @@ def test_max_context_is_the_largest_that_fits(llama8b, spec):
 
 
 def test_memory_plan_uses_sizing_for_the_weights():
-    p = kv_cache.memory_plan("llama-3.1-8b", "W4A16", batch=1, gpu_unit=GIB)
+    p = kv_cache.memory_plan("llama-3.1-8b", "w4a16", batch=1, gpu_unit=GIB)
     assert p.weights == sizing.model_size("llama-3.1-8b", QuantSpec.preset("W4A16")).total_bytes
-    bf16 = kv_cache.memory_plan("llama-3.1-8b", "BF16", batch=1, gpu_unit=GIB)
+    bf16 = kv_cache.memory_plan("llama-3.1-8b", "bf16", batch=1, gpu_unit=GIB)
     assert bf16.weights == 8030261248 * 2
     totals = p.totals("16-bit KV (BF16)")
     assert all(a < b for a, b in zip(totals, totals[1:]))
@@ -87,7 +87,7 @@ def test_memory_plan_uses_sizing_for_the_weights():
     # 16 GB of BF16 weights leave a 24 GiB card room for ~62k tokens of BF16 cache; 4-bit KV holds ~3.9× more.
     room = 24 * GIB - bf16.weights
     assert bf16.fits["16-bit KV (BF16)"][24] == room // 131072 < 131072
-    assert bf16.fits["4-bit KV (INT4, per-token scales)"][24] > 3.5 * bf16.fits["16-bit KV (BF16)"][24]
+    assert bf16.fits["4-bit KV (INT4 per-token)"][24] > 3.5 * bf16.fits["16-bit KV (BF16)"][24]
     assert bf16.fits["16-bit KV (BF16)"][141] >= 131072
 
 

@@ -1,0 +1,184 @@
+"""The Granularity lesson's numbers on a real MiniLM layer: error against stored bits, the scale
+map, the channels one scale ruins, and the first packed word."""
+import math
+
+import pytest
+import torch
+
+import quantlab as ql
+from quantlab.core import metrics, packing
+from quantlab.io import models
+from quantlab.lessons import granularity
+
+LAYER = "encoder.layer.0.intermediate.dense"
+ORDER = ["g32", "g64", "g128", "channel", "tensor"]  # finest to coarsest for 384 input columns
+
+
+@pytest.fixture(scope="module")
+def weight():
+    w = models.load_tensor(models.ModelSource.embedded(), f"{LAYER}.weight")
+    assert w.shape == (1536, 384) and w.dtype == torch.float32
+    return w
+
+
+@pytest.fixture(scope="module")
+def points(weight):
+    return granularity.tradeoff(weight, models.activation(LAYER))
+
+
+def _family(points, bits, sym):
+    return {p.label: p for p in points if (p.spec.num_bits, p.spec.symmetric) == (bits, sym)}
+
+
+def test_candidates_and_unusable_groups():
+    labels = [label for label, _, _ in granularity.granularities()]
+    assert labels == ["channel", "g32", "g64", "g128", "g256", "tensor"]
+    custom = granularity.granularities(96)
+    assert [label for label, _, _ in custom] == ["channel", "g32", "g64", "g96", "g128", "g256", "tensor"]
+    assert ("g96", "group", 96) in custom
+    assert len(granularity.granularities(128)) == 6  # a custom size already listed is not repeated
+    assert granularity.unusable_groups(384) == [256]
+    assert granularity.unusable_groups(384, 100) == [100, 256]
+    assert granularity.unusable_groups(4096, 96) == [96]
+    assert granularity.unusable_groups(512) == []
+
+
+def test_tradeoff_covers_every_usable_candidate(weight, points):
+    assert len(points) == 2 * 2 * len(ORDER)  # bits × sym/asym × granularities (g256 left out)
+    for bits in (4, 8):
+        for sym in (True, False):
+            assert sorted(_family(points, bits, sym)) == sorted(ORDER)
+    assert all(p.label != "g256" for p in points)
+    rows = weight[:32]  # which candidates run depends on the input dimension only
+    with_custom = granularity.tradeoff(rows, None, custom_group=96, bits_options=(4,))
+    assert {p.label for p in with_custom} == set(ORDER) | {"g96"}
+    assert {p.label for p in granularity.tradeoff(rows, None, custom_group=100, bits_options=(4,))} == set(ORDER)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("sym", [True, False])
+def test_finer_groups_cost_more_bits_and_buy_higher_sqnr(points, bits, sym):
+    fam = _family(points, bits, sym)
+    sqnr = [fam[label].weight_sqnr_db for label in ORDER]
+    cost = [fam[label].bits_per_weight for label in ORDER]
+    assert all(a > b for a, b in zip(sqnr, sqnr[1:])), sqnr
+    assert all(a > b for a, b in zip(cost, cost[1:])), cost
+    # One scale for the whole matrix is ruined by its widest channel: far below everything else.
+    assert fam["channel"].weight_sqnr_db > fam["tensor"].weight_sqnr_db + 10
+    # The layer's output on real inputs follows the weight error.
+    assert fam["g32"].output_sqnr_db > fam["tensor"].output_sqnr_db + 10
+
+
+def test_int8_beats_int4_at_every_granularity(points):
+    for sym in (True, False):
+        four, eight = _family(points, 4, sym), _family(points, 8, sym)
+        for label in ORDER:
+            assert eight[label].weight_sqnr_db > four[label].weight_sqnr_db + 18
+            assert eight[label].bits_per_weight == pytest.approx(four[label].bits_per_weight + 4, abs=0.2)
+
+
+def test_measured_bits_are_the_stored_bytes_and_match_the_formula(weight, points):
+    numel = weight.numel()
+    rows, cols = weight.shape
+    for p in points:
+        b, g = p.spec.num_bits, p.spec.group_size
+        scales = {"tensor": 1, "channel": rows, "group": rows * cols // (g or 1)}[p.spec.strategy]
+        # Codes (4-bit packed eight to an int32, 8-bit as int8), float32 scales (the weight's dtype),
+        # int8-sized zero points unless packed too.
+        zp_bytes = 0 if p.spec.symmetric else (scales * b // 8 if p.spec.strategy != "tensor" else 1)
+        expected = numel * b // 8 + scales * 4 + zp_bytes
+        assert p.stored_bytes == expected, p
+        assert p.stored_bytes == granularity.stored_bytes((rows, cols), "F32", p.spec)
+        assert p.bits_per_weight == 8 * p.stored_bytes / numel
+        assert p.formula_bits == metrics.bits_per_weight(p.spec, (rows, cols), 32)
+        if (b, p.spec.symmetric, p.spec.strategy) == (4, False, "tensor"):
+            # The lone per-tensor zero point is stored as a whole int8: 4 bits more than b / g counts.
+            assert p.bits_per_weight - p.formula_bits == pytest.approx(4 / numel, rel=1e-9)
+        else:
+            assert p.bits_per_weight == pytest.approx(p.formula_bits, rel=1e-12)
+    g128 = _family(points, 4, True)["g128"]
+    assert g128.bits_per_weight == 4 + 32 / 128
+
+
+def test_without_inputs_there_is_no_output_sqnr(weight, points):
+    bare = granularity.tradeoff(weight, None, bits_options=(4,))
+    assert all(p.output_sqnr_db is None for p in bare)
+    assert all(p.output_sqnr_db is not None and math.isfinite(p.output_sqnr_db) for p in points)
+    same = {(p.label, p.spec.symmetric): p.weight_sqnr_db for p in points if p.spec.num_bits == 4}
+    assert all(same[(p.label, p.spec.symmetric)] == p.weight_sqnr_db for p in bare)
+
+
+def test_scale_map_pools_real_scales_to_a_few_hundred_rows(weight):
+    spec = ql.QuantSpec(num_bits=4, strategy="group", group_size=128)
+    smap = granularity.scale_map(weight, spec)
+    scales = ql.quantize(weight, spec).scale.float()
+    assert scales.shape == (1536, 3)
+    assert smap.values.shape == (384, 3) and smap.rows_per_cell == 4 and smap.group_size == 128
+    assert torch.equal(smap.values, scales.reshape(384, 4, 3).amax(dim=1))
+    channel = granularity.scale_map(weight, spec.with_(strategy="channel", group_size=None))
+    assert channel.values.shape == (384, 1) and channel.group_size == 384
+    tensor = granularity.scale_map(weight, spec.with_(strategy="tensor", group_size=None))
+    assert tensor.values.shape == (1, 1) and tensor.rows_per_cell == 1
+    assert tensor.values.item() == pytest.approx(weight.abs().max().item() / 7.5, rel=1e-6)
+
+
+def test_scale_map_small_layer_unpooled_and_ragged_pooling():
+    w = torch.arange(1, 1 + 8 * 64, dtype=torch.float32).reshape(8, 64)
+    spec = ql.QuantSpec(num_bits=8, strategy="group", group_size=32)
+    smap = granularity.scale_map(w, spec)
+    assert smap.rows_per_cell == 1 and smap.values.shape == (8, 2)
+    # Symmetric 8-bit: each group's scale is its max |w| / 127.5.
+    expected = w.reshape(8, 2, 32).amax(dim=2) / 127.5
+    assert torch.allclose(smap.values, expected, rtol=1e-6)
+    tall = torch.randn(389, 64, generator=torch.Generator().manual_seed(0))
+    pooled = granularity.scale_map(tall, spec)
+    assert pooled.rows_per_cell == 2 and pooled.values.shape == (195, 2)
+    scales = ql.quantize(tall, spec).scale.float()
+    assert torch.equal(pooled.values[-1], scales[-1])  # the odd last row is a cell of its own
+    assert torch.equal(pooled.values[0], scales[:2].amax(dim=0))
+
+
+def test_where_tensor_fails_known_answer():
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(16, 64, generator=g)
+    w[3] *= 50  # one wide channel sets the per-tensor scale
+    fine = ql.QuantSpec(num_bits=4, strategy="channel")
+    fail = granularity.where_tensor_fails(w, fine)
+    assert fail.coarse.strategy == "tensor" and fail.fine == fine
+    assert torch.allclose(fail.absmax, w.abs().amax(dim=1))
+    # The widest channel's own scale is the tensor's scale: identical codes, identical SQNR.
+    assert fail.sqnr_coarse[3] == fail.sqnr_fine[3]
+    narrow = torch.arange(16) != 3
+    assert (fail.sqnr_fine[narrow] > fail.sqnr_coarse[narrow] + 10).all()
+    for row in (0, 3, 7):
+        ref = metrics.sqnr_db(w[row], ql.quantize(w, fail.coarse).dequantize()[row])
+        assert fail.sqnr_coarse[row].item() == pytest.approx(ref, rel=1e-5)
+    worst = fail.worst(3)
+    assert len(worst) == 3
+    assert [r["channel"] for r in worst] == torch.argsort(fail.sqnr_coarse)[:3].tolist()
+    assert all(r["channel"] != 3 for r in worst)
+    first = worst[0]
+    assert set(first) == {"channel", "max |w|", "range / median", f"SQNR {fail.coarse.label} (dB)",
+                          f"SQNR {fine.label} (dB)"}
+    assert first["range / median"] == pytest.approx(first["max |w|"] / fail.absmax.median().item())
+
+
+def test_where_tensor_fails_on_the_real_layer(weight):
+    fail = granularity.where_tensor_fails(weight, ql.QuantSpec(num_bits=4, strategy="group", group_size=128))
+    assert fail.absmax.shape == (1536,) and fail.sqnr_coarse.shape == fail.sqnr_fine.shape == (1536,)
+    assert fail.sqnr_fine.median() > fail.sqnr_coarse.median() + 10
+    # The channel with the smallest range suffers most under one shared scale.
+    assert fail.sqnr_coarse[fail.absmax.argmin()] < fail.sqnr_coarse.median()
+
+
+@pytest.mark.parametrize("spec", [ql.QuantSpec(num_bits=4, strategy="group", group_size=128),
+                                  ql.QuantSpec(num_bits=8, strategy="channel")])
+def test_first_word_is_the_first_int32_of_weight_packed(weight, spec):
+    diagram = granularity.first_word(weight, spec)
+    q = ql.quantize(weight, spec.with_(num_bits=4)).q
+    assert diagram.num_bits == 4
+    assert diagram.codes == tuple(q[0, :8].tolist())
+    assert diagram.word == packing.pack(q[:1, :8], 4)[0, 0].item()
+    assert diagram.word == packing.pack(q, 4)[0, 0].item()  # the whole matrix packed: same first word
+    assert diagram.stored == tuple(c + 8 for c in diagram.codes)
+    assert int(diagram.binary, 2) == diagram.word & 0xFFFFFFFF
