@@ -9,7 +9,8 @@ st.set_page_config(page_title="quantlab — learn quantization on real tensors",
 # auto-discovery of the pages/ folder.
 page = st.navigation({
     "Start": [st.Page("pages/home.py", title="Welcome", icon="🧮", default=True)],
-    "Lessons": [st.Page(l.file, title=l.title, icon=l.icon, url_path=l.url) for l in lab_ui.LESSONS],
+    "Lessons": [st.Page(lesson.file, title=lesson.title, icon=lesson.icon, url_path=lesson.url)
+                for lesson in lab_ui.LESSONS],
 })
 lab_ui.sidebar()
 page.run()

@@ -132,9 +132,11 @@ def _encode(value: object) -> str | list[str]:
     return str(value)
 
 
-def _valid(value: object, default: T, options: Sequence[T] | None) -> bool:
+def _valid(value: object, default: T, options: Sequence[T] | None, kwargs: dict) -> bool:
+    """Whether a kept value still fits the widget (options and bounds can change with the layer)."""
     if options is None:
-        return True
+        lo, hi = kwargs.get("min_value"), kwargs.get("max_value")
+        return (lo is None or value >= lo) and (hi is None or value <= hi)  # type: ignore[operator]
     if isinstance(default, list):
         return isinstance(value, list) and all(v in options for v in value)
     return value in options
@@ -147,7 +149,7 @@ def control(widget: Callable[..., object], label: str, key: str, default: T,
     The first run of a session takes the value from the URL (a shared link), later runs keep what
     the learner or a button set; the URL is rewritten only when the value differs from `default`.
     """
-    if key not in st.session_state or not _valid(st.session_state[key], default, options):
+    if key not in st.session_state or not _valid(st.session_state[key], default, options, kwargs):
         st.session_state[key] = _decode(_url_value(key, default), default, options, kwargs)
     if options is not None:
         kwargs["options"] = options

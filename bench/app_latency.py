@@ -23,11 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from tests.app.apptest_util import routed_pages_manager_init  # noqa: E402
 from streamlit.runtime.pages_manager import PagesManager  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import lab_ui  # noqa: E402
+from tests.app.apptest_util import routed_pages_manager_init  # noqa: E402
 
 SYMMETRIC_TOUR: list[tuple[str, str, object]] = [
     ("slider", "sym_bits", 3), ("slider", "sym_bits", 5), ("slider", "sym_bits", 8),

@@ -25,6 +25,7 @@ import copy
 import dataclasses
 import importlib.util
 import math
+import re
 import datetime as dt
 import json
 import sys
@@ -106,7 +107,7 @@ def gemlite_borrow(k: int, n: int, info: dict[str, object]) -> None:
         info["borrowed"][f"{kernel} K={k} N={n}"] = f"K={dk} N={dn}"  # type: ignore[index]
 
 
-def gemlite_w4(qt: "ql.QuantizedTensor"):
+def gemlite_w4(qt: ql.QuantizedTensor):
     """gemlite's A16W4 layer on the same symmetric g128 codes: HQQ's form W = (u - 8)·scale with u = q + 8."""
     import gemlite
 
@@ -138,6 +139,7 @@ def main() -> None:
     ap.add_argument("--tune-shapes", type=int, nargs="+", default=[0, 1, 2], help="indices into SHAPES")
     ap.add_argument("--tune-ms", type=int, nargs="+", default=[1, 16, 64, 256, 1024])
     ap.add_argument("--tune-preset", default="W4A16", help="the QuantSpec preset to tune (W4A16, W8A16)")
+    ap.add_argument("--tune-match", default="", help="only the variants whose name matches this regex")
     args = ap.parse_args()
     if args.plot:
         print(write_plots(args.plot, args.out))
@@ -156,7 +158,8 @@ def main() -> None:
     print(json.dumps(meta), flush=True)
     rows, checks = [], []
     torch.manual_seed(0)
-    tuning = tune(l2, [SHAPES[i] for i in args.tune_shapes], args.tune_ms, args.tune_preset) if args.tune else []
+    tuning = tune(l2, [SHAPES[i] for i in args.tune_shapes], args.tune_ms, args.tune_preset,
+                  args.tune_match) if args.tune else []
     if args.tune_only:
         save(args.out, meta, [], [], tuning)
         return
@@ -273,6 +276,10 @@ def tune_variants(m: int, bits: int = 4) -> dict[str, ops.Config]:
             out[f"mma bm64 bn64 split{sk} st3 tma"] = c("mma", block_m=64, split_k=sk, tma=True)
             out[f"mma bm64 bn128 w8 split{sk} st2"] = c("mma", block_m=64, block_n=128, num_warps=8, split_k=sk,
                                                         num_stages=2)
+            for st in (3, 4):
+                out[f"flat bm64 bn64 split{sk} st{st}"] = c("mma", block_m=64, split_k=sk, num_stages=st, flat=True)
+            out[f"flat bm64 bn128 w8 split{sk} st3"] = c("mma", block_m=64, block_n=128, num_warps=8, split_k=sk,
+                                                         flat=True)
     else:
         # swapped (weight from registers) against the GEMM orientation (weight through shared
         # memory, where Triton can keep a wgmma in flight), with wider x tiles than before
@@ -285,12 +292,20 @@ def tune_variants(m: int, bits: int = 4) -> dict[str, ops.Config]:
             for sk in (1, 2) if m <= 256 else (1,):
                 out[f"gemm bm{bm} bn{bn} w{nw} st{st} split{sk}"] = c("mma", block_m=bm, block_n=bn, num_warps=nw,
                                                                        num_stages=st, split_k=sk, swap=False)
+        # one operand per pipelined step: a quarter of the x tile per stage, so 2-3 programs fit
+        for bn, bm, nw, st in ((64, 128, 4, 3), (64, 128, 4, 4), (128, 128, 8, 3), (128, 128, 8, 4), (64, 256, 4, 3),
+                               (128, 256, 8, 3), (64, 64, 4, 4)):
+            for sk in (1, 2) if m <= 256 else (1,):
+                out[f"flat bn{bn} bm{bm} w{nw} st{st} split{sk}"] = c("mma", block_m=bm, block_n=bn, num_warps=nw,
+                                                                       num_stages=st, split_k=sk, flat=True)
         out["dequant bn32"] = c("dequant", block_n=32, num_warps=4, num_stages=1)
     return out
 
 
-def tune(l2: int, shapes: list[tuple[int, int]], ms: list[int], preset: str = "W4A16") -> list[dict[str, object]]:
-    """Time every variant of `tune_variants` for a preset against bf16 cuBLAS; print the best per case."""
+def tune(l2: int, shapes: list[tuple[int, int]], ms: list[int], preset: str = "W4A16",
+         match: str = "") -> list[dict[str, object]]:
+    """Time every variant of `tune_variants` (whose name matches the regex `match`) for a preset against
+    bf16 cuBLAS; print the best per case."""
     out = []
     spec = ql.QuantSpec.preset(preset)
     for k, n in shapes:
@@ -304,6 +319,8 @@ def tune(l2: int, shapes: list[tuple[int, int]], ms: list[int], preset: str = "W
             ref = xs[0].double() @ ops.dequantize(layer, torch.bfloat16).double().T
             best = None
             for name, cfg in tune_variants(m, spec.num_bits).items():
+                if not re.search(match, name):
+                    continue
                 try:
                     err = rel_err(ops.matmul(xs[0], layer, cfg), ref)
                     t = live.time_gpu([lambda x=x, c=c, cfg=cfg: ops.matmul(x, c, cfg) for x, c in zip(xs, clones)],

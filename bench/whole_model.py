@@ -77,7 +77,8 @@ def main() -> None:
     for name, (key, alpha) in SCHEMES.items():
         results[name] = measure(key, alpha)
         r = results[name]
-        print(f"{name:32s} first {r['first_run_s']:.2f} s  warm min {r['warm_min_s']:.2f} median {r['warm_median_s']:.2f} s  "
+        print(f"{name:32s} first {r['first_run_s']:.2f} s  "
+              f"warm min {r['warm_min_s']:.2f} median {r['warm_median_s']:.2f} s  "
               f"cos {r['cosine_mean']:.4f}  top5 {r['top5_agreement']:.2f}  load {r['load_average_1min'][0]:.1f}")
     report = {
         "what": "whole-model run: every Linear of all-MiniLM-L6-v2 quantized, 64 paraphrase sentences embedded",

@@ -64,7 +64,7 @@ st.markdown(
     f"On this card and shape, torch's built-in int4 kernel runs **{why.int4_at_1:.2f}×** bf16 at one token, "
     f"**{why.int4_at_16:.2f}×** at 16 tokens and **{why.int4_at_max:.2f}×** at {why.max_m} tokens; it falls below "
     f"bf16 at **{cross}**. The memory-bound ceiling at one token is **{why.ideal_at_1:.1f}×** (16 bits against "
-    f"{speed.BITS_PER_WEIGHT['w4a16']:.3f} per weight). quantlab's own W4A16 kernel measures "
+    f"{speed.bits_per_weight('w4a16', k, n):.3f} per weight). quantlab's own W4A16 kernel measures "
     f"**{why.ours_at_1:.2f}×** at one token here."
 )
 lab_ui.lesson_section("speed", "why")

@@ -15,8 +15,9 @@ import pytest  # noqa: E402
 def _serve_like_a_running_server(monkeypatch):
     """Every AppTest pass goes through app.py (see apptest_util.routed_pages_manager_init)."""
     try:
-        from tests.app.apptest_util import routed_pages_manager_init
         from streamlit.runtime.pages_manager import PagesManager
+
+        from tests.app.apptest_util import routed_pages_manager_init
     except ImportError:  # the GPU machine runs the kernel tests without the app's dependencies
         return
     monkeypatch.setattr(PagesManager, "__init__", routed_pages_manager_init(PagesManager.__init__))

@@ -262,7 +262,8 @@ def format_table() -> list[dict[str, object]]:
             "bias": f.bias if f.kind == "float" else None,
             "largest": f.max_value, "smallest normal": f.min_normal if f.kind == "float" else None,
             "smallest positive": f.min_subnormal, "distinct values": f.distinct_values,
-            "range (binades)": round(f.dynamic_range_bits, 1), "precision at top (bits)": round(f.top_precision_bits, 2),
+            "range (binades)": round(f.dynamic_range_bits, 1),
+            "precision at top (bits)": round(f.top_precision_bits, 2),
             "typical use": f.use,
         })
     return rows

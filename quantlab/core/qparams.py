@@ -64,7 +64,8 @@ def check_tensor(x: torch.Tensor, spec: QuantSpec) -> None:
     spec.check_shape(tuple(x.shape))
     bad = (~torch.isfinite(x)).sum().item()
     if bad:
-        raise QuantlabError(f"the tensor has {bad} NaN/Inf values out of {x.numel()}: quantization needs finite numbers")
+        raise QuantlabError(f"the tensor has {bad} NaN/Inf values out of {x.numel()}: "
+                            "quantization needs finite numbers")
 
 
 @torch.no_grad()

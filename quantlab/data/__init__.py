@@ -7,7 +7,10 @@ checkout does; nothing here points into the repository.
 from __future__ import annotations
 
 from importlib.resources import files
-from importlib.resources.abc import Traversable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # importlib.resources.abc is Python 3.11+; the package supports 3.10
+    from importlib.resources.abc import Traversable
 
 
 def resource(*parts: str) -> Traversable:

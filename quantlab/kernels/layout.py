@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import torch
 
-from quantlab.core import packing
+from quantlab.core import blocks, packing
 from quantlab.core.errors import QuantlabError
-from quantlab.core.quantize import QuantizedTensor
+from quantlab.core.qparams import QuantizedTensor
 from quantlab.core.spec import QuantSpec
 
 MAGIC = float(2**23)
@@ -117,8 +117,7 @@ class PackedLinear:
         if spec.strategy not in ("group", "channel"):
             raise QuantlabError(f"the kernels take group-wise or per-channel scales, not strategy {spec.strategy!r}")
         n = weight_packed.shape[0]
-        group = spec.group_size if spec.strategy == "group" else in_features
-        assert group is not None
+        group = blocks.block_size(spec, (n, in_features))[-1]
         if spec.strategy == "group" and (group % (32 // spec.num_bits) or (group % TILE_K and TILE_K % group)):
             raise QuantlabError(f"the kernels take group sizes that divide {TILE_K} or are multiples of it "
                                 f"(32, 64, 128, 256, 512, ...), not {group}")

@@ -61,7 +61,7 @@ _PAIR_ASM_F16 = tl.constexpr("{ .reg .b32 t; shr.u32 t, $1, $3; lop3.b32 t, t, $
 
 
 @triton.jit
-def _operand_f32(halves, bias32, S: tl.constexpr, BITS: tl.constexpr):
+def _operand_f32(halves, bias32, S, BITS: tl.constexpr):
     """Operand S of a tile as exact float32 q - zp, [rows, 2W]; `bias32` is MAGIC + 2^(b-1) + zp (`_bias32`).
     OR-ing the code into the mantissa of MAGIC (2^23) gives exactly MAGIC + u, with no int-to-float convert."""
     u = (halves.to(tl.uint16, bitcast=True).to(tl.uint32) >> (S * BITS)) & ((1 << BITS) - 1)
@@ -69,7 +69,7 @@ def _operand_f32(halves, bias32, S: tl.constexpr, BITS: tl.constexpr):
 
 
 @triton.jit
-def _operand(halves, bias32, S: tl.constexpr, BITS: tl.constexpr, DTYPE: tl.constexpr, PAIRS: tl.constexpr):
+def _operand(halves, bias32, S, BITS: tl.constexpr, DTYPE: tl.constexpr, PAIRS: tl.constexpr):
     """Operand S as exact q - zp in DTYPE. PAIRS: two weights per instruction through 16-bit magic
     (fp16 1024.0 has room for 8-bit codes, bf16 128.0 for 4-bit ones); else through float32."""
     if PAIRS:
@@ -82,7 +82,7 @@ def _operand(halves, bias32, S: tl.constexpr, BITS: tl.constexpr, DTYPE: tl.cons
             magic: tl.constexpr = 0x43004300
             asm: tl.constexpr = _PAIR_ASM_BF16
         bias16 = tl.broadcast_to((bias32 - (_MAGIC - magic_value)).to(DTYPE), halves.shape)
-        shift = tl.full(halves.shape, S * BITS, tl.int32)
+        shift = tl.zeros(halves.shape, tl.int32) + S * BITS  # S may be a run-time index (FLAT)
         mask = tl.full(halves.shape, ((1 << BITS) - 1) * 0x10001, tl.int32)
         magics = tl.full(halves.shape, magic, tl.int32)
         return tl.inline_asm_elementwise(asm, "=r,r,r,r,r,r,r,r,r", [halves, bias16, shift, mask, magics],
@@ -137,7 +137,7 @@ def _scale(s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP: tl.constexpr, W: tl.conste
 
 
 @triton.jit
-def _group(t, S: tl.constexpr, W: tl.constexpr, GROUP: tl.constexpr):
+def _group(t, S, W: tl.constexpr, GROUP: tl.constexpr):
     """Scale column of operand S of tile t (GROUP 0: per-channel, one column)."""
     if GROUP == 0:
         return 0
@@ -225,23 +225,61 @@ def _gemv_kernel(x_ptr, w_ptr, s_ptr, b_ptr, y_ptr, ws_ptr, lock_ptr, M, N, K, K
 
 
 @triton.jit
+def _operand_and_x(halves, x_tile, x_ok, t, s, offs_n, n_ok, offs_e, K, NG, b_ptr, BITS: tl.constexpr,
+                   ASYM: tl.constexpr, GROUP: tl.constexpr, W: tl.constexpr, EVEN_K: tl.constexpr,
+                   SWAP: tl.constexpr, DOT_F32: tl.constexpr, PAIRS: tl.constexpr):
+    """Operand s of tile t as exact q - zp, [BLOCK_N, 2W], and the x inputs it multiplies, laid out
+    for the dot (SWAP: [2W, BLOCK_M], else [BLOCK_M, 2W])."""
+    k0 = t * _TILE_K + s * 2 * W
+    if EVEN_K:
+        x = tl.load(x_tile + k0, mask=x_ok, other=0.0)
+    elif SWAP:
+        x = tl.load(x_tile + k0, mask=x_ok & (k0 + offs_e < K)[:, None], other=0.0)
+    else:
+        x = tl.load(x_tile + k0, mask=x_ok & (k0 + offs_e < K)[None, :], other=0.0)
+    bias = _bias32(b_ptr, offs_n, n_ok, NG, _group(t, s, W, GROUP), offs_e, BITS, ASYM, GROUP, W)
+    if DOT_F32:
+        a = _operand_f32(halves, bias, s, BITS)
+        x = x.to(tl.float32)
+    else:
+        a = _operand(halves, bias, s, BITS, x_tile.dtype.element_ty, PAIRS)
+    return a, x
+
+
+@triton.jit
+def _scaled_dot(acc, a, x, s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP: tl.constexpr, W: tl.constexpr,
+                SWAP: tl.constexpr):
+    """acc plus the product of a weight-by-weight scaled operand with x, in the kernel's orientation."""
+    a = a * _scale(s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP, W).to(a.dtype)
+    # one return: Triton still traces the statements after a return inside a constexpr branch
+    if SWAP:
+        out = tl.dot(a, x, acc)
+    else:
+        out = tl.dot(x, tl.trans(a), acc)
+    return out
+
+
+@triton.jit
 def _mma_kernel(x_ptr, w_ptr, w_desc, s_ptr, b_ptr, y_ptr, ws_ptr, lock_ptr, M, N, K, KT, NG, stride_xm, stride_ym,
                 BITS: tl.constexpr, ASYM: tl.constexpr, GROUP: tl.constexpr, BLOCK_N: tl.constexpr,
                 BLOCK_M: tl.constexpr, SPLIT_K: tl.constexpr, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
                 PER_SCALE: tl.constexpr, PAIRS: tl.constexpr, DOT_F32: tl.constexpr, STEP: tl.constexpr,
-                TMA: tl.constexpr, SWAP: tl.constexpr):
+                TMA: tl.constexpr, SWAP: tl.constexpr, FLAT: tl.constexpr):
     # grid (N tiles, M tiles, K slices). SWAP: acc is y.T's [BLOCK_N, BLOCK_M] tile and the weight
     # the dot's left operand, straight from registers; else acc is y's [BLOCK_M, BLOCK_N] tile and
     # the dequantized weight the right operand, which goes through shared memory (the usual GEMM
-    # orientation, for large M). With PER_SCALE > 0 the dot of each operand is exact q - zp times x
-    # and scales multiply the partial sums once per group; with 0 (small groups, large M where the
+    # orientation). With PER_SCALE > 0 the dot of each operand is exact q - zp times x and scales
+    # multiply the partial sums once per group; with 0 (small groups, large M where the
     # dequantization is shared by many rows, or not SWAP) each weight is scaled before the dot,
-    # rounded once to DTYPE exactly as `quantlab.dequantize` rounds it.
+    # rounded once to the activation dtype exactly as `quantlab.dequantize` rounds it.
+    # FLAT: one pipelined step per operand (2W inputs) instead of per 256-input tile, so a stage
+    # holds a quarter of the x rows and more programs fit in shared memory; the weight tile is
+    # loaded again for each of its operands (those loads hit L1/L2).
     S: tl.constexpr = 16 // BITS
     W: tl.constexpr = _TILE_K // (2 * S)
-    DTYPE: tl.constexpr = x_ptr.dtype.element_ty
     PRE_SCALE: tl.constexpr = PER_SCALE == 0
     tl.static_assert(SWAP or PRE_SCALE, "the GEMM orientation scales weights before the dot")
+    tl.static_assert(not FLAT or (PRE_SCALE and STEP == 1), "FLAT steps scale weights one operand at a time")
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_e = tl.arange(0, 2 * W)
@@ -257,40 +295,37 @@ def _mma_kernel(x_ptr, w_ptr, w_desc, s_ptr, b_ptr, y_ptr, ws_ptr, lock_ptr, M, 
         x_tile = x_ptr + offs_m[:, None] * stride_xm + offs_e[None, :]
         x_ok = m_ok[:, None]
     first, last = _k_range(KT, SPLIT_K)
-    for t0 in range(first, last, STEP):
-        for u in tl.static_range(STEP):
-            t = t0 + u
+    if FLAT:
+        for j in range(first * S, last * S):
+            t = j // S
+            s = j % S
             if TMA:
                 halves = _load_tile_tma(w_desc, tl.program_id(0) * BLOCK_N, t, W)
             else:
                 halves = _load_tile(w_rows, t, W, n_ok, EVEN_N)
-            part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
-            for s in tl.static_range(S):
-                g = _group(t, s, W, GROUP)
-                k0 = t * _TILE_K + s * 2 * W
-                if EVEN_K:
-                    x = tl.load(x_tile + k0, mask=x_ok, other=0.0)
-                elif SWAP:
-                    x = tl.load(x_tile + k0, mask=x_ok & (k0 + offs_e < K)[:, None], other=0.0)
+            a, x = _operand_and_x(halves, x_tile, x_ok, t, s, offs_n, n_ok, offs_e, K, NG, b_ptr, BITS, ASYM, GROUP,
+                                  W, EVEN_K, SWAP, DOT_F32, PAIRS)
+            acc = _scaled_dot(acc, a, x, s_ptr, offs_n, n_ok, NG, _group(t, s, W, GROUP), offs_e, GROUP, W, SWAP)
+    else:
+        for t0 in range(first, last, STEP):
+            for u in tl.static_range(STEP):
+                t = t0 + u
+                if TMA:
+                    halves = _load_tile_tma(w_desc, tl.program_id(0) * BLOCK_N, t, W)
                 else:
-                    x = tl.load(x_tile + k0, mask=x_ok & (k0 + offs_e < K)[None, :], other=0.0)
-                bias = _bias32(b_ptr, offs_n, n_ok, NG, g, offs_e, BITS, ASYM, GROUP, W)
-                if DOT_F32:
-                    a = _operand_f32(halves, bias, s, BITS)
-                    x = x.to(tl.float32)
-                else:
-                    a = _operand(halves, bias, s, BITS, DTYPE, PAIRS)
-                if PRE_SCALE:
-                    a = a * _scale(s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP, W).to(a.dtype)
-                    if SWAP:
-                        acc = tl.dot(a, x, acc)
+                    halves = _load_tile(w_rows, t, W, n_ok, EVEN_N)
+                part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+                for s in tl.static_range(S):
+                    g = _group(t, s, W, GROUP)
+                    a, x = _operand_and_x(halves, x_tile, x_ok, t, s, offs_n, n_ok, offs_e, K, NG, b_ptr, BITS, ASYM,
+                                          GROUP, W, EVEN_K, SWAP, DOT_F32, PAIRS)
+                    if PRE_SCALE:
+                        acc = _scaled_dot(acc, a, x, s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP, W, SWAP)
                     else:
-                        acc = tl.dot(x, tl.trans(a), acc)
-                else:
-                    part = tl.dot(a, x, part)
-                    if (s + 1) % PER_SCALE == 0:
-                        acc += part * _scale(s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP, W).to(tl.float32)
-                        part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+                        part = tl.dot(a, x, part)
+                        if (s + 1) % PER_SCALE == 0:
+                            acc += part * _scale(s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP, W).to(tl.float32)
+                            part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
     if SWAP:
         y_ptrs = y_ptr + offs_m[None, :] * stride_ym + offs_n[:, None]
         y_mask = n_ok[:, None] & m_ok[None, :]
@@ -338,6 +373,7 @@ class Config:
     step: int = 1  # "mma": K tiles per loop iteration; each costs its own shared-memory buffers per stage
     tma: bool = False  # "mma": weight tiles through the TMA copy engine (a tensor descriptor) instead of cp.async
     swap: bool = True  # "mma": y.T = W·x.T (weight from registers); False: y = x·W.T, weights pre-scaled
+    flat: bool = False  # "mma": one pipelined step per 64-input operand, not per 256-input tile (pre-scaled)
 
 
 # Tiles and crossovers from the --tune runs on an H200 (bench/NOTES.md): the swapped tensor-core
@@ -346,7 +382,7 @@ class Config:
 MMA_MAX_M = 256
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def multiprocessors(device: torch.device) -> int:
     """The card's multiprocessors, which set how far K is split; the CPU interpreter runs programs one
     after another, so there it is 1 (no split asked for)."""
@@ -489,7 +525,7 @@ def matmul(x: torch.Tensor, layer: PackedLinear, config: Config | None = None,
         tma = cfg.tma and not _INTERPRETED
         desc = TensorDescriptor.from_tensor(halves, [cfg.block_n, 2 * layer.tile_words]) if tma else None
         _mma_kernel[grid](x_ptr=x2, w_ptr=halves, w_desc=desc, BLOCK_M=cfg.block_m, TMA=tma, SWAP=cfg.swap,
-                          PER_SCALE=_per_scale(layer, cfg.pre_scale or not cfg.swap),
+                          FLAT=cfg.flat, PER_SCALE=_per_scale(layer, cfg.pre_scale or cfg.flat or not cfg.swap),
                           PAIRS=_pairs(x.dtype, layer.num_bits), DOT_F32=_INTERPRETED,
-                          STEP=_step(tiles_k, cfg.split_k, cfg.step), **args)
+                          STEP=1 if cfg.flat else _step(tiles_k, cfg.split_k, cfg.step), **args)
     return y

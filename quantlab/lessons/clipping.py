@@ -21,15 +21,15 @@ import torch
 from quantlab.core.errors import QuantlabError
 from quantlab.core.metrics import clipped_mask, sqnr_db
 from quantlab.core.observers import calibrate, quantize_static
-from quantlab.core.quantize import (
+from quantlab.core.qparams import (
     QuantizedTensor,
     calculate_qparams,
     check_tensor,
     grid_range,
     observe_minmax,
-    quantize,
     quantize_with,
 )
+from quantlab.core.quantize import quantize
 from quantlab.core.spec import QuantSpec
 from quantlab.io import models
 

@@ -26,6 +26,7 @@ from functools import lru_cache
 
 import torch
 
+from quantlab.core import blocks
 from quantlab.core.errors import QuantlabError
 from quantlab.core.metrics import SCALE_BITS, sqnr_db
 from quantlab.core.quantize import fake_quantize
@@ -77,13 +78,14 @@ class Architecture:
         return "MQA" if self.kv_heads == 1 else f"GQA ({self.heads // self.kv_heads} query heads per KV head)"
 
     @classmethod
-    def from_config(cls, name: str, config: dict) -> "Architecture":
+    def from_config(cls, name: str, config: dict) -> Architecture:
         try:
             heads = int(config["num_attention_heads"])
             layers = int(config["num_hidden_layers"])
             head_dim = int(config.get("head_dim") or int(config["hidden_size"]) // heads)
         except (KeyError, TypeError, ValueError):
-            raise QuantlabError(f"{name}: config.json lacks num_attention_heads / num_hidden_layers / hidden_size") from None
+            raise QuantlabError(f"{name}: config.json lacks "
+                                "num_attention_heads / num_hidden_layers / hidden_size") from None
         kv_heads = int(config.get("num_key_value_heads") or heads)
         return cls(name, layers, heads, kv_heads, head_dim, int(config.get("max_position_embeddings", 0)))
 
@@ -114,9 +116,12 @@ class KVBytes:
 
 
 def kv_scale_count(arch: Architecture, tokens: int, batch: int, spec: QuantSpec) -> int:
-    """Scales stored for the cache: per layer for K and V, times heads, times tokens if per-token."""
-    per_layer = {"tensor": 1, "channel": arch.kv_heads, "token": arch.kv_heads * tokens * batch}[spec.strategy]
-    return 2 * arch.layers * per_layer
+    """Scales stored for the cache: those of one layer's K, as the 2-D tensor `quantize_kv` lays it
+    out (a row per KV head for per-head scales, a row per cached token of a head otherwise), for K
+    and V of every layer."""
+    heads, positions = arch.kv_heads, tokens * batch
+    layer = (heads, positions * arch.head_dim) if spec.strategy == "channel" else (heads * positions, arch.head_dim)
+    return 2 * arch.layers * blocks.num_scales(spec, layer)
 
 
 def kv_bytes(arch: Architecture, tokens: int, batch: int = 1, spec: QuantSpec | None = None) -> KVBytes:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from quantlab.core import blocks
 from quantlab.core.errors import QuantlabError
 from quantlab.core.metrics import mse, sqnr_db
 from quantlab.core.observers import quantize_activation
@@ -186,14 +187,10 @@ def awq_scales(x: torch.Tensor, w: torch.Tensor, ratio: float, spec: QuantSpec,
     x_mean = x.abs().double().mean(dim=0)
     s = x_mean.clamp(min=1e-4) ** ratio
     if duo_scaling:
-        # Weight magnitude relative to its own group's max, so groups of different size compare.
-        w_rel = w.abs().double()
-        if spec.strategy == "group":
-            assert spec.group_size is not None
-            g = w_rel.unflatten(-1, (-1, spec.group_size))
-            w_rel = (g / g.amax(dim=-1, keepdim=True).clamp(min=1e-12)).flatten(-2)
-        else:
-            w_rel = w_rel / w_rel.amax(dim=-1, keepdim=True).clamp(min=1e-12)
+        # Weight magnitude relative to the max of the values sharing its scale (llm-compressor's
+        # `_compute_layer_means`), so blocks of different size compare.
+        per_scale = blocks.as_rows(w.abs().double(), spec)
+        w_rel = (per_scale / per_scale.amax(dim=-1, keepdim=True).clamp(min=1e-12)).reshape(w.shape)
         s = s / w_rel.mean(dim=0).clamp(min=1e-4) ** (1 - ratio)
     s = s / (s.max() * s.min()).sqrt()
     return s.to(w.dtype)

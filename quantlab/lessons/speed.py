@@ -7,16 +7,32 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 from quantlab import data
+from quantlab.core import metrics
 from quantlab.core.errors import QuantlabError
+from quantlab.core.spec import scheme
 
-# Bits each method stores per weight, counting scale overhead for g128 (16-bit scale per 128 weights).
-BITS_PER_WEIGHT = {"bf16": 16.0, "torch_int4": 4.0 + 32 / 128, "w4a16": 4.0 + 16 / 128, "w8a16": 8.0 + 16 / 128,
-                   "fp8": 8.0}
+# The registry scheme each timed method stores its weights as (bf16: the unquantized baseline).
+METHOD_SCHEMES = {"bf16": "bf16", "w4a16": "w4a16", "w8a16": "w8a16", "fp8": "fp8-dynamic"}
+# torch's int4 kernel is no compressed-tensors scheme: it keeps a bf16 scale and a bf16 zero point
+# per group of 128 weights.
+TORCH_INT4_BITS = 4.0 + 2 * 16 / 128
+GPU_SCALE_BITS = 16  # the kernels read bf16/fp16 scales, as an LLM checkpoint stores them
+SIZED_METHODS = (*METHOD_SCHEMES, "torch_int4")
+
+
+def bits_per_weight(method: str, k: int, n: int) -> float:
+    """Bits a method stores per weight of an [n, k] matrix, scales and zero points included."""
+    if method == "torch_int4":
+        return TORCH_INT4_BITS
+    spec = scheme(METHOD_SCHEMES[method]).spec
+    if spec is None:
+        return 16.0
+    return metrics.bits_per_weight(spec.with_(activations=None), (n, k), scale_bits=GPU_SCALE_BITS)
 LABELS = {"bf16": "bf16 cuBLAS (F.linear)", "torch_int4": "torch int4 (_weight_int4pack_mm, g128)",
           "w4a16": "quantlab W4A16 g128", "w8a16": "quantlab W8A16 g128",
           "fp8": "FP8 W8A8 (_scaled_mm)", "w4a16_gemv": "W4A16 GEMV path only",
@@ -34,7 +50,7 @@ def traffic_bytes(m: int, k: int, n: int, weight_bytes: float, act_bytes: int = 
 
 
 def weight_bytes(method: str, k: int, n: int) -> float:
-    return BITS_PER_WEIGHT[method] * k * n / 8
+    return bits_per_weight(method, k, n) * k * n / 8
 
 
 def intensity(m: int, k: int, n: int, method: str) -> float:
@@ -215,7 +231,8 @@ def summary_table(result: Mapping[str, object]) -> str:
     return "\n".join(lines)
 
 
-def series(res: Results, k: int, n: int, methods: Iterable[str], baseline: str = "bf16") -> dict[str, list[float | None]]:
+def series(res: Results, k: int, n: int, methods: Iterable[str],
+           baseline: str = "bf16") -> dict[str, list[float | None]]:
     """Speedup over `baseline` against batch size, per method, for one shape."""
     return {m: [res.speedup(k, n, b, m, baseline) for b in res.batch_sizes] for m in methods}
 
@@ -257,4 +274,4 @@ def why_slower(res: Results, k: int, n: int) -> WhyNumbers:
     return WhyNumbers(k, n, res.speedup(k, n, 1, "torch_int4"), res.speedup(k, n, 16, "torch_int4"),
                       res.speedup(k, n, ms[-1], "torch_int4"), ms[-1], crossover(ms, int4),
                       res.speedup(k, n, 1, "w4a16"),
-                      BITS_PER_WEIGHT["bf16"] / BITS_PER_WEIGHT["w4a16"])
+                      bits_per_weight("bf16", k, n) / bits_per_weight("w4a16", k, n))

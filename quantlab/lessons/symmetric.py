@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from quantlab.core import metrics
-from quantlab.core.quantize import check_tensor, grid_range, quantize, quantize_with
+from quantlab.core.qparams import check_tensor, grid_range, quantize_with
+from quantlab.core.quantize import quantize
 from quantlab.core.spec import QuantSpec
 from quantlab.core.stats import Histogram, histogram
 

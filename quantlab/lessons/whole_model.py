@@ -4,9 +4,9 @@ The model runs on shipped paraphrase pairs (quantlab/data/eval/paraphrases.tsv).
 are mean-pooled over real tokens, as sentence-transformers does for all-MiniLM-L6-v2, and then
 compared with the fp32 model's: cosine per sentence, whether each sentence's nearest neighbour
 among the others is still the same one, and how many of its 5 nearest neighbours survive (the
-paraphrase is easy to keep at #1; the ranking behind it is what quantization noise reshuffles). A heat map of per-Linear output SQNR shows
-which layers hurt most, both on their own (fp32 input, the layer's own error) and in the running
-model (errors of every earlier layer included).
+paraphrase is easy to keep at #1; the ranking behind it is what quantization noise reshuffles). A
+heat map of per-Linear output SQNR shows which layers hurt most, both on their own (fp32 input, the
+layer's own error) and in the running model (errors of every earlier layer included).
 
 Activations, when the spec quantizes them, are quantized on each Linear's input: dynamic
 per-token scales are observed on the fly; static per-tensor scales are calibrated beforehand on
@@ -29,7 +29,8 @@ import torch
 from quantlab import data
 from quantlab.core.errors import QuantlabError
 from quantlab.core.observers import calibrate, observe
-from quantlab.core.quantize import calculate_qparams, fake_quantize, quantize_with
+from quantlab.core.qparams import calculate_qparams, quantize_with
+from quantlab.core.quantize import fake_quantize
 from quantlab.core.spec import QuantSpec
 from quantlab.io import models
 from quantlab.lessons.outliers import smooth_scales

@@ -1,7 +1,7 @@
 """Figures of the Clipping lesson: rounding against clipping error, the clipped histogram, calibration sets."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -14,9 +14,10 @@ from quantlab.viz.style import PALETTE, SERIES, histogram_bars, styled
 def clip_curve(curve: ClipCurve, marks: dict[str, float], current: float) -> go.Figure:
     """Rounding, clipping and total MSE against the clipping ratio; where each observer lands."""
     fig = go.Figure()
-    for y, name, color, dash in ((curve.total_mse, "total error", PALETTE["accent"], "solid"),
-                                 (curve.rounding_mse, "rounding error (values inside the range)", PALETTE["sym"], "dot"),
-                                 (curve.clipping_mse, "clipping error (saturated values)", PALETTE["bad"], "dot")):
+    for y, name, color, dash in (
+            (curve.total_mse, "total error", PALETTE["accent"], "solid"),
+            (curve.rounding_mse, "rounding error (values inside the range)", PALETTE["sym"], "dot"),
+            (curve.clipping_mse, "clipping error (saturated values)", PALETTE["bad"], "dot")):
         fig.add_trace(go.Scatter(x=curve.ratios, y=y, name=name, mode="lines", line=dict(color=color, dash=dash),
                                  hovertemplate="ratio %{x:.2f}: MSE %{y:.3g}<extra></extra>"))
     positive = np.concatenate([curve.total_mse, curve.rounding_mse, curve.clipping_mse])

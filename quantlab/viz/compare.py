@@ -1,7 +1,7 @@
 """Figures of the What-if lesson."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
@@ -14,7 +14,8 @@ def what_if_scatter(names: Sequence[str], bits: Sequence[float], sqnr: Sequence[
     for i, (name, x, y) in enumerate(zip(names, bits, sqnr)):
         fig.add_trace(go.Scatter(
             x=[x], y=[y], mode="markers", name=name,
-            marker=dict(size=14, color=SERIES[i % len(SERIES)], symbol=["circle", "diamond", "square"][i // len(SERIES) % 3]),
+            marker=dict(size=14, color=SERIES[i % len(SERIES)],
+                        symbol=["circle", "diamond", "square"][i // len(SERIES) % 3]),
             hovertemplate=f"{name}<br>%{{x:.3f}} bits per weight<br>%{{y:.1f}} dB<extra></extra>",
         ))
     styled(fig, "Error against cost on this layer (up and to the left is better)",

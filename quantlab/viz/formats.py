@@ -1,7 +1,7 @@
 """Figures and tables for the Precision formats lesson (pure: data in, `go.Figure` or rows out, house style)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -55,7 +55,8 @@ def range_chart() -> go.Figure:
         marker=dict(size=11, color=[COLORS[n] for n in formats.FORMATS]),
         hovertemplate="%{text}: %{x:.1f} binades, %{y:.2f} bits<extra></extra>"))
     fig.update_xaxes(type="log")
-    return styled(fig, "Dynamic range against precision", "dynamic range: log2(largest / smallest positive) (binades, log scale)",
+    return styled(fig, "Dynamic range against precision",
+                  "dynamic range: log2(largest / smallest positive) (binades, log scale)",
                   "precision at the top: log2(largest / last step) (bits)", height=400)
 
 

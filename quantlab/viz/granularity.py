@@ -1,7 +1,7 @@
 """Figures of the Granularity lesson: error against stored bits, scale heatmap, per-channel failure, a packed word."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -58,7 +58,8 @@ def scale_heatmap(smap: ScaleMap, label: str) -> go.Figure:
 
 def channel_failure(fail: ChannelFailure) -> go.Figure:
     fig = go.Figure()
-    for sqnr, spec, color in ((fail.sqnr_coarse, fail.coarse, PALETTE["bad"]), (fail.sqnr_fine, fail.fine, PALETTE["good"])):
+    for sqnr, spec, color in ((fail.sqnr_coarse, fail.coarse, PALETTE["bad"]),
+                              (fail.sqnr_fine, fail.fine, PALETTE["good"])):
         fig.add_trace(go.Scattergl(x=fail.absmax.numpy(), y=sqnr.numpy(), mode="markers", name=spec.label,
                                    marker=dict(size=5, color=color, opacity=0.6),
                                    hovertemplate="max |w| %{x:.3g}: %{y:.1f} dB<extra></extra>"))

@@ -1,7 +1,7 @@
 """Figures and tables for the KV cache lesson (pure: data in, `go.Figure` or rows out, house style)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
@@ -48,7 +48,7 @@ def sqnr_chart(errs: dict[str, kv_cache.KVError]) -> go.Figure:
     labels = list(errs)
     fig = go.Figure()
     for i, (part, name) in enumerate((("k", "only K quantized"), ("v", "only V quantized"), ("kv", "both"))):
-        fig.add_trace(go.Bar(x=labels, y=[errs[l].out_sqnr_db[part] for l in labels], name=name,
+        fig.add_trace(go.Bar(x=labels, y=[errs[label].out_sqnr_db[part] for label in labels], name=name,
                              marker_color=SERIES[i], hovertemplate="%{x}: %{y:.1f} dB<extra></extra>"))
     fig.update_layout(barmode="group")
     return styled(fig, "Attention output error on real K and V (higher is better)", "KV scheme",

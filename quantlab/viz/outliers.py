@@ -1,7 +1,7 @@
 """Figures for the clipping and outlier lessons: pure functions from results to `go.Figure`."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -80,8 +80,8 @@ def awq_curve(search: AwqSearch) -> go.Figure:
     if search.best_ratio is not None:
         fig.add_vline(x=search.best_ratio, line=dict(color=PALETTE["good"], width=2),
                       annotation_text=f"best r = {search.best_ratio:.2f}")
-    styled(fig, "AWQ grid search: layer-output error for each ratio r", "ratio r (0 = weights decide, 1 = activations decide)",
-           "output MSE", height=340)
+    styled(fig, "AWQ grid search: layer-output error for each ratio r",
+           "ratio r (0 = weights decide, 1 = activations decide)", "output MSE", height=340)
     return fig
 
 
@@ -89,9 +89,11 @@ def mixed_curve(curve: MixedCurve) -> go.Figure:
     kib = curve.extra_bytes / 1024
     fig = go.Figure(go.Scatter(x=kib, y=curve.sqnr_db, mode="lines+markers+text", text=[f"k={k}" for k in curve.ks],
                                textposition="bottom right", line=dict(color=PALETTE["good"]),
-                               hovertemplate="+%{x:.1f} KiB: %{y:.1f} dB<extra></extra>", name="k outlier channels in 16-bit"))
+                               hovertemplate="+%{x:.1f} KiB: %{y:.1f} dB<extra></extra>",
+                               name="k outlier channels in 16-bit"))
     styled(fig, f"Keep the top-k outlier channels in 16-bit: error against extra bytes "
-                f"(layer: {curve.layer_bytes / 1024:.0f} KiB)", "extra weight storage (KiB)", "output SQNR (dB)", height=340)
+                f"(layer: {curve.layer_bytes / 1024:.0f} KiB)", "extra weight storage (KiB)", "output SQNR (dB)",
+           height=340)
     return fig
 
 

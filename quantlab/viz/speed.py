@@ -4,7 +4,7 @@ Pure functions from `quantlab.kernels.roofline` data to Plotly figures (house st
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
@@ -79,20 +79,22 @@ def roofline_chart(res: speed.Results, k: int, n: int, methods: Sequence[str]) -
                              name=f"roof: {bw:,.0f} GB/s copy bandwidth, {peak:,.0f} TFLOP/s bf16",
                              line=dict(color="#0f172a", width=2)))
     fig.add_trace(go.Scatter(x=xs, y=[speed.roof(x, bw, fp8_peak) for x in xs], mode="lines",
-                             name=f"fp8 roof: {fp8_peak:,.0f} TFLOP/s", line=dict(color="#0f172a", width=1, dash="dot")))
+                             name=f"fp8 roof: {fp8_peak:,.0f} TFLOP/s",
+                             line=dict(color="#0f172a", width=1, dash="dot")))
     read = speed.fastest_read_gbps(res)
     fig.add_trace(go.Scatter(x=xs, y=[speed.roof(x, read, peak) for x in xs], mode="lines",
                              name=f"fastest weight read in this run: {read:,.0f} GB/s",
                              line=dict(color=PALETTE["muted"], width=1.5, dash="dash")))
     for method in methods:
-        if method not in speed.BITS_PER_WEIGHT:
+        if method not in speed.SIZED_METHODS:
             continue
         pts = [(speed.intensity(m, k, n, method), res.ms(k, n, m, method), m) for m in res.batch_sizes]
         pts = [(ai, speed.flops(m, k, n) / t / 1e9, m) for ai, t, m in pts if t]
         fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="markers+lines",
                                  name=_label(method), text=[f"M={p[2]}" for p in pts],
                                  line=dict(color=COLORS.get(method), width=1),
-                                 hovertemplate="%{text}: %{x:.1f} FLOP/B, %{y:.1f} TFLOP/s<extra>" + method + "</extra>"))
+                                 hovertemplate="%{text}: %{x:.1f} FLOP/B, %{y:.1f} TFLOP/s"
+                                               "<extra>" + method + "</extra>"))
     fig.update_xaxes(type="log")
     fig.update_yaxes(type="log")
     return _legend_below(styled(fig, f"Roofline of {res.meta['card']}, K={k}, N={n}: one point per batch size",

@@ -1,7 +1,7 @@
 """Figures for the Granularity and Storage lessons (pure: data in, `go.Figure` out, house style)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
@@ -14,7 +14,8 @@ def bytes_breakdown(report: sizing.SizeReport) -> go.Figure:
     fig = go.Figure()
     for color, (kind, n) in zip(SERIES * 2, parts.items()):
         fig.add_trace(go.Bar(x=[n / 1e6], y=["file"], orientation="h", name=kind, marker_color=color,
-                             hovertemplate=f"{kind}: {sizing.format_bytes(n)} ({n / report.total_bytes:.1%})<extra></extra>"))
+                             hovertemplate=f"{kind}: {sizing.format_bytes(n)} "
+                                           f"({n / report.total_bytes:.1%})<extra></extra>"))
     fig.update_layout(barmode="stack")
     return styled(fig, f"Where the {sizing.format_bytes(report.total_bytes)} go ({report.spec.label})",
                   "size (MB, 10^6 bytes)", "model.safetensors", height=260)

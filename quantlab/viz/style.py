@@ -4,7 +4,7 @@ Pages never style figures themselves; they call these so every lesson reads the 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import plotly.graph_objects as go
 import plotly.io as pio

@@ -1,15 +1,15 @@
 """Every page runs in AppTest without an exception, and widgets change what is shown."""
 import pytest
 import torch
-from tests.app.apptest_util import markdown_text as _text
-from tests.app.apptest_util import run_page as _app
-from tests.app.apptest_util import use_local_path
 from safetensors.torch import save_file
 
 import lab_ui
+from tests.app.apptest_util import markdown_text as _text
+from tests.app.apptest_util import run_page as _app
+from tests.app.apptest_util import use_local_path
 
 
-@pytest.mark.parametrize("lesson", lab_ui.LESSONS, ids=lambda l: l.url)
+@pytest.mark.parametrize("lesson", lab_ui.LESSONS, ids=lambda lesson: lesson.url)
 def test_every_lesson_runs(lesson):
     at = _app(lesson.file)
     assert at.title, "a lesson starts with its title"
@@ -104,7 +104,7 @@ def test_file_without_matrices(tmp_path):
     assert any("no 2-D weight matrix" in e.value for e in at.sidebar.error)
 
 
-@pytest.mark.parametrize("lesson", lab_ui.LESSONS, ids=lambda l: l.url)
+@pytest.mark.parametrize("lesson", lab_ui.LESSONS, ids=lambda lesson: lesson.url)
 def test_every_lesson_reroutes_a_deep_link_through_the_router(lesson):
     """A first request straight to a lesson must still get app.py's sidebar (see lab_ui.routed)."""
     source = (lab_ui.ROOT / lesson.file).read_text()

@@ -1,9 +1,9 @@
 """The Speed lesson: committed GPU results, the roofline, the user's shape, and live CPU timing."""
 import pytest
 import torch
-from tests.app.apptest_util import markdown_text, run_page
 
 from quantlab.lessons import speed
+from tests.app.apptest_util import markdown_text, run_page
 
 PAGE = "pages/speed.py"
 
@@ -102,7 +102,8 @@ def test_kernel_explanation_is_part_of_the_lesson() -> None:
 def test_kernel_history_orders_versions_and_shows_the_gain() -> None:
     runs = [speed.load_results(p) for p in speed.committed_results()]
     history = speed.kernel_history(runs)
-    assert list(history)[0] == "v1" and list(history)[-1] == speed.load_results(speed.committed_results()[0]).meta["tag"]
+    newest_tag = speed.load_results(speed.committed_results()[0]).meta["tag"]
+    assert list(history)[0] == "v1" and list(history)[-1] == newest_tag
     (ms, v1), (_, newest) = history["v1"], list(history.values())[-1]
     assert ms[0] == 1
     first, last = v1[0], newest[0]  # M = 1

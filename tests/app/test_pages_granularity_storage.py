@@ -1,11 +1,11 @@
 """The Granularity and Storage lessons run, react to their widgets and handle shipped configs."""
 from __future__ import annotations
 
-from tests.app.apptest_util import run_page
 from streamlit.testing.v1 import AppTest
 
 from quantlab.core.spec import QuantSpec
 from quantlab.io import sizing
+from tests.app.apptest_util import run_page
 
 
 def _page(path: str) -> AppTest:

@@ -1,7 +1,8 @@
 """The Clipping and Outliers lessons in AppTest: they run, and their widgets change what is shown."""
 import torch
-from tests.app.apptest_util import run_page, use_local_path
 from safetensors.torch import save_file
+
+from tests.app.apptest_util import run_page, use_local_path
 
 
 def _metrics(at) -> dict[str, str]:

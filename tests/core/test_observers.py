@@ -1,4 +1,4 @@
-"""Observers against brute force, the error split, static calibration, and the spec's observer_kwargs."""
+"""Observers against brute force, static calibration, and the spec's observer_kwargs."""
 
 import numpy as np
 import pytest
@@ -8,9 +8,8 @@ from hypothesis import strategies as st
 
 import quantlab as ql
 from quantlab.core import metrics, observers
-from quantlab.core.quantize import calculate_qparams, observe_minmax, quantize_with
+from quantlab.core.qparams import calculate_qparams, observe_minmax, quantize_with
 from quantlab.io import models
-from quantlab.lessons import clipping
 
 ACT_LAYER = "encoder.layer.0.intermediate.dense"
 
@@ -111,28 +110,6 @@ def test_observer_kwargs_keep_the_spec_hashable_and_round_trip():
         ql.QuantSpec(observer="kl")
 
 
-def test_error_split_adds_up_and_clipping_grows_as_the_range_shrinks():
-    x = models.activation(ACT_LAYER)
-    spec = ql.QuantSpec(num_bits=8)
-    ratios = np.array([0.1, 0.3, 0.6, 1.0])
-    curve = clipping.clipping_curve(x, spec, ratios)
-    for r, total in zip(ratios, curve.total_mse):
-        assert total == pytest.approx(metrics.mse(x, clipping.clipped_quantize(x, spec, float(r)).dequantize()), rel=1e-9)
-    assert curve.clipping_mse[-1] == 0 and curve.clipped_fraction[-1] == 0
-    assert np.all(np.diff(curve.clipping_mse) < 0)
-    assert np.all(np.diff(curve.rounding_mse) > 0)
-
-
-def test_saturation_example_is_a_real_value_near_150():
-    x = models.activation(ACT_LAYER)
-    qt = clipping.clipped_quantize(x, ql.QuantSpec(num_bits=8), 0.85)
-    ex = clipping.saturation_example(x, qt)
-    assert ex.value == x[ex.row, ex.column].item()
-    assert ex.code == 127 and ex.scaled > 127.5
-    assert abs(ex.scaled - 150) < 5
-    assert ex.restored == pytest.approx(127 * ex.scale) and ex.lost > 0
-
-
 def test_static_scale_saturates_what_calibration_never_saw():
     x = models.activation(ACT_LAYER)
     spec = ql.QuantSpec(num_bits=8)
@@ -140,19 +117,6 @@ def test_static_scale_saturates_what_calibration_never_saw():
     qt = observers.quantize_activation(x, spec, calibration=small)
     assert metrics.clipped_fraction(x, qt) > 0
     dynamic = ql.QuantSpec(num_bits=8, strategy="token", dynamic=True)
-    assert clipping.error_split(x, observers.quantize_activation(x, dynamic))[2] == 0
+    assert metrics.clipped_fraction(x, observers.quantize_activation(x, dynamic)) == 0
     with pytest.raises(ql.QuantlabError):
         observers.calibrate(x, dynamic)
-
-
-def test_calibration_study_covers_every_text_and_prefixes_are_prefixes():
-    counts = clipping.token_counts("code")
-    part = clipping.calibration_set("code", ACT_LAYER, 3)
-    assert part.shape[0] == sum(counts[:3])
-    assert torch.equal(part, models.activation(ACT_LAYER, "code")[: part.shape[0]])
-    rows = clipping.study(ACT_LAYER, "chat", ql.QuantSpec(num_bits=8, observer="percentile"), 10)
-    assert [r.calibration for r in rows] == models.calibration_kinds() + ["dynamic"]
-    static = [r for r in rows if r.calibration != "dynamic"]
-    assert all(r.clipped_fraction > 0 for r in static)  # percentile clips by design
-    with pytest.raises(ql.QuantlabError):
-        clipping.calibration_set("code", ACT_LAYER, 0)

@@ -10,13 +10,9 @@ import quantlab as ql
 
 ct_args = pytest.importorskip("compressed_tensors.quantization")
 from compressed_tensors.quantization import QuantizationArgs  # noqa: E402
-from compressed_tensors.quantization.lifecycle.forward import (
-    dequantize as ct_dequantize,  # noqa: E402
-)
+from compressed_tensors.quantization.lifecycle.forward import dequantize as ct_dequantize  # noqa: E402
 from compressed_tensors.quantization.lifecycle.forward import quantize as ct_quantize  # noqa: E402
-from compressed_tensors.quantization.utils import (
-    calculate_qparams as ct_calculate_qparams,  # noqa: E402
-)
+from compressed_tensors.quantization.utils import calculate_qparams as ct_calculate_qparams  # noqa: E402
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 

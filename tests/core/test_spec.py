@@ -46,7 +46,8 @@ def test_malformed_url_specs_are_one_line_errors(text):
 def test_static_activations_must_be_per_tensor_on_the_spec_itself():
     with pytest.raises(QuantlabError, match="static activation scales are per tensor"):
         ql.QuantSpec(num_bits=8, strategy="channel", activations=ql.QuantSpec(num_bits=8, strategy="token"))
-    ok = ql.QuantSpec(num_bits=8, strategy="channel", activations=ql.QuantSpec(num_bits=8, strategy="token", dynamic=True))
+    ok = ql.QuantSpec(num_bits=8, strategy="channel",
+                      activations=ql.QuantSpec(num_bits=8, strategy="token", dynamic=True))
     assert ok.activations.dynamic
 
 

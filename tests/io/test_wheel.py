@@ -29,7 +29,8 @@ _NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", "build", "dist", "tmp", "
 
 def _run(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, f"{' '.join(argv)} failed:\n{done.stdout}\n{done.stderr}"
+    code = done.returncode  # a plain name, so pytest does not repeat the whole output in its diff
+    assert code == 0, f"{' '.join(argv)} failed:\n{done.stdout}\n{done.stderr}"
     return done
 
 

@@ -80,7 +80,8 @@ CPU_CONFIGS = {"gemv": ops.Config("gemv", block_n=32, split_k=2),
                "mma_one_pass": ops.Config("mma", block_m=16, block_n=32),
                "gemv_one_pass": ops.Config("gemv", block_n=32),
                "mma_pre_scale": ops.Config("mma", block_m=16, block_n=32, split_k=2, pre_scale=True),
-               "mma_gemm": ops.Config("mma", block_m=16, block_n=32, split_k=2, swap=False)}
+               "mma_gemm": ops.Config("mma", block_m=16, block_n=32, split_k=2, swap=False),
+               "mma_flat": ops.Config("mma", block_m=16, block_n=32, split_k=2, flat=True)}
 
 
 @pytest.mark.parametrize("spec_name,path,dtype", [
@@ -97,6 +98,9 @@ CPU_CONFIGS = {"gemv": ops.Config("gemv", block_n=32, split_k=2),
     # the GEMM orientation (weight as the right operand), split K and a padded K tile
     ("w4_sym_g128", "mma_gemm", torch.bfloat16), ("w4_asym_g32", "mma_gemm", torch.float16),
     ("w8_sym_channel", "mma_gemm", torch.bfloat16),
+    # one pipelined step per operand (a run-time operand index)
+    ("w4_sym_g128", "mma_flat", torch.bfloat16), ("w4_asym_g32", "mma_flat", torch.float16),
+    ("w8_sym_channel", "mma_flat", torch.bfloat16),
     ("w8_sym_g32", "mma", torch.bfloat16), ("w8_sym_g32", "gemv", torch.float16),
     ("w8_sym_g32", "dequant", torch.bfloat16), ("w4_asym_g32", "mma_pre_scale", torch.float16),
     ("w4_sym_g128", "mma_pre_scale", torch.bfloat16), ("w4_sym_g256", "mma", torch.bfloat16),
@@ -165,7 +169,8 @@ def minilm_layer() -> tuple[str, torch.Tensor, torch.Tensor]:
         with safe_open(fixture, "pt") as f:
             return f.metadata()["layer"], f.get_tensor("weight"), f.get_tensor("activations")
     name = models.DEFAULT_LAYER
-    return name, models.load_tensor(models.ModelSource.embedded(), f"{name}.weight"), models.activations("general")[name]
+    weight = models.load_tensor(models.ModelSource.embedded(), f"{name}.weight")
+    return name, weight, models.activations("general")[name]
 
 
 def test_real_minilm_weights_and_activations() -> None:
@@ -275,14 +280,18 @@ def test_gpu_model_shapes_every_path(k: int, n: int) -> None:
 @needs_cuda
 def test_gpu_launch_options() -> None:
     """The options the defaults do not take at these sizes: TMA loads, unrolled K steps, pre-scaling
-    at small M, mma.sync (two warps), a split whose last slices are empty (24 K tiles over 16), and
-    the GEMM orientation with and without a split."""
+    at small M, mma.sync (two warps), a split whose last slices are empty (24 K tiles over 16), the
+    GEMM orientation, and one pipelined step per operand, with and without a split."""
     seed = fresh_seed()
     options = {"tma": ops.Config("mma", split_k=4, tma=True), "step2": ops.Config("mma", split_k=2, step=2),
-               "pre": ops.Config("mma", split_k=2, pre_scale=True), "mma.sync": ops.Config("mma", num_warps=2, split_k=4),
-               "uneven": ops.Config("mma", split_k=16, num_stages=4), "tma_m64": ops.Config("mma", block_m=64, tma=True),
+               "pre": ops.Config("mma", split_k=2, pre_scale=True),
+               "mma.sync": ops.Config("mma", num_warps=2, split_k=4),
+               "uneven": ops.Config("mma", split_k=16, num_stages=4),
+               "tma_m64": ops.Config("mma", block_m=64, tma=True),
                "gemm": ops.Config("mma", block_m=128, block_n=128, num_warps=8, num_stages=2, swap=False),
-               "gemm_split": ops.Config("mma", block_m=64, block_n=64, split_k=4, swap=False)}
+               "gemm_split": ops.Config("mma", block_m=64, block_n=64, split_k=4, swap=False),
+               "flat": ops.Config("mma", block_m=128, block_n=64, flat=True),
+               "flat_split": ops.Config("mma", block_m=64, block_n=128, num_warps=8, split_k=3, flat=True, tma=True)}
     for spec_name in ("w4_sym_g128", "w4_asym_g32", "w8_sym_g128", "w8_sym_channel"):
         layer = layer_for(SPECS[spec_name], 4096 + 40, 6144, torch.bfloat16)  # N past the last full tile
         w = ops.dequantize(layer, torch.bfloat16).double()

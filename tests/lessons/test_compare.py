@@ -2,10 +2,10 @@
 import math
 
 import pytest
-from tests.app.apptest_util import run_page
 
 from quantlab.io import models
 from quantlab.lessons import compare
+from tests.app.apptest_util import run_page
 
 
 @pytest.fixture(scope="module")

@@ -47,7 +47,8 @@ def test_quantized_cache_adds_its_scales(llama8b):
 
 
 def test_gqa_and_mqa_are_read_from_the_config():
-    mha = kv_cache.Architecture.from_config("mha", {"num_attention_heads": 32, "num_hidden_layers": 2, "hidden_size": 4096})
+    mha = kv_cache.Architecture.from_config("mha", {"num_attention_heads": 32, "num_hidden_layers": 2,
+                                                    "hidden_size": 4096})
     gqa = kv_cache.Architecture.from_config("gqa", {"num_attention_heads": 32, "num_key_value_heads": 8,
                                                    "num_hidden_layers": 2, "hidden_size": 4096})
     mqa = kv_cache.Architecture.from_config("mqa", {"num_attention_heads": 32, "num_key_value_heads": 1,
@@ -121,7 +122,8 @@ def test_schemes_rank_as_expected():
     by = {kv_cache.kv_label(s): e for s, e in errs.items()}
     assert len(by) == 9
     for fmt in ("INT8", "INT4"):
-        assert by[f"{fmt} per-token"].out_sqnr_db["kv"] > by[f"{fmt} per-head"].out_sqnr_db["kv"] > by[f"{fmt} per-tensor"].out_sqnr_db["kv"]
+        token, head, tensor = (by[f"{fmt} per-{gran}"].out_sqnr_db["kv"] for gran in ("token", "head", "tensor"))
+        assert token > head > tensor
     for gran in ("tensor", "head", "token"):
         assert by[f"INT8 per-{gran}"].out_sqnr_db["kv"] > by[f"INT4 per-{gran}"].out_sqnr_db["kv"] + 10
         assert by[f"FP8 per-{gran}"].out_sqnr_db["kv"] > by[f"INT4 per-{gran}"].out_sqnr_db["kv"] + 5

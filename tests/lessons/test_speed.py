@@ -30,7 +30,8 @@ def test_targets_and_geomeans_from_results() -> None:
     for (k, n), base in {(64, 64): 1.0, (128, 128): 4.0}.items():
         for m in (1, 16, 256):
             rows.append({"K": k, "N": n, "M": m, "method": "bf16", "ms": base})
-            rows.append({"K": k, "N": n, "M": m, "method": "w4a16", "ms": base / (4 if m == 1 else 2 if m == 16 else 0.5)})
+            speedup = 4 if m == 1 else 2 if m == 16 else 0.5
+            rows.append({"K": k, "N": n, "M": m, "method": "w4a16", "ms": base / speedup})
             rows.append({"K": k, "N": n, "M": m, "method": "torch_int4", "ms": base / 2})
             rows.append({"K": k, "N": n, "M": m, "method": "w8a16", "ms": base / 2})
     res = speed.Results({"card": "X", "date": "d", "torch": "t", "triton": "r"}, tuple(rows), (), "r")

@@ -19,12 +19,21 @@ def axes_of(fig: go.Figure) -> set[str]:
     return names
 
 
+def _title(fig: go.Figure, axis: str) -> str | None:
+    """An axis' title; a shared axis (`matches`, as make_subplots' shared axes) reads its partner's."""
+    layout = fig.layout[axis]
+    if layout.title.text:
+        return layout.title.text
+    partner = layout.matches  # e.g. "x2"
+    return fig.layout[partner[0] + "axis" + partner[1:]].title.text if partner else None
+
+
 def assert_titled(fig: go.Figure) -> None:
     """The figure has a title and every axis it has or draws on is titled (a chart without them is a bug)."""
     assert fig.layout.title.text, "the figure has no title"
     axes = axes_of(fig)
     assert {"xaxis", "yaxis"} <= axes, f"no x and y axis found: {sorted(axes)}"
-    untitled = sorted(a for a in axes if not fig.layout[a].title.text)
+    untitled = sorted(a for a in axes if not _title(fig, a))
     assert not untitled, f"axes without a title: {untitled}"
 
 
