@@ -5,14 +5,20 @@ The engine (`quantlab`) never imports Streamlit; this module is the only bridge.
 """
 from __future__ import annotations
 
+import functools
+import os
 import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import TypeVar
+from urllib.parse import urlencode
 
 import streamlit as st
 import torch
+from streamlit.delta_generator import DeltaGenerator
 
 from quantlab.core.errors import QuantlabError
 from quantlab.io import models
@@ -82,16 +88,91 @@ def user_errors() -> Iterator[None]:
         st.stop()
 
 
-def lesson_section(name: str, section: str) -> None:
-    """Render one '## section' of assets/lessons/<name>.md, so prose can sit between charts."""
+@functools.lru_cache(maxsize=32)
+def _lesson_sections(name: str) -> dict[str, str]:
     text = (ROOT / "assets" / "lessons" / f"{name}.md").read_text()
-    parts = text.split("\n## ")
-    for part in parts:
+    sections = {}
+    for part in text.split("\n## "):
         heading, _, body = part.partition("\n")
-        if heading.strip().lstrip("# ").strip() == section:
-            st.markdown(body.strip())
-            return
-    raise KeyError(f"no section {section!r} in {name}.md")
+        sections[heading.strip().lstrip("# ").strip()] = body.strip()
+    return sections
+
+
+def lesson_section(name: str, section: str) -> None:
+    """Render one '## section' of assets/lessons/<name>.md, so prose can sit between charts.
+
+    A presenter shows the chart and its number; the prose folds away under "Notes"."""
+    sections = _lesson_sections(name)
+    if section not in sections:
+        raise KeyError(f"no section {section!r} in {name}.md")
+    if presenting():
+        with st.expander("Notes"):
+            st.markdown(sections[section])
+    else:
+        st.markdown(sections[section])
+
+
+# -- room, presenter, reset, link -----------------------------------------------------------------
+# Room mode is one environment setting for instructors (QUANTLAB_ROOM=1, which deploy/serve.py
+# --room sets): no server paths in the sidebar, uploads kept per session and capped, heavy runs
+# rate-limited per session.
+ROOM = os.environ.get("QUANTLAB_ROOM", "0") not in ("", "0")
+PRESENT_STYLE = """<style>
+[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"] {display: none;}
+.stMainBlockContainer {font-size: 1.3rem; max-width: 100%;}
+.stMainBlockContainer h1 {font-size: 3rem;} [data-testid="stMetricValue"] {font-size: 3rem;}
+</style>"""
+
+
+HEAVY_RUNS_PER_MINUTE = 4
+
+
+def spend_heavy_run(what: str) -> None:
+    """Room mode: each session may start a few heavy runs (whole-model passes, live timing) a
+    minute, so one participant cannot queue the server for everyone. Call it where the work
+    really happens (inside the cached function), so repeating a cached view costs nothing."""
+    if not ROOM:
+        return
+    now = time.monotonic()
+    recent = [s for s in st.session_state.get("heavy_runs", []) if now - s < 60]
+    if len(recent) >= HEAVY_RUNS_PER_MINUTE:
+        wait = 60 - (now - recent[0])
+        raise QuantlabError(f"{what}: this room allows {HEAVY_RUNS_PER_MINUTE} new heavy runs a minute per "
+                            f"person; try again in {wait:.0f} s (views already computed stay instant)")
+    st.session_state["heavy_runs"] = [*recent, now]
+
+
+def presenting() -> bool:
+    """Presenter view (?present=1): kept for the whole session, since a page switch clears the URL."""
+    if st.query_params.get("present") == "1":
+        st.session_state["present"] = True
+    elif st.query_params.get("present") == "0":
+        st.session_state["present"] = False
+    return bool(st.session_state.get("present"))
+
+
+def _reset_lesson() -> None:
+    for key in st.session_state.get("control_keys", ()):
+        if key not in ("source_kind", "source_path"):
+            st.session_state.pop(key, None)
+    present = st.query_params.get("present")
+    st.query_params.clear()
+    if present:
+        st.query_params["present"] = present
+
+
+def view_link(page_path: str) -> str:
+    """The address of this exact view: app URL, page and every control's query parameter."""
+    base = (st.context.url or "").rstrip("/")
+    query = urlencode([(key, value) for key in st.query_params for value in st.query_params.get_all(key)])
+    return f"{base}/{page_path}" + (f"?{query}" if query else "")
+
+
+def finish_page(slot: DeltaGenerator, page_path: str) -> None:
+    """After the lesson ran (so every control wrote its URL key): the sidebar's copyable link."""
+    with slot.expander("Copy link to this view", icon="🔗"):
+        st.code(view_link(page_path), language=None, wrap_lines=True)
+        st.caption("Everyone who opens it sees this lesson with the same layer and settings.")
 
 
 # -- URL state ------------------------------------------------------------------------------------
@@ -149,6 +230,7 @@ def control(widget: Callable[..., object], label: str, key: str, default: T,
     The first run of a session takes the value from the URL (a shared link), later runs keep what
     the learner or a button set; the URL is rewritten only when the value differs from `default`.
     """
+    st.session_state.setdefault("control_keys", set()).add(key)
     if key not in st.session_state or not _valid(st.session_state[key], default, options, kwargs):
         st.session_state[key] = _decode(_url_value(key, default), default, options, kwargs)
     if options is not None:
@@ -200,7 +282,7 @@ def activations(kind: str = "general") -> dict[str, torch.Tensor]:
 TENSORS = {"weight": "weight", "input": "input activation"}
 
 
-def tensor_choices(sel: "Selection") -> list[str]:
+def tensor_choices(sel: Selection) -> list[str]:
     """Weights always; the real input only where the lab captured activations."""
     return list(TENSORS) if sel.has_activations else ["weight"]
 
@@ -226,7 +308,9 @@ SOURCE_KINDS = {"embedded": "Embedded MiniLM", "local": "Local path", "upload": 
 
 
 def _source_from_sidebar() -> models.ModelSource:
-    choice = control(st.sidebar.radio, "Model", "source_kind", "embedded", list(SOURCE_KINDS),
+    # In a room a server path would let participants probe the server's filesystem.
+    kinds = [k for k in SOURCE_KINDS if not (ROOM and k == "local")]
+    choice = control(st.sidebar.radio, "Model", "source_kind", "embedded", kinds,
                      format_func=SOURCE_KINDS.get, horizontal=True, help="The embedded model needs no download.")
     if choice == "local":
         path = control(st.sidebar.text_input, "Path to a .safetensors file or HF folder", "source_path", "")
@@ -249,9 +333,13 @@ def _layer_names(source: models.ModelSource) -> list[str]:
     return [models.layer_name(t.name) for t in models.list_layers(source)]
 
 
-def sidebar() -> Selection:
-    """Model source and layer picker, shown on every page; the choice is kept in the URL."""
+def sidebar() -> tuple[Selection, DeltaGenerator]:
+    """Model source and layer picker, shown on every page; the choice is kept in the URL.
+
+    Returns the selection and the sidebar slot `finish_page` fills once the lesson has run."""
     _warm_up_activations()
+    if presenting():
+        st.html(PRESENT_STYLE)
     source = _source_from_sidebar()
     try:
         layers = _layer_names(source)
@@ -269,7 +357,9 @@ def sidebar() -> Selection:
                        f"{info.numel:,} weights")
     selection = Selection(source, layer)
     st.session_state["selection"] = selection
-    return selection
+    st.sidebar.button("Reset this lesson", on_click=_reset_lesson, icon=":material/restart_alt:", key="reset_lesson",
+                      help="Back to the lesson's defaults and its story layer.")
+    return selection, st.sidebar.empty()
 
 
 def selection() -> Selection:

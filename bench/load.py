@@ -8,8 +8,9 @@ query string, every widget's current value in `WidgetStates`, and the hashes of 
 already holds) goes up; `ForwardMsg`s (new_session, navigation, deltas with the elements, and
 script_finished) come down. A learner
 
-  1. arrives at a random moment of the arrival window and opens the entry page (first-page time:
-     from the first HTTP request to the first finished run, so it includes connecting);
+  1. arrives (the first at once, the others at random moments of --arrival s) and opens the
+     entry page (first-page time: from the first HTTP request to the first finished run, so it
+     includes connecting);
   2. visits every page in the navigation the server sends (app.py builds it from
      lab_ui.LESSONS), in order, skipping the default Welcome page it arrived on;
   3. on each lesson, moves --changes of the lesson's own sliders, select sliders, select boxes and
@@ -21,21 +22,26 @@ A change is timed from sending its rerun BackMsg to receiving the run's script_f
 st.fragment, which the rerun then names). A page visit is timed the same way. A run that shows an
 exception, a compile error or no answer within --timeout is an error and its time is left out.
 
-Without --url the benchmark starts the server itself on a free port and stops it at the end:
-`streamlit run app.py` (one process), or `deploy/serve.py --replicas R` (R replicas behind nginx)
-with --replicas. --mode cold measures that fresh server as the first learners find it; --mode warm
-first sends one learner through every page, then measures. Server memory (RSS summed over the
-server's process tree, peak) and CPU (seconds, cores on average and at peak) are read from /proc.
+Without --url the benchmark starts a fresh server on a free port through deploy/serve.py, so it
+runs as a room does, and stops it at the end: one `streamlit run app.py` reached directly, or with
+--replicas R, R of them behind nginx. --mode cold measures that server as the first learners find
+it; --mode warm lets serve.py warm every replica first (one session opens every lesson), or, with
+--url, sends one learner through every page of the URL first. Server memory (RSS summed over each
+replica's and nginx's process tree, peak) and CPU (seconds, cores on average and at peak) are read
+from /proc.
 The load generator runs on the same machine and its own CPU time is recorded too: on a small
 machine it competes with the server, so read client_cpu_s next to the latencies.
 
 Commands for the committed measurements (run on a quiet machine; each writes
-bench/results/load_<mode>_<users>u_<replicas>r_<date>.json):
+bench/results/load_<mode>_<users>u_<replicas>r[_proxy]_<date>.json):
 
     python bench/load.py --users 1 --mode warm
     python bench/load.py --users 10 --mode warm --replicas 2
     python bench/load.py --users 30 --mode warm --replicas 2
+    python bench/load.py --users 30 --mode warm
     python bench/load.py --users 30 --mode cold --replicas 2 --arrival 10 --changes 1
+
+(--replicas 2 is one replica per core of a 2-core machine; use the core count elsewhere.)
 
 Against a server that is already running (its pids make the memory and CPU columns):
 
@@ -71,10 +77,9 @@ from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-SERVER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 MOVABLE = ("slider", "select_slider", "selectbox", "radio")
 DONE = (ForwardMsg.FINISHED_SUCCESSFULLY, ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY)
-# Text-bearing elements, for callers that check what a page shows (tests, warm-up reports).
+# The field holding each text element's words, for callers that check what a page shows.
 TEXT_FIELDS = {"markdown": "body", "heading": "body", "alert": "body", "text": "body", "metric": "body"}
 
 
@@ -212,7 +217,7 @@ class Session:
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
 
-    async def __aenter__(self) -> "Session":
+    async def __aenter__(self) -> Session:
         await self.open()
         return self
 
@@ -305,7 +310,7 @@ class Session:
         return self._values[widget.id]
 
     def exceptions(self) -> list[str]:
-        out = [f"{s.element.type}: {s.element.message}" for s in self._shown.values()
+        out = [f"{s.element.type or 'exception'}: {s.element.message[:300]}" for s in self._shown.values()
                if s.kind == "exception" and not s.element.is_warning]
         if any(s.kind == "page_not_found" for s in self._shown.values()):
             out.append("page not found")
@@ -554,7 +559,8 @@ class ServerMeter:
     def summary(self) -> dict:
         (t0, c0, _), (t1, c1, _) = self.samples[0], self.samples[-1]
         cpu_s = (c1 - c0) / self.tick
-        rates = [(b[1] - a[1]) / self.tick / (b[0] - a[0]) for a, b in zip(self.samples, self.samples[1:]) if b[0] > a[0]]
+        rates = [(b[1] - a[1]) / self.tick / (b[0] - a[0])
+                 for a, b in zip(self.samples, self.samples[1:]) if b[0] > a[0]]
         per_root = [max(s[2][i] for s in self.samples) for i in range(len(self.roots))]
         return {
             "pids": self.roots,
@@ -582,7 +588,7 @@ class OwnServer:
         self.proc: subprocess.Popen | None = None
         self.dir = Path(tempfile.mkdtemp(prefix="quantlab-load-"))
 
-    def start(self) -> tuple[str, list[int]]:
+    def start(self) -> tuple[str, list[int], list[dict]]:
         state = self.dir / "state.json"
         cmd = [sys.executable, str(ROOT / "deploy" / "serve.py"), "--host", "127.0.0.1",
                "--port", str(_free_port()), "--state", str(state)]
@@ -598,7 +604,7 @@ class OwnServer:
             time.sleep(0.5)
         info = json.loads(state.read_text())
         roots = [r["pid"] for r in info["replicas"]] + ([info["nginx"]["pid"]] if info["nginx"] else [])
-        return info["url"], roots
+        return info["url"], roots, info["warm_up"]
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -621,7 +627,7 @@ def stats(values: list[float]) -> dict:
         return {"n": 0}
     s = sorted(values)
 
-    def rank(p: float) -> float:
+    def rank(p: int) -> float:
         return round(s[max(0, -(-len(s) * p // 100) - 1)], 4)
 
     return {"n": len(s), "p50": rank(50), "p95": rank(95), "p99": rank(99), "max": round(s[-1], 4),
@@ -631,7 +637,8 @@ def stats(values: list[float]) -> dict:
 async def room(args: argparse.Namespace, roots: list[int]) -> tuple[Record, dict | None, float, float]:
     rec = Record()
     rng = random.Random(args.seed)
-    arrivals = sorted(rng.uniform(0, args.arrival) for _ in range(args.users))
+    # The first learner comes at once, the others at random moments of the arrival window.
+    arrivals = [0.0] + sorted(rng.uniform(0, args.arrival) for _ in range(args.users - 1))
     meter, stop = (ServerMeter(roots) if roots else None), asyncio.Event()
     sampling = asyncio.create_task(meter.run(stop)) if meter else None
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -654,13 +661,14 @@ def _git(*cmd: str) -> str:
 def machine() -> dict:
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")), "")
-    mem = next((ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")), "0")
+    meminfo = Path("/proc/meminfo").read_text()
+    mem = next((ln.split()[1] for ln in meminfo.splitlines() if ln.startswith("MemTotal")), "0")
     return {"nproc": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)), "cpu_model": model,
             "mem_total_gb": round(int(mem) / 2**20, 1), "python": sys.version.split()[0]}
 
 
 def report(args: argparse.Namespace, rec: Record, server: dict | None, wall: float, client_cpu: float,
-           load_before: tuple, warm_problems: list[str]) -> dict:
+           load_before: tuple, warm_up: list[dict]) -> dict:
     lessons = list(dict.fromkeys([*rec.pages, *rec.changes]))  # in the order the learners met them
     all_changes = [t for ts in rec.changes.values() for t in ts]
     all_pages = [t for ts in rec.pages.values() for t in ts]
@@ -676,7 +684,7 @@ def report(args: argparse.Namespace, rec: Record, server: dict | None, wall: flo
         "config": {"mode": args.mode, "users": args.users, "arrival_window_s": args.arrival, "think_s": args.think,
                    "think_jitter": args.jitter, "changes_per_lesson": args.changes, "entry": args.entry,
                    "lessons": args.lessons or "all", "timeout_s": args.timeout, "seed": args.seed},
-        "warm_up_problems": warm_problems,
+        "warm_up": warm_up,
         "first_page_s": stats(rec.first_page),
         "change_s": {"overall": stats(all_changes), "per_lesson": {p: stats(rec.changes.get(p, [])) for p in lessons}},
         "visit_s": {"overall": stats(all_pages), "per_lesson": {p: stats(rec.pages.get(p, [])) for p in lessons}},
@@ -689,7 +697,8 @@ def report(args: argparse.Namespace, rec: Record, server: dict | None, wall: flo
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     target = ap.add_argument_group("target (default: start a fresh server, stop it at the end)")
     target.add_argument("--url", help="an app already running, e.g. http://127.0.0.1:8501")
     target.add_argument("--proxy", metavar="URL", help="the same, naming an nginx in front of replicas")
@@ -712,7 +721,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--deadline", type=float, default=1800.0, help="no new action after this many seconds")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--note", default="", help="stored with the machine, e.g. 'quiet machine'")
-    ap.add_argument("--out", type=Path, help="JSON path (default bench/results/load_<mode>_<users>u_<replicas>r_<date>.json)")
+    ap.add_argument("--out", type=Path, help="JSON path (default bench/results/load_<mode>_<users>u_<replicas>r"
+                                             "[_proxy]_<date>.json)")
     args = ap.parse_args(argv)
     if args.url and args.proxy:
         ap.error("give --url or --proxy, not both")
@@ -731,19 +741,20 @@ def main(argv: list[str] | None = None) -> dict:
     # SIGTERM ends the run the way Ctrl-C does, so the server it started is stopped either way.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        roots = args.server_pid
-        if server:
-            args.url, roots = server.start()
-        warm_problems = []
-        if args.mode == "warm" and not server:  # serve.py has warmed the replicas it started
-            warm_problems = asyncio.run(warm(args.url, args.timeout, args.lessons))
+        roots, warm_up = args.server_pid, []
+        if server:  # serve.py warms every replica it starts (in warm mode) and says how it went
+            args.url, roots, warm_up = server.start()
+        elif args.mode == "warm":
+            start = time.perf_counter()
+            problems = asyncio.run(warm(args.url, args.timeout, args.lessons))
+            warm_up = [{"url": args.url, "seconds": round(time.perf_counter() - start, 1), "problems": problems}]
         rec, measured, wall, client_cpu = asyncio.run(room(args, roots))
     finally:
         if server:
             server.stop()
-    result = report(args, rec, measured, wall, client_cpu, load_before, warm_problems)
-    out = args.out or RESULTS / (f"load_{args.mode}_{args.users}u_{args.replicas or 1}r_"
-                                 f"{datetime.now().date().isoformat()}.json")
+    result = report(args, rec, measured, wall, client_cpu, load_before, warm_up)
+    out = args.out or RESULTS / (f"load_{args.mode}_{args.users}u_{args.replicas or 1}r"
+                                 f"{'_proxy' if args.via_proxy else ''}_{datetime.now().date().isoformat()}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     ch, fp = result["change_s"]["overall"], result["first_page_s"]

@@ -191,6 +191,7 @@ class Room:
         self.dir.chmod(0o755)
         self.replicas: list[tuple[subprocess.Popen, int, str]] = []  # (process, port, url)
         self.nginx: subprocess.Popen | None = None
+        self.warm_up: list[dict] = []  # per replica: seconds taken, what went wrong
 
     def _spawn(self, cmd: list[str], log_name: str, env: dict | None = None) -> subprocess.Popen:
         with open(self.dir / log_name, "wb") as log:
@@ -222,7 +223,8 @@ class Room:
                 raise Stopped
             for i, (proc, _, url) in list(waiting):
                 if proc.poll() is not None:
-                    raise RuntimeError(f"replica {i} exited with {proc.returncode}:\n{self.log_tail(f'replica-{i}.log')}")
+                    raise RuntimeError(f"replica {i} exited with {proc.returncode}:\n"
+                                       f"{self.log_tail(f'replica-{i}.log')}")
                 if _healthy(url):
                     waiting.remove((i, (proc, _, url)))
             if waiting and time.monotonic() > give_up:
@@ -251,6 +253,7 @@ class Room:
                 raise Stopped
         for i, (seconds, problems) in sorted(results.items()):
             print(f"replica {i} warm in {seconds:.1f} s" + "".join(f"\n  warning: {p}" for p in problems), flush=True)
+            self.warm_up.append({"replica": i, "seconds": round(seconds, 1), "problems": problems})
 
     def start_nginx(self) -> None:
         a = self.args
@@ -281,8 +284,9 @@ class Room:
             "url": url,
             "run_dir": str(self.dir),
             "replicas": [{"pid": p.pid, "port": port, "url": u} for p, port, u in self.replicas],
-            "nginx": None if self.nginx is None else {
-                "pid": self.nginx.pid, "config": str(self.dir / "nginx.conf"), "access_log": str(self.dir / "access.log")},
+            "warm_up": self.warm_up,
+            "nginx": None if self.nginx is None else {"pid": self.nginx.pid, "config": str(self.dir / "nginx.conf"),
+                                                      "access_log": str(self.dir / "access.log")},
         }
 
     def dead(self) -> str | None:
@@ -312,8 +316,8 @@ class Room:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="See deploy/README.md.")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="See deploy/README.md.",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--replicas", type=int, default=max(1, len(os.sched_getaffinity(0))),
                     help="Streamlit processes (default: one per core)")
     ap.add_argument("--port", type=int, default=8501, help="where participants connect (nginx); with "
@@ -323,7 +327,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="start the replicas on --host, ports --port, --port+1, ..., and no nginx: an app "
                          "machine behind a shared proxy")
     ap.add_argument("--no-warm", dest="warm", action="store_false", help="skip warming the replicas")
-    ap.add_argument("--run-dir", type=Path, help="keep config and logs here (default: a temporary folder, removed at exit)")
+    ap.add_argument("--run-dir", type=Path,
+                    help="keep config and logs here (default: a temporary folder, removed at exit)")
     ap.add_argument("--state", type=Path, help="write pids, ports and the URL here as JSON once ready")
     ap.add_argument("--start-timeout", type=float, default=600.0, help="seconds a replica may take to start and warm")
     ap.add_argument("--print-nginx-site", nargs="+", metavar="HOST:PORT",

@@ -77,7 +77,8 @@ m3.metric("Values saturated", f"{point.clipped_fraction:.3%}")
 m4.metric("Best ratio for this tensor", f"{sweep.best_ratio:.2f}")
 st.plotly_chart(figures.clip_curve(sweep, where, ratio), width="stretch")
 lab_ui.lesson_section("clipping", "curve")
-st.plotly_chart(figures.clip_histogram(histogram(sel.source, sel.layer, tensor), point.range_lo, point.range_hi), width="stretch")
+st.plotly_chart(figures.clip_histogram(histogram(sel.source, sel.layer, tensor), point.range_lo, point.range_hi),
+                width="stretch")
 
 st.subheader("150 → 127, on a real value")
 lab_ui.lesson_section("clipping", "example")
@@ -87,7 +88,8 @@ if example is not None:
                  else f"output row {example.row}, input column {example.column}")
     if point.saturates:
         st.info(f"x = **{example.value:.4g}** ({where_txt}) ÷ scale {example.scale:.4g} = **{example.scaled:.1f}** "
-                f"→ clamp to [−{point.qmax + 1}, {point.qmax}] → **{example.code}** → {example.code} × {example.scale:.4g} = "
+                f"→ clamp to [−{point.qmax + 1}, {point.qmax}] → **{example.code}** → "
+                f"{example.code} × {example.scale:.4g} = "
                 f"**{example.restored:.4g}**: {example.lost:.4g} of the value is lost.", icon="✂️")
     else:
         st.success(f"Nothing saturates at ratio {ratio:.2f}: the largest value, x = {example.value:.4g} ({where_txt}), "

@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 import lab_ui
-from quantlab.core.spec import label
+from quantlab.core.spec import QuantSpec, label
 from quantlab.io import sizing
 from quantlab.io.models import ModelSource
 from quantlab.lessons import compare, whole_model
@@ -21,6 +21,12 @@ def layer_row(source: ModelSource, layer: str, name: str, with_activations: bool
 @st.cache_data(max_entries=128, show_spinner="Sizing the checkpoint from shapes…")
 def sizes(target: str, source: ModelSource, names: tuple[str, ...]) -> dict[str, compare.CheckpointSize]:
     return compare.model_sizes(source if target == THIS_MODEL else target, names)
+
+
+@st.cache_data(max_entries=64, show_spinner="Quantizing every Linear and embedding the test sentences…")
+def whole_run(spec: QuantSpec) -> whole_model.WholeModelResult:
+    lab_ui.spend_heavy_run("A whole-model run")
+    return whole_model.run(spec)
 
 
 sel = lab_ui.selection()
@@ -72,8 +78,8 @@ if not sel.has_activations:
     st.caption("Whole-model runs need the embedded model (its forward pass runs here).")
 elif st.button("Run the embedded model under each scheme", key="cmp_run") or st.session_state.get("cmp_ran"):
     st.session_state["cmp_ran"] = True
-    with st.spinner("Quantizing every Linear and embedding the test sentences…"):
-        results = {label(r.name): whole_model.run(r.spec) for r in usable}
+    with lab_ui.user_errors():
+        results = {label(r.name): whole_run(r.spec) for r in usable}
     st.dataframe(pd.DataFrame({
         "scheme": list(results),
         "embedding cosine to fp32 (mean)": [r.cosine_mean for r in results.values()],

@@ -56,7 +56,8 @@ legend = " · ".join(f":{c}[{n}]" for n, c in FIELD_COLORS.items() if n != "tabl
 lines = ["| format | bits | stored value | error | relative error | note |", "|---|---|---|---|---|---|"]
 for f, b in rows:
     note = "saturated at ±max" if b.saturated else ("subnormal" if b.subnormal else "")
-    lines.append(f"| {f.label} | {bits_markdown(b)} | {b.stored:.9g} | {b.error:+.3g} | {100 * b.relative_error:.3g}% | {note} |")
+    lines.append(f"| {f.label} | {bits_markdown(b)} | {b.stored:.9g} | {b.error:+.3g} | "
+                 f"{100 * b.relative_error:.3g}% | {note} |")
 st.markdown("\n".join(lines))
 st.caption(f"Fields: {legend} · table index (NF4). Integer formats and NF4 store codes: here with scale 1; "
            "a real quantizer divides by a scale first (next lessons).")

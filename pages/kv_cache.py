@@ -47,7 +47,8 @@ scheme = lab_ui.control(c2.selectbox, "Weights", "kv_weights", "bf16", kv_cache.
                         help="BF16 as published, or a compressed-tensors scheme (sized by quantlab.sizing).")
 batch = lab_ui.control(c3.slider, "Batch (sequences)", "kv_batch", 8, min_value=1, max_value=64)
 unit_short = lab_ui.control(c4.radio, "Card sizes in", "kv_unit", "GiB", list(UNITS),
-                            format_func=lambda u: UNITS[u][0], help="GPU memory is built in binary units; vendors print 'GB'.")
+                            format_func=lambda u: UNITS[u][0],
+                            help="GPU memory is built in binary units; vendors print 'GB'.")
 
 with lab_ui.user_errors():
     arch = kv_cache.architecture(arch_name)
@@ -56,9 +57,11 @@ per_token = kv_cache.kv_bytes(arch, 1, 1).total
 st.markdown(
     f"**{arch_name}**: {arch.layers} layers, {arch.heads} query heads, {arch.kv_heads} KV heads — {arch.attention} — "
     f"head_dim {arch.head_dim}. One token of one sequence at 16 bits: 2 × {arch.layers} × {arch.kv_heads} × "
-    f"{arch.head_dim} × 2 bytes = **{per_token:,} bytes**. Weights at {label(scheme)}: **{sizing.format_bytes(p.weights)}**."
+    f"{arch.head_dim} × 2 bytes = **{per_token:,} bytes**. "
+    f"Weights at {label(scheme)}: **{sizing.format_bytes(p.weights)}**."
 )
-st.plotly_chart(figures.memory_chart(p, unit_short, f"{arch_name}, batch {batch}, weights at {label(scheme)}"), width="stretch")
+st.plotly_chart(figures.memory_chart(p, unit_short, f"{arch_name}, batch {batch}, weights at {label(scheme)}"),
+                width="stretch")
 
 st.markdown(f"**Longest context per sequence that fits** (batch {batch}, after the weights; the model reads at most "
             f"{p.max_position:,} tokens)")
@@ -75,7 +78,8 @@ st.caption(f"Keys and values of all-MiniLM-L6-v2 on {seqs} shipped sentences: {l
            f"{data.real_tokens} real tokens × head_dim {head_dim}; padding masked out of scales, attention and errors.")
 lab_ui.lesson_section("kv_cache", "schemes")
 table = pd.DataFrame(figures.error_table(errs)).set_index("scheme")
-st.dataframe(table, width="stretch", column_config={c: st.column_config.NumberColumn(format="%.2f" if "dB" in c else "%.4f")
+st.dataframe(table, width="stretch",
+             column_config={c: st.column_config.NumberColumn(format="%.2f" if "dB" in c else "%.4f")
                                                    for c in table.columns})
 st.plotly_chart(figures.sqnr_chart(errs), width="stretch")
 st.markdown("**What the numbers say.**")
@@ -83,7 +87,8 @@ for kv_name in ("INT8 per-tensor", "INT4 per-tensor", "INT4 per-token"):
     e = errs[kv_name]
     st.markdown(f"- {kv_name}: the tensors are about equally hard (K {e.k_sqnr_db:.1f} dB, V {e.v_sqnr_db:.1f} dB), "
                 f"but attention turns them into output SQNR {e.out_sqnr_db['k']:.1f} dB with only K quantized and "
-                f"{e.out_sqnr_db['v']:.1f} dB with only V: the key error is damped by {e.k_propagation_db:+.1f} dB, the "
+                f"{e.out_sqnr_db['v']:.1f} dB with only V: the key error is damped by "
+                f"{e.k_propagation_db:+.1f} dB, the "
                 f"value error changes by {e.v_propagation_db:+.1f} dB on its way to the output.")
 s_ = sink("general")
 st.markdown(f"- On average **{s_.first_token_share:.0%}** of each query's attention goes to the first token "

@@ -59,12 +59,14 @@ def mixed(layer: str, spec: QuantSpec) -> outliers.MixedCurve:
 
 @st.cache_data(max_entries=64, show_spinner="Quantizing all 36 Linears and embedding 64 sentences…")
 def whole(spec: QuantSpec, alpha: float | None, calibration: str, keep: int) -> whole_model.WholeModelResult:
+    lab_ui.spend_heavy_run("A whole-model run")
     keep_fp = whole_model.worst_layers(whole_model.run(spec, alpha, calibration), keep) if keep else ()
     return whole_model.run(spec, alpha, calibration, keep_fp)
 
 
 @st.cache_data(max_entries=32, show_spinner="Running the model with 0, 1, 2, 4 and 8 layers kept in 16-bit…")
 def keep_sweep(spec: QuantSpec, alpha: float | None, calibration: str) -> whole_model.KeepCurve:
+    lab_ui.spend_heavy_run("The keep-k sweep")
     return whole_model.keep_curve(spec, alpha, calibration)
 
 

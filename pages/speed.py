@@ -6,8 +6,7 @@ import torch
 import lab_ui
 from quantlab.io import models
 from quantlab.kernels import live
-from quantlab.lessons import speed
-from quantlab.lessons import kv_cache
+from quantlab.lessons import kv_cache, speed
 from quantlab.viz import speed as figures
 
 lab_ui.routed()
@@ -36,7 +35,8 @@ lab_ui.lesson_section("speed", "intro")
 
 files = [p.stem for p in speed.committed_results()]
 if not files:
-    st.error("No committed GPU results in quantlab/data/gpu: run `python bench/gpu_matmul.py --out quantlab/data/gpu` on a GPU.")
+    st.error("No committed GPU results in quantlab/data/gpu: "
+             "run `python bench/gpu_matmul.py --out quantlab/data/gpu` on a GPU.")
     st.stop()
 c1, c2 = st.columns([1.2, 2])
 run = lab_ui.control(c1.selectbox, "Benchmark run", "speed_run", files[0], files)
@@ -50,8 +50,8 @@ methods = lab_ui.control(st.multiselect, "Methods", "speed_methods", [m for m in
                          MAIN_METHODS + extra, format_func=lambda m: speed.LABELS.get(m, m))
 st.caption(f"Measured on **{res.label}** — {res.meta['timing']}. Copy bandwidth {res.meta['copy_gbps']:,.0f} GB/s "
            f"(read + write), bf16 matmul {res.meta['bf16_tflops']:,.0f} TFLOP/s, fp8 {res.meta['fp8_tflops']:,.0f} "
-           "TFLOP/s, all measured in the same run." + ("" if torch.cuda.is_available() else
-                                                       " This app runs without a GPU: these are the committed results."))
+           "TFLOP/s, all measured in the same run."
+           + ("" if torch.cuda.is_available() else " This app runs without a GPU: these are the committed results."))
 
 st.plotly_chart(figures.speedup_chart(res, k, n, ["bf16"] + [m for m in methods if m != "bf16"]), width="stretch")
 lab_ui.lesson_section("speed", "speedup")
@@ -115,6 +115,7 @@ lab_ui.lesson_section("speed", "bound")
 def time_here(measure, spinner: str) -> None:
     """One live measurement for this session, unless another session is measuring right now."""
     with st.spinner(spinner), lab_ui.user_errors():
+        lab_ui.spend_heavy_run("Live timing")
         timing = live.measure_if_free(measure)
     if timing is None:
         st.warning("Another session is measuring right now; try again in a few seconds.")

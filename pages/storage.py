@@ -31,7 +31,8 @@ shipped = list(sizing.shipped_configs())
 choices = [SIDEBAR, *shipped]
 c1, c2, c3 = st.columns([1.6, 1.2, 1.2])
 picked = lab_ui.control(c1.selectbox, "Model", "storage_arch", SIDEBAR, choices,
-                        format_func=lambda c: f"{sel.source.label} (real file)" if c == SIDEBAR else f"{c} (config only)",
+                        format_func=lambda c: f"{sel.source.label} (real file)" if c == SIDEBAR
+                        else f"{c} (config only)",
                         help="Shipped configs give exact shapes with no download.")
 presets = [s.slug for s in SCHEMES.values() if s.preset]
 scheme = lab_ui.control(c2.selectbox, "Scheme", "storage_scheme", "w4a16", presets, format_func=label)

@@ -26,9 +26,15 @@ def by_bits(source: ModelSource, layer: str, tensor: str) -> dict[str, list[floa
     return symmetric.sqnr_by_bits(lab_ui.layer_tensor(source, layer, tensor))
 
 
+def _follow_tensor() -> None:
+    """The log axis defaults to the tensor (on for activations, off for weights) until touched."""
+    st.session_state.pop("sym_log", None)
+
+
 def _pick(layer: str, tensor: str) -> None:
     st.session_state["layer"] = layer
     st.session_state["sym_tensor"] = tensor
+    _follow_tensor()
 
 
 sel = lab_ui.selection()
@@ -37,7 +43,7 @@ lab_ui.lesson_section("symmetric", "intro")
 
 c1, c2, c3 = st.columns([1.1, 1.3, 1.6])
 tensor = lab_ui.control(c1.radio, "Tensor", "sym_tensor", "weight", lab_ui.tensor_choices(sel),
-                        format_func=lab_ui.TENSORS.get, horizontal=True,
+                        format_func=lab_ui.TENSORS.get, horizontal=True, on_change=_follow_tensor,
                         help="The layer's weight matrix, or the real input it receives on sample text.")
 bits = lab_ui.control(c2.slider, "Bits", "sym_bits", 4, min_value=2, max_value=8)
 mode = lab_ui.control(c3.segmented_control, "Show grid", "sym_mode", "both", MODES) or "both"
@@ -62,7 +68,8 @@ st.plotly_chart(figures.grid_overlay(cmp, mode in ("both", "symmetric"), mode in
                 width="stretch")
 
 left, right = st.columns(2)
-for col, is_symmetric, title in ((left, True, "Symmetric: scale only"), (right, False, "Asymmetric: scale + zero point")):
+for col, is_symmetric, title in ((left, True, "Symmetric: scale only"),
+                                 (right, False, "Asymmetric: scale + zero point")):
     with col.container(border=True):
         st.markdown(f"#### {title}")
         for step in symmetric.derivation(cmp, is_symmetric):

@@ -8,8 +8,9 @@ compressed-tensors' `QuantizationScheme` pairs `weights` with `input_activations
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Literal, Mapping
+from typing import Literal
 
 from quantlab.core.errors import QuantlabError
 
@@ -39,7 +40,7 @@ class QuantSpec:
     group_size: int | None = None
     observer: str = "minmax"
     dynamic: bool = False
-    activations: "QuantSpec | None" = None
+    activations: QuantSpec | None = None
     # Sorted (name, value) pairs rather than a dict, so the spec stays hashable; a dict is accepted.
     observer_kwargs: tuple[tuple[str, float], ...] = ()
 
@@ -116,7 +117,7 @@ class QuantSpec:
         obs = "" if self.observer == "minmax" else f" {self.observer}"
         return f"{fmt} {mode} {gran}{obs}"
 
-    def with_(self, **changes: object) -> "QuantSpec":
+    def with_(self, **changes: object) -> QuantSpec:
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)
 
@@ -134,21 +135,22 @@ class QuantSpec:
             assert self.group_size is not None
             if cols % self.group_size:
                 divisors = [g for g in (16, 32, 64, 128, 256, 512) if cols % g == 0]
-                hint = f"sizes that divide it: {', '.join(map(str, divisors))}" if divisors else "use strategy 'channel'"
+                hint = (f"sizes that divide it: {', '.join(map(str, divisors))}" if divisors
+                        else "use strategy 'channel'")
                 raise QuantlabError(
                     f"group_size {self.group_size} does not divide the input dimension {cols} ({hint})"
                 )
 
     # -- presets -----------------------------------------------------------------------------
     @classmethod
-    def preset(cls, name: str) -> "QuantSpec":
+    def preset(cls, name: str) -> QuantSpec:
         """One of llm-compressor's presets by its name (W4A16, W8A8, FP8_DYNAMIC, ...)."""
         try:
             return PRESETS[name.upper()]
         except KeyError:
             raise QuantlabError(f"unknown preset {name!r}: use one of {', '.join(PRESETS)}") from None
 
-    def with_group_size(self, group_size: int) -> "QuantSpec":
+    def with_group_size(self, group_size: int) -> QuantSpec:
         """The same scheme with weights in groups of `group_size` (what `--group-size` and the
         Storage lesson's slider mean): integer weights only, whatever their strategy was."""
         if self.type == "float":
@@ -186,7 +188,7 @@ class QuantSpec:
         return _spell(self)
 
     @classmethod
-    def from_url(cls, text: str) -> "QuantSpec":
+    def from_url(cls, text: str) -> QuantSpec:
         """Parse `to_url` output; a malformed value is a one-line `QuantlabError`."""
         if text in SCHEMES and SCHEMES[text].spec is not None:
             return SCHEMES[text].spec  # type: ignore[return-value]

@@ -1,0 +1,57 @@
+"""Workshop features of the app: presenter view, reset, the copyable link, room mode's limits."""
+import lab_ui
+from tests.app.apptest_util import run_page
+
+
+def test_presenter_view_folds_the_prose_and_hides_the_sidebar():
+    plain = run_page("pages/symmetric.py")
+    shown = run_page("pages/symmetric.py", query={"present": "1"})
+    assert not plain.exception and not shown.exception
+    assert not [e for e in plain.expander if e.label == "Notes"]
+    notes = [e for e in shown.expander if e.label == "Notes"]
+    assert len(notes) >= 3 and all(n.markdown for n in notes)  # the lesson text is still there, folded
+    assert any("stSidebar" in h.proto.body for h in shown.get("html"))
+    shown.slider(key="sym_bits").set_value(6).run()  # the presenter flag outlives the URL rewrite
+    assert any("stSidebar" in h.proto.body for h in shown.get("html"))
+
+
+def test_reset_brings_back_the_lessons_defaults_and_story_layer():
+    at = run_page("pages/symmetric.py")
+    at.selectbox(key="layer").set_value("encoder.layer.3.attention.self.key").run()
+    at.slider(key="sym_bits").set_value(7).run()
+    at.toggle(key="sym_log").set_value(True).run()
+    assert at.query_params["sym_bits"] == "7"
+    at.button(key="reset_lesson").click().run()
+    assert not at.exception
+    assert at.slider(key="sym_bits").value == 4 and at.toggle(key="sym_log").value is False
+    assert at.selectbox(key="layer").value == "encoder.layer.0.intermediate.dense"
+    assert "sym_bits" not in at.query_params and "layer" not in at.query_params
+
+
+def test_copy_link_carries_every_changed_control():
+    at = run_page("pages/symmetric.py")
+    at.slider(key="sym_bits").set_value(6).run()
+    at.radio(key="sym_tensor").set_value("input").run()
+    link = [c.value for c in at.code if "symmetric" in c.value]
+    assert len(link) == 1
+    path, _, query = link[0].partition("?")
+    # sym_log follows the tensor (on for activations), so at its default it stays out of the link
+    assert path.endswith("/symmetric") and sorted(query.split("&")) == ["sym_bits=6", "sym_tensor=input"]
+
+
+def test_room_mode_offers_no_server_paths(monkeypatch):
+    monkeypatch.setattr(lab_ui, "ROOM", True)
+    at = run_page("pages/home.py")
+    assert at.radio(key="source_kind").options == ["Embedded MiniLM", "Upload"]
+    at = run_page("pages/home.py", query={"source_kind": "local"})  # a crafted link cannot bring it back
+    assert at.radio(key="source_kind").value == "embedded" and not at.text_input
+
+
+def test_room_mode_rate_limits_heavy_runs_per_session(monkeypatch):
+    monkeypatch.setattr(lab_ui, "ROOM", True)
+    monkeypatch.setattr(lab_ui, "HEAVY_RUNS_PER_MINUTE", 1)
+    at = run_page("pages/compare.py")
+    at.multiselect(key="cmp_schemes").set_value(["w4a16-g64", "w8a16-channel"]).run()
+    at.button(key="cmp_run").click().run()
+    assert not at.exception
+    assert any("1 new heavy runs a minute" in e.value for e in at.error)
