@@ -22,6 +22,7 @@ from streamlit.delta_generator import DeltaGenerator
 
 from quantlab.core.errors import QuantlabError
 from quantlab.io import models
+from quantlab.lessons import warmup
 
 ROOT = Path(__file__).resolve().parent
 T = TypeVar("T")
@@ -296,10 +297,10 @@ def layer_tensor(source: models.ModelSource, layer: str, tensor: str) -> torch.T
 
 
 @st.cache_resource(show_spinner=False)
-def _warm_up_activations() -> threading.Thread:
-    """Capture the default activations in the background once per process, so the first learner
-    who switches to an activation does not wait for the model to run (models.activations caches)."""
-    thread = threading.Thread(target=models.activations, name="quantlab-warm-up", daemon=True)
+def _warm_up() -> threading.Thread:
+    """Compute what the default views need in the background, once per process, while the first
+    visitor reads the welcome page (see quantlab.lessons.warmup)."""
+    thread = threading.Thread(target=warmup.warm_default_views, name="quantlab-warm-up", daemon=True)
     thread.start()
     return thread
 
@@ -337,7 +338,7 @@ def sidebar() -> tuple[Selection, DeltaGenerator]:
     """Model source and layer picker, shown on every page; the choice is kept in the URL.
 
     Returns the selection and the sidebar slot `finish_page` fills once the lesson has run."""
-    _warm_up_activations()
+    _warm_up()
     if presenting():
         st.html(PRESENT_STYLE)
     source = _source_from_sidebar()

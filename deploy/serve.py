@@ -187,8 +187,8 @@ class Room:
         self.own_dir = args.run_dir is None
         self.dir = Path(tempfile.mkdtemp(prefix="quantlab-room-")) if self.own_dir else args.run_dir.resolve()
         self.dir.mkdir(parents=True, exist_ok=True)
-        # nginx workers run as `nobody` when started by root and must reach their temp folders.
-        self.dir.chmod(0o755)
+        if os.geteuid() == 0:  # nginx started by root runs its workers as `nobody`: they need the temp folders
+            self.dir.chmod(0o755)
         self.replicas: list[tuple[subprocess.Popen, int, str]] = []  # (process, port, url)
         self.nginx: subprocess.Popen | None = None
         self.warm_up: list[dict] = []  # per replica: seconds taken, what went wrong
@@ -355,11 +355,14 @@ def main(argv: list[str] | None = None) -> int:
         if not args.backends_only:
             room.start_nginx()
         state = room.state()
-        if args.state:
-            args.state.write_text(json.dumps(state, indent=2) + "\n")
+        if args.state:  # whole or not at all: readers poll for it
+            partial = args.state.with_name(args.state.name + ".partial")
+            partial.write_text(json.dumps(state, indent=2) + "\n")
+            partial.replace(args.state)
         if args.backends_only:
+            name = socket.gethostname() if args.host in WILDCARD else args.host
             print("replicas ready; in the proxy's upstream block:\n" +
-                  "\n".join(f"    server {socket.gethostname()}:{r['port']};" for r in state["replicas"]), flush=True)
+                  "\n".join(f"    server {name}:{r['port']};" for r in state["replicas"]), flush=True)
         else:
             print(f"Room ready. Participants open: {state['url']}"
                   + (" (or this machine's IP address)" if args.host in WILDCARD else "")

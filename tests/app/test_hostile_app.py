@@ -67,7 +67,7 @@ def test_one_session_survives_hostile_uploads():
     at = run_page("pages/symmetric.py")
     at.radio(key="source_kind").set_value("upload").run()
     for data, expected in [(terabyte_in_16_bytes(), "1000000×1000000 F32"),
-                           (b"[" * 100_000, "not a safetensors file")]:
+                           (struct.pack("<Q", 100_000) + b"[" * 100_000, "header is not JSON")]:
         at.file_uploader(key="source_upload").set_value(("evil.safetensors", data, "application/octet-stream")).run()
         assert_one_line_and_the_lesson_stays(at, expected)
     good = save({"layer.weight": torch.randn(64, 64)})

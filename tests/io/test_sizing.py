@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -63,14 +62,9 @@ def test_real_file_size_equals_model_compressor_output(tmp_path: Path) -> None:
     assert report.total_bytes == (ref / "model.safetensors").stat().st_size
 
 
-def test_seventy_b_config_sizes_within_a_second() -> None:
-    spec = ql.QuantSpec.preset("W4A16")
-    sizing.model_size("llama-3.1-8b", spec)  # transformers imports the Llama code once per process
-    sizing._build_from_config.cache_clear()
-    start = time.perf_counter()
-    report = sizing.model_size("llama-3.1-70b", spec)
-    elapsed = time.perf_counter() - start
-    assert elapsed <= 1.0
+def test_seventy_b_config_sizes_from_shapes_alone() -> None:
+    # How long this takes is measured by benchmarks, not asserted here (see README: 0.05-0.15 s).
+    report = sizing.model_size("llama-3.1-70b", ql.QuantSpec.preset("W4A16"))
     assert report.quantized_layers == 80 * 7
     assert 39e9 < report.total_bytes < 40e9
 
