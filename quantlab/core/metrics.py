@@ -46,6 +46,12 @@ def max_abs_error(ref: torch.Tensor, approx: torch.Tensor) -> float:
     return (ref.double() - approx.double()).abs().max().item()
 
 
+# How far beyond the grid's end (in steps) a value must land to count as clipped: half a step
+# beyond still rounds onto the end level, so it is rounding error; the symmetric max lands on
+# qmax + 0.5 exactly, give or take float32 rounding (hence the slack).
+CLIP_EDGE = 0.5 + 1e-3
+
+
 @torch.no_grad()
 def clipped_mask(x: torch.Tensor, qt: QuantizedTensor) -> torch.Tensor:
     """Which values fell outside the grid and were saturated to qmin/qmax (shaped like `x`)."""
@@ -54,10 +60,7 @@ def clipped_mask(x: torch.Tensor, qt: QuantizedTensor) -> torch.Tensor:
     if qt.zero_point is not None:
         scaled = scaled + blocks.expand(qt.zero_point, spec, shape).float()
     qmin, qmax = grid_range(spec)
-    # Half a step beyond the end still rounds onto the end level, so it is rounding, not clipping;
-    # the symmetric max lands on qmax + 0.5 exactly, give or take float32 rounding (hence the slack).
-    edge = 0.5 + 1e-3
-    return ((scaled < qmin - edge) | (scaled > qmax + edge)).reshape(x.shape)
+    return ((scaled < qmin - CLIP_EDGE) | (scaled > qmax + CLIP_EDGE)).reshape(x.shape)
 
 
 @torch.no_grad()

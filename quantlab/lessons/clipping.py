@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from quantlab.core.errors import QuantlabError
-from quantlab.core.metrics import clipped_mask, sqnr_db
+from quantlab.core.metrics import CLIP_EDGE, clipped_mask, sqnr_db
 from quantlab.core.observers import calibrate, quantize_static
 from quantlab.core.qparams import (
     QuantizedTensor,
@@ -162,7 +162,7 @@ def saturation_example(x: torch.Tensor, qt: QuantizedTensor, target: float = 150
     scale = qt.scale.double().expand(x.shape)
     zp = torch.zeros_like(scale) if qt.zero_point is None else qt.zero_point.double().expand(x.shape)
     scaled = x.double() / scale + zp
-    beyond = scaled > spec.qmax + 0.5
+    beyond = scaled > spec.qmax + CLIP_EDGE
     if beyond.any():
         distance = torch.where(beyond, (scaled - target).abs(), torch.full_like(scaled, torch.inf))
         flat = int(distance.argmin())
@@ -207,7 +207,7 @@ class ClipPoint:
 
     @property
     def saturates(self) -> bool:
-        return self.example is not None and self.example.scaled > self.qmax + 0.5
+        return self.example is not None and self.example.scaled > self.qmax + CLIP_EDGE
 
 
 @torch.no_grad()

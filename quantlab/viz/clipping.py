@@ -21,8 +21,9 @@ def clip_curve(curve: ClipCurve, marks: dict[str, float], current: float) -> go.
         fig.add_trace(go.Scatter(x=curve.ratios, y=y, name=name, mode="lines", line=dict(color=color, dash=dash),
                                  hovertemplate="ratio %{x:.2f}: MSE %{y:.3g}<extra></extra>"))
     positive = np.concatenate([curve.total_mse, curve.rounding_mse, curve.clipping_mse])
+    # A tensor already on its grid has no error at all: give the log axis a decade around 1e-12.
     floor = positive[positive > 0].min() if (positive > 0).any() else 1e-12
-    span = [floor / 2, positive.max() * 2]
+    span = [floor / 2, max(positive.max(), floor) * 2]
     # Observers often land close together (min-max and MSE near 1), so they go in the legend.
     for i, (label, ratio) in enumerate(marks.items()):
         fig.add_trace(go.Scatter(x=[ratio, ratio], y=span, mode="lines", name=f"{label} lands at {ratio:.2f}",

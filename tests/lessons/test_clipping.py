@@ -132,9 +132,6 @@ def test_min_max_never_saturates_at_8_bits(act):
     assert not point.saturates
 
 
-@pytest.mark.xfail(strict=True, reason="bug: saturation_example/ClipPoint.saturates compare x/scale with qmax + 0.5 "
-                   "without the float32 slack metrics.clipped_mask allows, so the largest value of a min-max INT4 grid "
-                   "(x/scale = 7.5000001) is reported as saturated while its clipping error is 0")
 def test_min_max_never_saturates_at_4_bits(act):
     point = clipping.clip_point(act, ql.QuantSpec(num_bits=4), 1.0)
     assert point.clipping_mse == 0 and point.clipped_fraction == 0

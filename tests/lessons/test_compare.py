@@ -3,6 +3,7 @@ import math
 
 import pytest
 
+from quantlab.core.spec import label
 from quantlab.io import models
 from quantlab.lessons import compare
 from tests.app.apptest_util import run_page
@@ -48,7 +49,7 @@ def test_sizes_grow_with_finer_groups():
 def test_page_reacts_to_schemes_and_runs_the_whole_model():
     at = run_page("pages/compare.py")
     table = at.dataframe[0].value
-    assert list(table.index) == list(compare.DEFAULT_CHOICE)
+    assert list(table.index) == [label(s) for s in compare.DEFAULT_CHOICE]
     at.multiselect(key="cmp_schemes").set_value(["w4a16-g256", "w8a16"]).run()
     assert not at.exception
     assert any("does not divide" in w.value for w in at.warning)
@@ -59,4 +60,4 @@ def test_page_reacts_to_schemes_and_runs_the_whole_model():
     at.button(key="cmp_run").click().run()
     assert not at.exception
     whole = at.dataframe[1].value
-    assert whole.loc["w8a16"].iloc[0] > 0.999
+    assert whole.loc["W8A16"].iloc[0] > 0.999

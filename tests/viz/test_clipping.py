@@ -41,9 +41,6 @@ def test_clip_curve_without_marks():
     assert list(fig.data[3].x) == [0.5, 0.5]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a curve with no positive error (a tensor already on its grid) gives "
-                   "span [0.5e-12, 0], so the log y range is [-12.3, -inf] (null in the JSON) with a divide-by-zero "
-                   "warning, and the mark lines run down to 0 on a log axis")
 def test_clip_curve_with_no_error_at_all_keeps_a_finite_log_range():
     flat = ClipCurve(ratios=np.array([0.5, 1.0]), rounding_mse=np.zeros(2), clipping_mse=np.zeros(2),
                      clipped_fraction=np.zeros(2))
