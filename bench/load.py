@@ -583,8 +583,8 @@ class OwnServer:
     """A fresh server for one benchmark, started through deploy/serve.py so it runs exactly as a
     room does: one replica on its own, or `replicas` behind nginx."""
 
-    def __init__(self, replicas: int | None, warm_up: bool, start_timeout: float = 900.0):
-        self.replicas, self.warm_up, self.start_timeout = replicas, warm_up, start_timeout
+    def __init__(self, replicas: int | None, warm_up: bool, room: bool, start_timeout: float = 900.0):
+        self.replicas, self.warm_up, self.room, self.start_timeout = replicas, warm_up, room, start_timeout
         self.proc: subprocess.Popen | None = None
         self.dir = Path(tempfile.mkdtemp(prefix="quantlab-load-"))
 
@@ -594,6 +594,7 @@ class OwnServer:
                "--port", str(_free_port()), "--state", str(state)]
         cmd += ["--replicas", str(self.replicas)] if self.replicas else ["--replicas", "1", "--backends-only"]
         cmd += [] if self.warm_up else ["--no-warm"]
+        cmd += ["--room"] if self.room else []
         log = open(self.dir / "serve.log", "wb")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
@@ -680,7 +681,7 @@ def report(args: argparse.Namespace, rec: Record, server: dict | None, wall: flo
         "machine": {**machine(), "loadavg_before": [round(x, 2) for x in load_before],
                     "loadavg_after": [round(x, 2) for x in os.getloadavg()], "note": args.note},
         "target": {"url": args.url, "replicas": args.replicas or 1, "via_proxy": args.via_proxy,
-                   "started_by_benchmark": args.started},
+                   "started_by_benchmark": args.started, "room_mode": args.room if args.started else None},
         "config": {"mode": args.mode, "users": args.users, "arrival_window_s": args.arrival, "think_s": args.think,
                    "think_jitter": args.jitter, "changes_per_lesson": args.changes, "entry": args.entry,
                    "lessons": args.lessons or "all", "timeout_s": args.timeout, "seed": args.seed},
@@ -704,6 +705,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     target.add_argument("--proxy", metavar="URL", help="the same, naming an nginx in front of replicas")
     target.add_argument("--replicas", type=int, help="replicas behind nginx (started: deploy/serve.py --replicas N; "
                                                      "with --url/--proxy: recorded only)")
+    target.add_argument("--room", action="store_true", help="start the server in room mode (serve.py --room)")
     target.add_argument("--server-pid", type=int, action="append", default=[],
                         help="with --url/--proxy: a server process whose tree is measured (repeatable)")
     ap.add_argument("--mode", choices=["cold", "warm"], default="warm",
@@ -731,13 +733,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.started = args.url is None
     if args.server_pid and args.started:
         ap.error("--server-pid goes with --url/--proxy; a server the benchmark starts is measured anyway")
+    if args.room and not args.started:
+        ap.error("--room starts a server in room mode; a running server is what it is")
     return args
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     load_before = os.getloadavg()
-    server = OwnServer(args.replicas, warm_up=args.mode == "warm") if args.started else None
+    server = OwnServer(args.replicas, warm_up=args.mode == "warm", room=args.room) if args.started else None
     # SIGTERM ends the run the way Ctrl-C does, so the server it started is stopped either way.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:

@@ -1,6 +1,6 @@
 """Serve a room: N replicas of the lab behind nginx with sticky sessions, in one command.
 
-    python deploy/serve.py --replicas 3 --port 8501
+    python deploy/serve.py --replicas 3 --port 8501 [--room]
 
 starts N `streamlit run app.py` processes on free ports of 127.0.0.1, warms each of them (one
 session opens every lesson, so the first learners find the models loaded and the default views
@@ -15,8 +15,8 @@ a Streamlit session lives in one process, and besides its websocket it is reache
 HTTP (file uploads, media), which must land on the same replica or Streamlit answers "Invalid
 session_id". See deploy/README.md for the affinity choice and for serving from several machines:
 
-    python deploy/serve.py --replicas 2 --port 8601 --host 0.0.0.0 --backends-only   # on each app machine
-    python deploy/serve.py --print-nginx-site 10.0.0.11:8601 10.0.0.11:8602 --port 80 # the proxy's site
+    python deploy/serve.py --replicas 2 --port 8601 --host 0.0.0.0 --backends-only --room  # each app machine
+    python deploy/serve.py --print-nginx-site 10.0.0.11:8601 10.0.0.11:8602 --port 80     # the proxy's site
 """
 from __future__ import annotations
 
@@ -37,10 +37,6 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.load import warm  # noqa: E402  (the load benchmark's protocol client opens the warm-up session)
-
 AFFINITY_COOKIE = "quantlab_affinity"
 # Streamlit's own cap (server.maxUploadSize, MB); nginx's default of 1 MB would refuse uploads first.
 MAX_UPLOAD_MB = 200
@@ -59,8 +55,10 @@ def replica_command(port: int, host: str) -> list[str]:
             "--server.maxUploadSize", str(MAX_UPLOAD_MB), "--browser.gatherUsageStats", "false"]
 
 
-def replica_env(replicas: int) -> dict[str, str]:
+def replica_env(replicas: int, room: bool) -> dict[str, str]:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    if room:  # lab_ui's room mode: no server paths, uploads capped per session, heavy runs rate-limited
+        env["QUANTLAB_ROOM"] = "1"
     # Each replica's torch would start one thread per core; N replicas would then oversubscribe the
     # cores N times over. A user's own OMP_NUM_THREADS wins.
     env.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // replicas)))
@@ -210,7 +208,7 @@ class Room:
             host, ports = a.host, [a.port + i for i in range(a.replicas)]
         else:
             host, ports = "127.0.0.1", _free_ports(a.replicas)
-        env = replica_env(a.replicas)
+        env = replica_env(a.replicas, a.room)
         for i, port in enumerate(ports, 1):
             proc = self._spawn(replica_command(port, host), f"replica-{i}.log", env)
             url = local_url(host, port)
@@ -233,6 +231,11 @@ class Room:
 
     def warm_replicas(self) -> None:
         """Every replica at once (each is its own process): one session opens every lesson."""
+        # The load benchmark's protocol client opens the sessions. Imported here, not at the top, so
+        # that the stop handlers are in place before the slow import of Streamlit's protobufs.
+        sys.path.insert(0, str(ROOT))
+        from bench.load import warm
+
         print(f"warming {len(self.replicas)} replica(s): one session opens every lesson…", flush=True)
         results: dict[int, tuple[float, list[str]]] = {}
 
@@ -326,6 +329,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--backends-only", action="store_true",
                     help="start the replicas on --host, ports --port, --port+1, ..., and no nginx: an app "
                          "machine behind a shared proxy")
+    ap.add_argument("--room", action="store_true",
+                    help="room mode for strangers (QUANTLAB_ROOM=1): no server paths in the sidebar, uploads "
+                         "capped per session, heavy runs rate-limited per learner")
     ap.add_argument("--no-warm", dest="warm", action="store_false", help="skip warming the replicas")
     ap.add_argument("--run-dir", type=Path,
                     help="keep config and logs here (default: a temporary folder, removed at exit)")

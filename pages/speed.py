@@ -54,6 +54,15 @@ st.caption(f"Measured on **{res.label}** — {res.meta['timing']}. Copy bandwidt
            + ("" if torch.cuda.is_available() else " This app runs without a GPU: these are the committed results."))
 
 st.plotly_chart(figures.speedup_chart(res, k, n, ["bf16"] + [m for m in methods if m != "bf16"]), width="stretch")
+w4_geo = [res.geomean_speedup(b, "w4a16") for b in res.batch_sizes]
+if all(g is not None for g in w4_geo):
+    w4_low, w4_low_m = min(zip(w4_geo, res.batch_sizes))
+    w4_cross = speed.crossover(res.batch_sizes, w4_geo)
+    st.markdown(f"In this run, across its {len(res.shapes)} shapes (geometric mean), quantlab's W4A16 runs "
+                f"**{w4_geo[0]:.2f}×** bf16 at one token, "
+                + (f"falls below bf16 at **M ≈ {w4_cross:.0f}**, " if w4_cross else "never falls below bf16, ")
+                + f"is slowest against it at M = {w4_low_m} (**{w4_low:.2f}×**) and runs **{w4_geo[-1]:.2f}×** at "
+                f"M = {res.batch_sizes[-1]}.")
 lab_ui.lesson_section("speed", "speedup")
 
 # -- why is my int4 model slower than fp16? -------------------------------------------------------------

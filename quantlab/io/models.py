@@ -55,8 +55,9 @@ _MAX_INDEX_BYTES = 64 * 2**20  # model.safetensors.index.json: ~80 bytes per ten
 # to be expensive, like an upload that lists half a million empty tensors.
 _HEADER_FLOOR_BYTES = 4 * 2**20
 _DATA_BYTES_PER_HEADER_BYTE = 64
-# Listings kept in memory (~200 bytes per tensor): the newest is always kept, older ones go first.
-_CACHED_TENSORS = 2**20
+# Listings kept in memory: ~350 bytes per tensor with real names (measured), so ~180 MB at most;
+# the newest listing is always kept, however large, and older ones go first.
+_CACHED_TENSORS = 2**19
 # Bytes per element of each safetensors dtype code (the one table: sizing and headers share it).
 DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
                "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8}
@@ -245,15 +246,15 @@ def parse_header(head: bytes, total_size: int, name: str = "file", file: str | N
         shape = meta.get("shape") if isinstance(meta, dict) else None
         offsets = meta.get("data_offsets") if isinstance(meta, dict) else None
         dtype = meta.get("dtype") if isinstance(meta, dict) else None
-        # type() is int, not isinstance: JSON true/false are ints to Python, and no dimension.
-        if not (isinstance(shape, list) and isinstance(offsets, list) and len(offsets) == 2
-                and isinstance(dtype, str) and all(type(v) is int and v >= 0 for v in (*shape, *offsets))
-                and offsets[0] <= offsets[1]):
+        begin, end = offsets if isinstance(offsets, list) and len(offsets) == 2 else (None, None)
+        # type() is int, not isinstance: JSON true/false are ints to Python, and no dimension. The
+        # set of types keeps this loop cheap on the half million entries a real shard may have.
+        if not (isinstance(shape, list) and {*map(type, shape), type(begin), type(end)} == {int}
+                and min(shape, default=0) >= 0 and 0 <= begin <= end and isinstance(dtype, str)):
             raise QuantlabError(f"{name} is not a safetensors file (entry {_quoted(key)} is malformed)")
         if dtype not in DTYPE_BYTES:
             raise QuantlabError(f"{name}: tensor {_quoted(key)} has dtype {_shown(dtype, 20)}, "
                                 "which quantlab does not read")
-        begin, end = offsets
         if end > data_size:
             raise QuantlabError(f"{name} is truncated: tensor {_quoted(key)} runs past the end of the file")
         info = TensorInfo(key, tuple(shape), dtype, where)
@@ -359,10 +360,6 @@ class _Listings:
                 _, dropped = self._items.popitem(last=False)
                 held -= len(dropped)
         return tensors
-
-    def sources(self) -> list[ModelSource]:
-        with self._lock:
-            return list(self._items)
 
     def clear(self) -> None:
         with self._lock:

@@ -5,7 +5,9 @@ Paths, chosen by the number of rows M of x (`choose_path`):
   weight tile is the dot's left operand, built in registers, and the rows of x the right one (a
   tile of 16 columns up to M = 16, 64 above), so at M = 1 the kernel is a weight stream like a GEMV
   whose multiply-adds run on the matrix unit. Split along K when the output has too few tiles to
-  fill the card.
+  fill the card. Two launch options measured and lost (bench/NOTES.md, v7): the usual GEMM
+  orientation (`Config.swap=False`, the weight through shared memory) and one pipelined step per
+  operand (`Config.flat`, more programs per multiprocessor).
 - "dequant" (M > 256): the problem is compute-bound and cuBLAS' bf16 GEMM is the best matrix
   engine available, so the weight is expanded once per call into a bf16 buffer and handed to it.
 - "gemv": the CUDA-core version of the weight stream, one row of x per program. It lost to "mma"

@@ -12,7 +12,7 @@ from quantlab.lessons import speed
 from quantlab.viz.style import PALETTE, SERIES, styled
 
 COLORS = {"bf16": "#475569", "torch_int4": SERIES[1], "w4a16": SERIES[0], "w8a16": SERIES[2], "fp8": SERIES[3],
-          "w4a16_gemv": SERIES[5], "w4a16_mma": SERIES[6], "w4a16_dequant": SERIES[7]}
+          "gemlite": SERIES[4], "w4a16_gemv": SERIES[5], "w4a16_mma": SERIES[6], "w4a16_dequant": SERIES[7]}
 
 
 def _label(method: str) -> str:

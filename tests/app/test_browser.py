@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from urllib.parse import parse_qs, urlencode, urlparse
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -97,13 +98,13 @@ def test_lesson_bits_slider_changes_the_chart(server, browser_page):
     )
     _settle(page)
     assert "asymmetric grid (64 levels)" in _legend(page)
-    assert "bits=6" in page.url  # the view is in the address, so the link can be shared
+    assert "sym_bits=6" in page.url  # the view is in the address, so the link can be shared
     assert page.locator("[data-testid='stException']").count() == 0
 
 
 def test_deep_link_on_fresh_page_restores_state(server, browser_page):
     page = browser_page
-    page.goto(f"{server}/symmetric?layer=encoder.layer.0.output.dense&tensor=input+activation&bits=3", timeout=120_000)
+    page.goto(f"{server}/symmetric?layer=encoder.layer.0.output.dense&sym_tensor=input&sym_bits=3", timeout=120_000)
     _settle(page)
     page.wait_for_function("document.querySelectorAll('.js-plotly-plot .legendtext').length > 0", timeout=60_000)
     assert "(8 levels)" in _legend(page)
@@ -145,3 +146,142 @@ def test_a_room_opening_every_lesson_at_once_on_a_fresh_server(browser_page):
             assert page.locator("[data-testid='stException']").count() == 0, lesson.url
             assert lesson.title in page.locator("h1").first.inner_text()
         context.close()
+
+
+
+# -- shared links, widget by widget -------------------------------------------------------------
+# Per lesson: a link with several non-default controls (value in the URL -> what the widget shows,
+# labels coming from format_func), then one control changed by a click: (key, how, what to click,
+# the URL value it must write). tests/app/test_links.py covers every control in AppTest; this
+# checks that a real browser shows what the link says and writes what a click changes.
+LINKS = {
+    "formats": ({"fmt_value": ("0.1", 0.1), "fmt_logx": ("1", True),
+                 "fmt_gran": ("channel", "per-channel weight / per-token activation"),
+                 "fmt_params": ("13.5", 13.5), "layer": ("encoder.layer.1.attention.self.query",) * 2},
+                ("fmt_params", "step_up", None, "14.0", 14.0)),
+    "symmetric": ({"sym_bits": ("3", 3), "sym_tensor": ("input", "input activation"),
+                   "sym_mode": ("asymmetric", "asymmetric"), "sym_log": ("0", False)},
+                  ("sym_mode", "button", "symmetric", "symmetric", "symmetric")),
+    "granularity": ({"gran_custom": ("64", 64), "gran_metric": ("weights", "weights"),
+                     "gran_heat_g": ("64", 64), "gran_sym": ("0", False)},
+                    ("layer", "select", "encoder.layer.0.output.dense", "encoder.layer.0.output.dense",
+                     "encoder.layer.0.output.dense")),
+    "storage": ({"storage_arch": ("llama-3.1-8b", "llama-3.1-8b (config only)"),
+                 "storage_scheme": ("w4a16-asym", "W4A16 asym g128"), "storage_g": ("64", 64),
+                 "storage_claims_arch": ("qwen2.5-7b", "qwen2.5-7b")},
+                ("storage_claims_arch", "radio", "llama-3.1-8b", "llama-3.1-8b", "llama-3.1-8b")),
+    "clipping": ({"clip_bits": ("4", 4), "clip_ratio": ("0.6", 0.6), "clip_pct": ("99.99", 99.99),
+                  "clip_eval": ("science", "science"), "clip_obs": ("mse", "MSE search"),
+                  "clip_sentences": ("10", 10)},
+                 ("clip_obs", "radio", "percentile", "percentile", "percentile")),
+    "outliers": ({"out_mode": ("w8a8", "W8A8 (dynamic per-token)"), "out_alpha": ("0.8", 0.8),
+                  "out_smooth": ("1", True), "out_heat": ("running", "running model")},
+                 ("out_awq", "radio", "W3A16 g128", "w3a16", "W3A16 g128")),
+    "kv_cache": ({"kv_arch": ("mistral-7b", "mistral-7b"), "kv_batch": ("16", 16),
+                  "kv_unit": ("GB", "GB (10⁹ bytes)"), "kv_head": ("3", 3)},
+                 ("kv_weights", "select", "W4A16 g128", "w4a16", "W4A16 g128")),
+    "compare": ({"cmp_schemes": (["w4a16", "w8a16"], ["W4A16 g128", "W8A16"]),
+                 "cmp_target": ("llama-3.1-8b", "llama-3.1-8b"), "layer": ("encoder.layer.1.output.dense",) * 2},
+                ("cmp_target", "select", "mistral-7b", "mistral-7b", "mistral-7b")),
+    "speed": ({"speed_shape": ("4096x4096", "K=4096 × N=4096"),
+               "speed_methods": (["bf16", "w4a16"], ["bf16 cuBLAS (F.linear)", "quantlab W4A16 g128"]),
+               "speed_m": ("64", 64)},
+              ("speed_origin", "select", "Architecture: llama-3.1-8b", "llama-3.1-8b",
+               "Architecture: llama-3.1-8b")),
+}
+
+# What a keyed widget shows, read from the DOM the way a learner sees it: the slider's thumb
+# label, the checked radio option's label, the pressed segment, the switch state, the selectbox
+# text, the number field, the multiselect's tags. `.st-key-<key>` is Streamlit's class for a key.
+SHOWN_JS = """keys => Object.fromEntries(keys.map(key => {
+  const root = document.querySelector(`.st-key-${key}`);
+  if (!root) return [key, "<missing>"];
+  const q = s => root.querySelector(s);
+  let v = "<unknown widget>";
+  if (q("[data-testid='stSlider']")) v = q("[data-testid='stSliderThumbValue']").innerText.trim();
+  else if (q("[data-testid='stRadio']")) { const c = q("input[type=radio]:checked"); v = c && c.closest("label").innerText.trim(); }
+  else if (q("[data-testid='stButtonGroup']")) v = [...root.querySelectorAll("button[aria-checked='true']")].map(b => b.innerText.trim()).join("|");
+  else if (q("[data-testid='stCheckbox']")) v = q("input[type=checkbox]").checked;
+  else if (q("[data-testid='stMultiSelect']")) v = [...root.querySelectorAll("[data-tag] span[title]")].map(s => s.title);
+  else if (q("[data-testid='stNumberInput']")) v = q("input").value;
+  else if (q("[data-testid='stSelectbox']")) v = q("input[role=combobox]").value;
+  return [key, v];
+}))"""
+# The page is done when the script is idle, every expected widget is drawn (not the skeleton the
+# frontend shows while a widget's code loads, which a fresh context fetches anew) and nothing is stale.
+READY_JS = """keys => !!document.querySelector("[data-testid='stApp'][data-test-script-state='notRunning']")
+  && keys.every(k => document.querySelector(`.st-key-${k}`) && !document.querySelector(`.st-key-${k} [data-testid='stSkeleton']`))
+  && !document.querySelector("[data-stale='true']")"""
+
+
+def _same(shown, expected) -> bool:
+    # numbers are compared as numbers: a number field shows 13.50 for 13.5, a slider 0.60 for 0.6
+    if isinstance(expected, (int, float)) and not isinstance(expected, bool):
+        try:
+            return abs(float(shown) - expected) < 1e-9
+        except (TypeError, ValueError):
+            return False
+    return shown == expected
+
+
+def _open_fresh(browser, url: str, expected: dict[str, object]):
+    """`url` in a new browser context (no cookies, no session), once the app has finished running."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.goto(url, timeout=120_000)
+    page.wait_for_function(READY_JS, arg=list(expected), timeout=180_000)
+    _settle(page)
+    _assert_shown(page, expected, url)
+    return context, page
+
+
+def _assert_shown(page, expected: dict[str, object], url: str) -> None:
+    """Every widget in `expected` shows its value. Polled for a while: on a loaded machine a widget
+    that was drawn can fall back to its loading skeleton for seconds while other frontend code
+    loads; a value that never comes fails with what the DOM shows."""
+    for _ in range(60):
+        shown = page.evaluate(SHOWN_JS, list(expected))
+        wrong = {k: (shown[k], v) for k, v in expected.items() if not _same(shown[k], v)}
+        if not wrong:
+            break
+        page.wait_for_timeout(500)
+    html = {k: page.evaluate("k => document.querySelector(`.st-key-${k}`)?.innerText", k) for k in wrong}
+    assert not wrong, f"{url}: widget shows (DOM, URL) {wrong}; text there: {html}"
+    assert page.locator("[data-testid='stException']").count() == 0, url
+
+
+def _click(page, key: str, how: str, target: str | None) -> None:
+    widget = page.locator(f".st-key-{key}")
+    if how == "radio":
+        widget.locator("[data-testid='stRadioOption']").filter(has_text=target).click()
+    elif how == "button":
+        widget.get_by_role("radio", name=target, exact=True).click()
+    elif how == "step_up":
+        widget.locator("[data-testid='stNumberInputStepUp']").click()
+    elif how == "select":
+        widget.locator("input[role=combobox]").click()
+        page.get_by_role("option", name=target, exact=True).click()
+    else:
+        raise AssertionError(how)
+
+
+@pytest.mark.parametrize("lesson", list(LINKS))
+def test_a_shared_link_shows_its_values_and_a_click_writes_a_new_link(server, browser_page, lesson):
+    controls, (key, how, target, url_value, shown_value) = LINKS[lesson]
+    browser = browser_page.context.browser
+    url = f"{server}/{lesson}?" + urlencode({k: v for k, (v, _) in controls.items()}, doseq=True)
+    context, page = _open_fresh(browser, url, {k: shown for k, (_, shown) in controls.items()})
+
+    _click(page, key, how, target)
+    page.wait_for_function("([k, v]) => new URL(location.href).searchParams.getAll(k).includes(v)",
+                           arg=[key, url_value], timeout=120_000)
+    page.wait_for_function(READY_JS, arg=[key], timeout=180_000)
+    _settle(page)
+    assert url_value in parse_qs(urlparse(page.url).query)[key], page.url
+    assert _same(page.evaluate(SHOWN_JS, [key])[key], shown_value), page.url
+    link = page.url
+    context.close()
+
+    # the address after the click is a link too: a new visitor sees the clicked value
+    context, _ = _open_fresh(browser, link, {**{k: shown for k, (_, shown) in controls.items()}, key: shown_value})
+    context.close()

@@ -37,14 +37,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start_room(run_dir: Path, replicas: int = 2) -> tuple[subprocess.Popen, dict]:
+def _start_room(run_dir: Path, replicas: int = 2, *extra: str) -> tuple[subprocess.Popen, dict]:
     """`deploy/serve.py` as a user starts it (not warmed: warming opens every lesson on every
     replica, minutes on a small CI machine); returns the process and its state file."""
     state = run_dir / "state.json"
     log = open(run_dir / "serve.out", "wb")
     proc = subprocess.Popen(
         [sys.executable, "deploy/serve.py", "--replicas", str(replicas), "--host", "127.0.0.1",
-         "--port", str(_free_port()), "--no-warm", "--run-dir", str(run_dir), "--state", str(state)],
+         "--port", str(_free_port()), "--no-warm", "--run-dir", str(run_dir), "--state", str(state), *extra],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     log.close()
     give_up = time.monotonic() + 300
@@ -64,7 +64,7 @@ def _stop(proc: subprocess.Popen) -> int:
 
 @pytest.fixture(scope="module")
 def room(tmp_path_factory):
-    proc, state = _start_room(tmp_path_factory.mktemp("room"))
+    proc, state = _start_room(tmp_path_factory.mktemp("room"), 2, "--room")
     yield state
     _stop(proc)
 
@@ -108,6 +108,8 @@ def test_an_upload_through_the_proxy_reaches_the_replica_holding_the_session(roo
         async with Session(room["url"], timeout=240) as s:
             await s.goto("symmetric")
             source = next(w for w in s.widgets() if w.key == "source_kind")
+            # --room reached the replicas: a participant cannot point the app at server paths.
+            assert "Upload" in source.proto.options and "Local path" not in source.proto.options
             await s.change(source, WidgetState(id=source.id, string_value="Upload"))
             uploader = next(w for w in s.widgets() if w.kind == "file_uploader")
             result = await s.upload(uploader, "probe.safetensors", data)

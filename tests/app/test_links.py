@@ -25,6 +25,9 @@ from tests.app.apptest_util import run_page
 # (tests/app/test_app.py covers local paths and uploads).
 SKIPPED_KEYS = {"source_kind", "source_path", "source_upload"}
 SKIPPED_TYPES = (Button, DownloadButton, FileUploader)
+# One AppTest run may recompute a whole lesson at once (Outliers: SmoothQuant sweep, AWQ search and
+# seven whole-model passes); on a loaded 2-core machine that takes minutes, not AppTest's default.
+RUN_TIMEOUT = 600
 
 # page -> scenarios. A scenario starts from the page's defaults and is a list of batches, each a
 # list of keys changed together in one run: a batch's values are picked from what the previous run
@@ -40,8 +43,8 @@ SCENARIOS: dict[str, list[list[Batch]]] = {
         [["fmt_arch"]],
     ],
     "pages/symmetric.py": [
-        # sym_log's default follows the tensor (log axis for activations): after sym_tensor=input
-        # its False is already non-default, so the generic choice keeps it
+        # sym_log's default follows the tensor (log axis on for activations), so it is changed
+        # after sym_tensor, against the new default
         [["layer", "sym_tensor", "sym_bits", "sym_mode"], ["sym_log"]],
     ],
     "pages/granularity.py": [
@@ -69,8 +72,9 @@ SCENARIOS: dict[str, list[list[Batch]]] = {
         [["layer", "cmp_schemes", "cmp_target"]],
     ],
     "pages/speed.py": [
-        # an architecture's layers replace the sidebar's single layer in speed_layer
-        [["layer", "speed_run", "speed_shape", "speed_methods", "speed_origin", "speed_m"], ["speed_layer"]],
+        # the methods on offer are the picked run's; an architecture's layers replace the sidebar's
+        # single layer in speed_layer
+        [["layer", "speed_run", "speed_shape", "speed_origin", "speed_m"], ["speed_methods", "speed_layer"]],
     ],
 }
 
@@ -158,12 +162,14 @@ def _values(at: AppTest) -> dict[str, Any]:
     return {key: w.value for key, w in _widgets(at).items()}
 
 
-@pytest.mark.parametrize("page", list(SCENARIOS), ids=lambda p: p.split("/")[-1][:-3])
-def test_a_link_restores_every_control(page, controls):
+# (not named `page`: pytest-playwright's fixture of that name would parametrize it by browser)
+@pytest.mark.parametrize("lesson_file", list(SCENARIOS), ids=lambda p: p.split("/")[-1][:-3])
+def test_a_link_restores_every_control(lesson_file, controls):
+    page = lesson_file
     drawn: set[str] = set()
     listed: set[str] = set()
     for scenario in SCENARIOS[page]:
-        at = run_page(page)
+        at = run_page(page, timeout=RUN_TIMEOUT)
         drawn |= set(_widgets(at))
         changed: dict[str, Any] = {}
         for batch in scenario:
@@ -189,7 +195,7 @@ def test_a_link_restores_every_control(page, controls):
             assert value != controls[key]["default"], (page, key, "the test picked the default")
             assert key in at.query_params, f"{page}: {key}={value!r} is not in the URL {at.query_params}"
 
-        fresh = run_page(page, query=dict(at.query_params))
+        fresh = run_page(page, query=dict(at.query_params), timeout=RUN_TIMEOUT)
         restored = _values(fresh)
         assert restored.keys() == recorded.keys(), (page, restored.keys() ^ recorded.keys())
         for key, value in recorded.items():
