@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlencode
 
+import plotly.graph_objects as go
 import streamlit as st
 import torch
 from streamlit.delta_generator import DeltaGenerator
@@ -174,6 +175,24 @@ def finish_page(slot: DeltaGenerator, page_path: str) -> None:
     with slot.expander("Copy link to this view", icon="🔗"):
         st.code(view_link(page_path), language=None, wrap_lines=True)
         st.caption("Everyone who opens it sees this lesson with the same layer and settings.")
+
+
+# -- figures, built once per server ---------------------------------------------------------------
+# Building a Plotly figure (go.Figure validates every property it is given) was the largest part of
+# a warm rerun on a real server; the figure for a given view is the same for every learner, so it
+# is built once per process and shared. st.plotly_chart only serialises it.
+
+@st.cache_resource(max_entries=2048, show_spinner=False)
+def _figure(key: tuple, _build: Callable[..., go.Figure], _args: tuple) -> go.Figure:
+    return _build(*_args)
+
+
+def chart(build: Callable[..., go.Figure], *args: object, key: tuple | None = None,
+          where: DeltaGenerator | None = None) -> None:
+    """Draw `build(*args)`, cached under `key`: the small inputs (slugs, layer, controls) that decide
+    the figure. Without a key the arguments themselves are the key, so they must be small values."""
+    figure = _figure((build.__module__, build.__qualname__, *(args if key is None else key)), build, args)
+    (where or st).plotly_chart(figure, width="stretch")
 
 
 # -- URL state ------------------------------------------------------------------------------------

@@ -19,12 +19,12 @@ def _spec(bits: int, observer: str = "minmax", percentile: float = 99.9) -> Quan
     return QuantSpec(num_bits=bits, observer=observer, observer_kwargs=kwargs)
 
 
-@st.cache_data(max_entries=64, show_spinner="Sweeping the clipping ratio…")
+@st.cache_resource(max_entries=64, show_spinner="Sweeping the clipping ratio…")
 def curve(source: ModelSource, layer: str, tensor: str, bits: int) -> clipping.ClipCurve:
     return clipping.clipping_curve(lab_ui.layer_tensor(source, layer, tensor), _spec(bits), RATIOS)
 
 
-@st.cache_data(max_entries=64, show_spinner="Running the observers…")
+@st.cache_resource(max_entries=64, show_spinner="Running the observers…")
 def marks(source: ModelSource, layer: str, tensor: str, bits: int, percentile: float) -> dict[str, float]:
     x = lab_ui.layer_tensor(source, layer, tensor)
     return {"min-max": observers.clip_ratio(x, _spec(bits)),
@@ -32,17 +32,17 @@ def marks(source: ModelSource, layer: str, tensor: str, bits: int, percentile: f
             "MSE": observers.clip_ratio(x, _spec(bits, "mse"))}
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
+@st.cache_resource(max_entries=32, show_spinner=False)
 def histogram(source: ModelSource, layer: str, tensor: str) -> stats.Histogram:
     return stats.histogram(lab_ui.layer_tensor(source, layer, tensor), bins=160)
 
 
-@st.cache_data(max_entries=256, show_spinner=False)
+@st.cache_resource(max_entries=256, show_spinner=False)
 def at_ratio(source: ModelSource, layer: str, tensor: str, bits: int, ratio: float) -> clipping.ClipPoint:
     return clipping.clip_point(lab_ui.layer_tensor(source, layer, tensor), _spec(bits), ratio)
 
 
-@st.cache_data(max_entries=128, show_spinner="Calibrating on every sample text…")
+@st.cache_resource(max_entries=128, show_spinner="Calibrating on every sample text…")
 def study(layer: str, eval_kind: str, spec: QuantSpec, sentences: int) -> list[clipping.CalibrationResult]:
     return clipping.study(layer, eval_kind, spec, sentences)
 
@@ -75,10 +75,10 @@ m1.metric("Total MSE at this ratio", f"{point.total_mse:.3g}")
 m2.metric("…of which clipping", f"{point.clipping_share:.1%}")
 m3.metric("Values saturated", f"{point.clipped_fraction:.3%}")
 m4.metric("Best ratio for this tensor", f"{sweep.best_ratio:.2f}")
-st.plotly_chart(figures.clip_curve(sweep, where, ratio), width="stretch")
+lab_ui.chart(figures.clip_curve, sweep, where, ratio, key=(sel.source, sel.layer, tensor, bits, percentile, ratio))
 lab_ui.lesson_section("clipping", "curve")
-st.plotly_chart(figures.clip_histogram(histogram(sel.source, sel.layer, tensor), point.range_lo, point.range_hi),
-                width="stretch")
+lab_ui.chart(figures.clip_histogram, histogram(sel.source, sel.layer, tensor), point.range_lo, point.range_hi,
+             key=(sel.source, sel.layer, tensor, bits, ratio))
 
 st.subheader("150 → 127, on a real value")
 lab_ui.lesson_section("clipping", "example")
@@ -107,7 +107,8 @@ if sel.has_activations and tensor != "weight":
     sentences = lab_ui.control(k3.slider, "Calibration sentences", "clip_sentences", 40, min_value=1, max_value=40)
     with lab_ui.user_errors():
         rows = study(sel.layer, eval_kind, _spec(bits, observer, percentile), sentences)
-    st.plotly_chart(figures.calibration_bars(rows, eval_kind), width="stretch")
+    lab_ui.chart(figures.calibration_bars, rows, eval_kind,
+                 key=(sel.layer, eval_kind, bits, observer, percentile, sentences))
     st.dataframe(
         {"scale from": [r.calibration for r in rows],
          "sentences": [str(r.sentences) if r.sentences else "each token" for r in rows],

@@ -12,18 +12,18 @@ from quantlab.viz import compare as figures
 THIS_MODEL = "sidebar"
 
 
-@st.cache_data(max_entries=512, show_spinner=False)
+@st.cache_resource(max_entries=512, show_spinner=False)
 def layer_row(source: ModelSource, layer: str, name: str, with_activations: bool) -> compare.LayerWhatIf:
     x = lab_ui.activations()[layer] if with_activations else None
     return compare.layer_what_if(name, lab_ui.weight(source, f"{layer}.weight"), x)
 
 
-@st.cache_data(max_entries=128, show_spinner="Sizing the checkpoint from shapes…")
+@st.cache_resource(max_entries=128, show_spinner="Sizing the checkpoint from shapes…")
 def sizes(target: str, source: ModelSource, names: tuple[str, ...]) -> dict[str, compare.CheckpointSize]:
     return compare.model_sizes(source if target == THIS_MODEL else target, names)
 
 
-@st.cache_data(max_entries=64, show_spinner="Quantizing every Linear and embedding the test sentences…")
+@st.cache_resource(max_entries=64, show_spinner="Quantizing every Linear and embedding the test sentences…")
 def whole_run(spec: QuantSpec) -> whole_model.WholeModelResult:
     lab_ui.spend_heavy_run("A whole-model run")
     return whole_model.run(spec)

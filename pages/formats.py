@@ -18,28 +18,23 @@ GRANULARITY = {"tensor": ("per-tensor (one scale)", "tensor", "tensor"),
 CUSTOM = "custom"
 
 
-@st.cache_data(max_entries=128, show_spinner=False)
+@st.cache_resource(max_entries=128, show_spinner=False)
 def duel(source: ModelSource, layer: str, tensor: str, strategy: str) -> formats_lesson.FormatDuel:
     return formats_lesson.fp8_vs_int8(lab_ui.layer_tensor(source, layer, tensor), strategy)
 
 
-@st.cache_data(show_spinner="Building the architecture on the meta device…")
+@st.cache_resource(show_spinner="Building the architecture on the meta device…")
 def params_of(arch: str) -> int:
     return sizing.model_size(arch, QuantSpec.preset("W8A16")).num_params
 
 
-@st.cache_data(show_spinner=False)
+@st.cache_resource(show_spinner=False)
 def format_table() -> pd.DataFrame:
     return pd.DataFrame(formats.format_table()).set_index("format")
 
 
 def bits_markdown(fields: formats.BitFields) -> str:
     return " ".join(f":{FIELD_COLORS[name]}[**{bits}**]" for name, bits in fields.segments)
-
-
-level_chart = st.cache_data(figures.level_chart, show_spinner=False)
-precision_chart = st.cache_data(figures.precision_chart, show_spinner=False)
-range_chart = st.cache_data(figures.range_chart, show_spinner=False)
 
 
 sel = lab_ui.selection()
@@ -70,11 +65,11 @@ st.dataframe(format_table(), width="stretch",
                             for c in ("largest", "smallest normal", "smallest positive")})
 log_x = lab_ui.control(st.toggle, "Log value axis", "fmt_logx", False,
                        help="On a log axis float levels are evenly spaced and integer levels crowd at the top.")
-st.plotly_chart(level_chart(log_x), width="stretch")
+lab_ui.chart(figures.level_chart, log_x)
 lab_ui.lesson_section("formats", "levels")
 left, right = st.columns(2)
-left.plotly_chart(precision_chart(), width="stretch")
-right.plotly_chart(range_chart(), width="stretch")
+lab_ui.chart(figures.precision_chart, where=left)
+lab_ui.chart(figures.range_chart, where=right)
 lab_ui.lesson_section("formats", "range")
 
 # -- FP8 against INT8 on real tensors -------------------------------------------------------------
@@ -83,12 +78,12 @@ gran = lab_ui.control(st.radio, "Scale granularity", "fmt_gran", "tensor", list(
                       format_func=lambda g: GRANULARITY[g][0], horizontal=True)
 _, w_strategy, a_strategy = GRANULARITY[gran]
 with lab_ui.user_errors():
-    duels = {lab_ui.TENSORS[t]: duel(sel.source, sel.layer, t, w_strategy if t == "weight" else a_strategy)
-             for t in lab_ui.tensor_choices(sel)}
+    strategies = {t: w_strategy if t == "weight" else a_strategy for t in lab_ui.tensor_choices(sel)}
+    duels = {t: duel(sel.source, sel.layer, t, s) for t, s in strategies.items()}
 st.markdown(f"Layer `{sel.layer}` (pick another in the sidebar).")
-cols = st.columns(len(duels))
-for col, (tensor, d) in zip(cols, duels.items()):
-    col.plotly_chart(figures.duel_chart(d, f"The {tensor}: error by magnitude"), width="stretch")
+for col, (tensor, d) in zip(st.columns(len(duels)), duels.items()):
+    lab_ui.chart(figures.duel_chart, d, f"The {lab_ui.TENSORS[tensor]}: error by magnitude",
+                 key=(sel.source, sel.layer, tensor, strategies[tensor]), where=col)
 if not sel.has_activations:
     st.caption("Activations are captured from the embedded model only; this source shows the weight.")
 lab_ui.lesson_section("formats", "duel")

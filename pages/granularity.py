@@ -9,23 +9,23 @@ from quantlab.lessons import granularity
 from quantlab.viz import granularity as figures
 
 
-@st.cache_data(max_entries=64, show_spinner="Quantizing the layer at every granularity…")
+@st.cache_resource(max_entries=64, show_spinner="Quantizing the layer at every granularity…")
 def tradeoff(source: ModelSource, layer: str, custom: int, with_outputs: bool) -> list[granularity.Point]:
     inputs = lab_ui.activations()[layer] if with_outputs else None
     return granularity.tradeoff(lab_ui.weight(source, f"{layer}.weight"), inputs, custom)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
+@st.cache_resource(max_entries=64, show_spinner=False)
 def scales(source: ModelSource, layer: str, spec: QuantSpec) -> granularity.ScaleMap:
     return granularity.scale_map(lab_ui.weight(source, f"{layer}.weight"), spec)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
+@st.cache_resource(max_entries=64, show_spinner=False)
 def failure(source: ModelSource, layer: str, spec: QuantSpec) -> granularity.ChannelFailure:
     return granularity.where_tensor_fails(lab_ui.weight(source, f"{layer}.weight"), spec)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
+@st.cache_resource(max_entries=64, show_spinner=False)
 def word(source: ModelSource, layer: str) -> object:
     return granularity.first_word(lab_ui.weight(source, f"{layer}.weight"), QuantSpec.preset("W4A16"))
 
@@ -54,7 +54,7 @@ if skipped:
 
 with lab_ui.user_errors():
     points = tradeoff(sel.source, sel.layer, int(custom), outputs_ok)
-st.plotly_chart(figures.pareto(points, output=metric == "output"), width="stretch")
+lab_ui.chart(figures.pareto, points, metric == "output", key=(sel.source, sel.layer, int(custom), outputs_ok, metric))
 
 table = pd.DataFrame([{
     "scheme": p.spec.label, "formula bits/weight": round(p.formula_bits, 4),
@@ -72,18 +72,19 @@ group = lab_ui.control(g1.select_slider, "Group size for the heatmap", "gran_hea
                        128 if 128 in groups else groups[0], sorted(set(groups)))
 symmetric = lab_ui.control(g2.toggle, "Symmetric", "gran_sym", True)
 heat_spec = QuantSpec(num_bits=4, symmetric=symmetric, strategy="group", group_size=group)
-st.plotly_chart(figures.scale_heatmap(scales(sel.source, sel.layer, heat_spec), sel.layer), width="stretch")
+lab_ui.chart(figures.scale_heatmap, scales(sel.source, sel.layer, heat_spec), sel.layer,
+             key=(sel.source, sel.layer, heat_spec))
 lab_ui.lesson_section("granularity", "heatmap")
 
 st.subheader("Where one scale for the whole tensor fails")
 fail = failure(sel.source, sel.layer, heat_spec)
-st.plotly_chart(figures.channel_failure(fail), width="stretch")
+lab_ui.chart(figures.channel_failure, fail, key=(sel.source, sel.layer, heat_spec))
 st.dataframe(pd.DataFrame(fail.worst(5)).round(4), hide_index=True, width="stretch")
 lab_ui.lesson_section("granularity", "failure")
 
 st.subheader("Eight INT4 codes in one int32")
 diagram = word(sel.source, sel.layer)
-st.plotly_chart(figures.word_bits(diagram), width="stretch")
+lab_ui.chart(figures.word_bits, diagram, key=(sel.source, sel.layer))
 st.dataframe(pd.DataFrame({"code #": range(len(diagram.codes)), "signed code": diagram.codes,
                            "stored (code + 8)": diagram.stored, "4 bits": diagram.fields,
                            "bits in the word": diagram.bit_ranges}),

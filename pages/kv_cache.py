@@ -14,22 +14,22 @@ lab_ui.routed()
 UNITS = {"GiB": ("GiB (2³⁰ bytes)", GIB), "GB": ("GB (10⁹ bytes)", GB)}
 
 
-@st.cache_data(max_entries=256, show_spinner="Sizing the weights from the config…")
+@st.cache_resource(max_entries=256, show_spinner="Sizing the weights from the config…")
 def plan(arch: str, scheme: str, batch: int, unit: int) -> kv_cache.MemoryPlan:
     return kv_cache.memory_plan(arch, scheme, batch, unit)
 
 
-@st.cache_data(show_spinner="Capturing real keys and values and quantizing them nine ways…")
+@st.cache_resource(show_spinner="Capturing real keys and values and quantizing them nine ways…")
 def errors(kind: str) -> dict[str, kv_cache.KVError]:
     return {kv_cache.kv_label(spec): err for spec, err in kv_cache.kv_errors(kind).items()}
 
 
-@st.cache_data(show_spinner=False)
+@st.cache_resource(show_spinner=False)
 def sink(kind: str) -> kv_cache.SinkStats:
     return kv_cache.attention_sink(kind)
 
 
-@st.cache_data(max_entries=128, show_spinner=False)
+@st.cache_resource(max_entries=128, show_spinner=False)
 def channels(layer: int, head: int) -> tuple[list[float], list[float]]:
     k, v = kv_cache.channel_absmax(layer, head)
     return k.tolist(), v.tolist()
@@ -60,8 +60,8 @@ st.markdown(
     f"{arch.head_dim} × 2 bytes = **{per_token:,} bytes**. "
     f"Weights at {label(scheme)}: **{sizing.format_bytes(p.weights)}**."
 )
-st.plotly_chart(figures.memory_chart(p, unit_short, f"{arch_name}, batch {batch}, weights at {label(scheme)}"),
-                width="stretch")
+lab_ui.chart(figures.memory_chart, p, unit_short, f"{arch_name}, batch {batch}, weights at {label(scheme)}",
+             key=(arch_name, scheme, batch, unit_short))
 
 st.markdown(f"**Longest context per sequence that fits** (batch {batch}, after the weights; the model reads at most "
             f"{p.max_position:,} tokens)")
@@ -81,7 +81,7 @@ table = pd.DataFrame(figures.error_table(errs)).set_index("scheme")
 st.dataframe(table, width="stretch",
              column_config={c: st.column_config.NumberColumn(format="%.2f" if "dB" in c else "%.4f")
                                                    for c in table.columns})
-st.plotly_chart(figures.sqnr_chart(errs), width="stretch")
+lab_ui.chart(figures.sqnr_chart, errs, key=("general",))
 st.markdown("**What the numbers say.**")
 for kv_name in ("INT8 per-tensor", "INT4 per-tensor", "INT4 per-token"):
     e = errs[kv_name]
@@ -99,5 +99,5 @@ l1, l2 = st.columns(2)
 layer = lab_ui.control(l1.slider, "Layer", "kv_layer", 0, min_value=0, max_value=layers - 1)
 head = lab_ui.control(l2.slider, "Head", "kv_head", 0, min_value=0, max_value=heads - 1)
 k_max, v_max = channels(layer, head)
-st.plotly_chart(figures.channel_chart(k_max, v_max, layer, head), width="stretch")
+lab_ui.chart(figures.channel_chart, k_max, v_max, layer, head, key=(layer, head))
 lab_ui.lesson_section("kv_cache", "llms")

@@ -20,51 +20,51 @@ def _xw(layer: str):
     return lab_ui.activations()[layer], lab_ui.weight(models.ModelSource.embedded(), f"{layer}.weight")
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
+@st.cache_resource(max_entries=64, show_spinner=False)
 def channel_stats(layer: str) -> outliers.ChannelStats:
     return outliers.channel_stats(lab_ui.activations()[layer])
 
 
-@st.cache_data(max_entries=1, show_spinner="Measuring every Linear's input channels…")
+@st.cache_resource(max_entries=1, show_spinner="Measuring every Linear's input channels…")
 def all_ratios() -> dict[str, float]:
     return {name: outliers.channel_stats(x).ratio for name, x in lab_ui.activations().items()}
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
+@st.cache_resource(max_entries=64, show_spinner=False)
 def layer_sqnr(layer: str, spec: QuantSpec) -> float:
     x, w = _xw(layer)
     return metrics.sqnr_db(outliers.layer_output(x, w), outliers.quantized_output(x, w, spec))
 
 
-@st.cache_data(max_entries=64, show_spinner="Sweeping α…")
+@st.cache_resource(max_entries=64, show_spinner="Sweeping α…")
 def smooth_curve(layer: str, spec: QuantSpec) -> outliers.SmoothCurve:
     x, w = _xw(layer)
     return outliers.smooth_curve(x, w, spec, ALPHAS)
 
 
-@st.cache_data(max_entries=128, show_spinner=False)
+@st.cache_resource(max_entries=128, show_spinner=False)
 def smooth_ranges(layer: str, alpha: float) -> outliers.SmoothRanges:
     return outliers.smooth_ranges(*_xw(layer), alpha)
 
 
-@st.cache_data(max_entries=64, show_spinner="Searching AWQ scales…")
+@st.cache_resource(max_entries=64, show_spinner="Searching AWQ scales…")
 def awq(layer: str, spec: QuantSpec) -> outliers.AwqSearch:
     return outliers.awq_search(*_xw(layer), spec)
 
 
-@st.cache_data(max_entries=64, show_spinner="Keeping outlier channels in 16-bit…")
+@st.cache_resource(max_entries=64, show_spinner="Keeping outlier channels in 16-bit…")
 def mixed(layer: str, spec: QuantSpec) -> outliers.MixedCurve:
     return outliers.mixed_precision_curve(*_xw(layer), spec, MIXED_KS)
 
 
-@st.cache_data(max_entries=64, show_spinner="Quantizing all 36 Linears and embedding 64 sentences…")
+@st.cache_resource(max_entries=64, show_spinner="Quantizing all 36 Linears and embedding 64 sentences…")
 def whole(spec: QuantSpec, alpha: float | None, calibration: str, keep: int) -> whole_model.WholeModelResult:
     lab_ui.spend_heavy_run("A whole-model run")
     keep_fp = whole_model.worst_layers(whole_model.run(spec, alpha, calibration), keep) if keep else ()
     return whole_model.run(spec, alpha, calibration, keep_fp)
 
 
-@st.cache_data(max_entries=32, show_spinner="Running the model with 0, 1, 2, 4 and 8 layers kept in 16-bit…")
+@st.cache_resource(max_entries=32, show_spinner="Running the model with 0, 1, 2, 4 and 8 layers kept in 16-bit…")
 def keep_sweep(spec: QuantSpec, alpha: float | None, calibration: str) -> whole_model.KeepCurve:
     lab_ui.spend_heavy_run("The keep-k sweep")
     return whole_model.keep_curve(spec, alpha, calibration)
@@ -86,9 +86,9 @@ c1, c2, c3 = st.columns(3)
 c1.metric("Largest channel", f"#{stats.top_channel}: {stats.absmax[stats.top_channel]:.3g}")
 c2.metric("Median channel's max", f"{stats.median:.3g}")
 c3.metric("Ratio", f"{stats.ratio:.1f}×")
-st.plotly_chart(figures.channel_absmax(stats, layer), width="stretch")
+lab_ui.chart(figures.channel_absmax, stats, layer, key=(layer,))
 ratios = all_ratios()
-st.plotly_chart(figures.outlier_ratios(list(ratios), list(ratios.values()), layer), width="stretch")
+lab_ui.chart(figures.outlier_ratios, list(ratios), list(ratios.values()), layer, key=(layer,))
 lab_ui.lesson_section("outliers", "channels")
 
 st.subheader("W8A8 on this layer")
@@ -112,8 +112,8 @@ with lab_ui.user_errors():
     ranges = smooth_ranges(layer, alpha)
 at_alpha = curve.at(alpha)
 m3.metric(f"…after SmoothQuant α = {alpha:.2f}", f"{at_alpha:.1f} dB", f"{at_alpha - w8a8:+.1f} dB")
-st.plotly_chart(figures.smooth_ranges(ranges, alpha), width="stretch")
-st.plotly_chart(figures.smooth_curve(curve, alpha, label(mode)), width="stretch")
+lab_ui.chart(figures.smooth_ranges, ranges, alpha, key=(layer, alpha))
+lab_ui.chart(figures.smooth_curve, curve, alpha, label(mode), key=(layer, mode, alpha))
 st.caption(f"Best α for this layer: {curve.best_alpha:.2f}, {curve.gain_db:+.1f} dB over no smoothing.")
 
 st.subheader("AWQ: protect the channels that matter")
@@ -126,12 +126,12 @@ a1, a2 = st.columns(2)
 a1.metric("Best ratio r", "none (plain rounding wins)" if search.best_ratio is None else f"{search.best_ratio:.2f}")
 a2.metric("Output error vs plain rounding", f"{search.relative_loss:.0%}",
           f"{-search.gain_db:.2f} dB", delta_color="inverse")
-st.plotly_chart(figures.awq_curve(search), width="stretch")
+lab_ui.chart(figures.awq_curve, search, key=(layer, awq_scheme))
 
 st.subheader("Mixed precision: keep the outliers in 16-bit")
 lab_ui.lesson_section("outliers", "mixed")
 with lab_ui.user_errors():
-    st.plotly_chart(figures.mixed_curve(mixed(layer, spec)), width="stretch")
+    lab_ui.chart(figures.mixed_curve, mixed(layer, spec), key=(layer, mode))
 
 st.subheader("The whole model")
 lab_ui.lesson_section("outliers", "whole")
@@ -147,8 +147,9 @@ use_smooth = lab_ui.control(w3.toggle, "SmoothQuant (α above)", "out_smooth", F
 keep = lab_ui.control(w4.slider, "Keep the worst k Linears in 16-bit", "out_keep", 0, min_value=0, max_value=8)
 which = lab_ui.control(w5.radio, "Heat map", "out_heat", "local", list(HEATMAPS), format_func=HEATMAPS.get,
                        horizontal=True)
+smooth_alpha = alpha if use_smooth and quantizes_acts else None
 with lab_ui.user_errors():
-    result = whole(model_spec, alpha if use_smooth and quantizes_acts else None, calib, keep)
+    result = whole(model_spec, smooth_alpha, calib, keep)
 r1, r2, r3, r4 = st.columns(4)
 r1.metric("Embedding cosine to fp32", f"{result.cosine_mean:.4f}", f"worst sentence {result.cosine_min:.4f}",
           delta_color="off")
@@ -158,9 +159,9 @@ r4.metric("Linear weights", f"{result.weight_bytes / 2**20:.1f} MiB", f"fp16: {r
           delta_color="off")
 st.caption(f"{result.label} · paraphrase found at #1: fp32 {result.paraphrase_recall_fp32:.0%}, quantized "
            f"{result.paraphrase_recall:.0%} · computed in {result.seconds:.2f} s")
-st.plotly_chart(figures.sqnr_heatmap(result, which), width="stretch")
+lab_ui.chart(figures.sqnr_heatmap, result, which, key=(scheme, smooth_alpha, calib, keep, which))
 if lab_ui.control(st.toggle, "Sweep k: what each whole layer kept in 16-bit buys (5 model runs)", "out_sweep", False):
     with lab_ui.user_errors():
-        sweep = keep_sweep(model_spec, alpha if use_smooth and quantizes_acts else None, calib)
-    st.plotly_chart(figures.keep_curve(sweep), width="stretch")
+        sweep = keep_sweep(model_spec, smooth_alpha, calib)
+    lab_ui.chart(figures.keep_curve, sweep, key=(scheme, smooth_alpha, calib))
 lab_ui.lesson_section("outliers", "whole_reading")

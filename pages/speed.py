@@ -15,17 +15,17 @@ MAIN_METHODS = ["bf16", "torch_int4", "w4a16", "w8a16", "fp8"]
 CPU_CAP = 4096  # largest K or N timed live on a CPU: the torch path dequantizes the whole matrix per call
 
 
-@st.cache_data(show_spinner=False)
+@st.cache_resource(show_spinner=False)
 def results(name: str) -> speed.Results:
     return speed.committed_run(name)
 
 
-@st.cache_data(show_spinner="Reading the architecture's layers from its config…")
+@st.cache_resource(show_spinner="Reading the architecture's layers from its config…")
 def preset(arch: str) -> dict[str, tuple[int, int]]:
     return speed.preset_layers(arch)
 
 
-@st.cache_data(show_spinner=False)
+@st.cache_resource(show_spinner=False)
 def targets(name: str) -> list[dict[str, object]]:
     return speed.targets(results(name))
 
@@ -53,7 +53,8 @@ st.caption(f"Measured on **{res.label}** — {res.meta['timing']}. Copy bandwidt
            "TFLOP/s, all measured in the same run."
            + ("" if torch.cuda.is_available() else " This app runs without a GPU: these are the committed results."))
 
-st.plotly_chart(figures.speedup_chart(res, k, n, ["bf16"] + [m for m in methods if m != "bf16"]), width="stretch")
+shown = ("bf16", *(m for m in methods if m != "bf16"))
+lab_ui.chart(figures.speedup_chart, res, k, n, shown, key=(run, k, n, shown))
 w4_geo = [res.geomean_speedup(b, "w4a16") for b in res.batch_sizes]
 if all(g is not None for g in w4_geo):
     w4_low, w4_low_m = min(zip(w4_geo, res.batch_sizes))
@@ -80,13 +81,13 @@ lab_ui.lesson_section("speed", "why")
 with st.expander("How quantlab's int4 kernel gets its speed"):
     lab_ui.lesson_section("speed", "kernel")
     same_card = [r for r in map(results, files) if r.meta["card"] == res.meta["card"]]
-    st.plotly_chart(figures.history_chart(speed.kernel_history(same_card), str(res.meta["card"])),
-                    width="stretch")
+    lab_ui.chart(figures.history_chart, speed.kernel_history(same_card), str(res.meta["card"]),
+                 key=(tuple(files), str(res.meta["card"])))
     lab_ui.lesson_section("speed", "history")
 
 # -- roofline -------------------------------------------------------------------------------------------
 st.subheader("The roofline")
-st.plotly_chart(figures.roofline_chart(res, k, n, methods), width="stretch")
+lab_ui.chart(figures.roofline_chart, res, k, n, methods, key=(run, k, n, tuple(methods)))
 lab_ui.lesson_section("speed", "roofline")
 
 # -- your shape -----------------------------------------------------------------------------------------
@@ -116,8 +117,7 @@ for method in ("bf16", "w4a16", "w8a16"):
                  "compute time (µs)": f"{b.compute_us:.3g}", "bound": "memory" if b.memory_bound else "compute"})
 st.markdown(f"`{layer}`: K = {lk}, N = {ln}, at M = {m}, with the ceilings of {res.meta['card']} measured above.")
 st.dataframe(pd.DataFrame(rows).set_index("method"), width="stretch")
-st.plotly_chart(figures.floors_chart(lk, ln, bw, peak, [2**i for i in range(14)], ["bf16", "w4a16", "w8a16"], m),
-                width="stretch")
+lab_ui.chart(figures.floors_chart, lk, ln, bw, peak, tuple(2**i for i in range(14)), ("bf16", "w4a16", "w8a16"), m)
 lab_ui.lesson_section("speed", "bound")
 
 # -- live timing ----------------------------------------------------------------------------------------

@@ -13,12 +13,12 @@ GROUPS = [32, 64, 128, 256]
 SIDEBAR = "sidebar"
 
 
-@st.cache_data(max_entries=128, show_spinner="Sizing from shapes…")
+@st.cache_resource(max_entries=128, show_spinner="Sizing from shapes…")
 def report(source: ModelSource | str, spec: QuantSpec) -> sizing.SizeReport:
     return sizing.model_size(source, spec)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+@st.cache_resource(max_entries=16, show_spinner=False)
 def claims(arch: str) -> list[storage.Claim]:
     return storage.syllabus_claims(arch)
 
@@ -54,7 +54,7 @@ m3.metric("Bits per parameter", f"{rep.bits_per_weight:.3f}", help="Whole file, 
 m4.metric("In quantized layers", f"{rep.quantized_bits_per_weight():.3f} bits", help="Codes + scales + zero points.")
 for note in rep.notes:
     st.info(note, icon="✂️")
-st.plotly_chart(figures.bytes_breakdown(rep), width="stretch")
+lab_ui.chart(figures.bytes_breakdown, rep, key=(source, spec))
 lab_ui.lesson_section("storage", "breakdown")
 
 st.subheader("The tensor tree")
@@ -73,7 +73,7 @@ ladder = [("channel", QuantSpec(num_bits=spec.num_bits if spec.type == "int" els
 ladder += [(f"g{g}", ladder[0][1].with_(strategy="group", group_size=g)) for g in sorted(GROUPS, reverse=True)]
 with lab_ui.user_errors():
     ladder_reports = [report(source, s) for _, s in ladder]
-st.plotly_chart(figures.size_by_group([label for label, _ in ladder], ladder_reports), width="stretch")
+lab_ui.chart(figures.size_by_group, [name for name, _ in ladder], ladder_reports, key=(source, spec))
 lab_ui.lesson_section("storage", "groups")
 
 st.subheader("The syllabus' numbers, measured")

@@ -16,12 +16,12 @@ EXAMPLES = {  # (layer, tensor) pairs worth a click: outliers, and a one-sided d
 }
 
 
-@st.cache_data(max_entries=256, show_spinner=False)
+@st.cache_resource(max_entries=256, show_spinner=False)
 def comparison(source: ModelSource, layer: str, tensor: str, bits: int) -> symmetric.ModeComparison:
     return symmetric.compare_modes(lab_ui.layer_tensor(source, layer, tensor), bits)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
+@st.cache_resource(max_entries=64, show_spinner=False)
 def by_bits(source: ModelSource, layer: str, tensor: str) -> dict[str, list[float]]:
     return symmetric.sqnr_by_bits(lab_ui.layer_tensor(source, layer, tensor))
 
@@ -64,8 +64,8 @@ name = f"`{sel.layer}` {lab_ui.TENSORS[tensor]}"
 st.markdown(f"**{name}** — {cmp.numel:,} values in [{cmp.x_min:.4g}, {cmp.x_max:.4g}], per-tensor scale, {bits} bits.")
 log_y = lab_ui.control(st.toggle, "Log count axis", "sym_log", tensor != "weight",
                        help="Outliers are rare: a log axis makes single values visible.")
-st.plotly_chart(figures.grid_overlay(cmp, mode in ("both", "symmetric"), mode in ("both", "asymmetric"), log_y),
-                width="stretch")
+lab_ui.chart(figures.grid_overlay, cmp, mode in ("both", "symmetric"), mode in ("both", "asymmetric"), log_y,
+             key=(sel.source, sel.layer, tensor, bits, mode, log_y))
 
 left, right = st.columns(2)
 for col, is_symmetric, title in ((left, True, "Symmetric: scale only"),
@@ -82,5 +82,5 @@ st.subheader("Error, side by side")
 table = metrics.comparison_table({"symmetric": cmp.symmetric.report, "asymmetric": cmp.asymmetric.report})
 st.dataframe(pd.DataFrame(table).set_index("metric"), width="stretch")
 lab_ui.lesson_section("symmetric", "reading")
-st.plotly_chart(figures.sqnr_vs_bits(sweep, bits), width="stretch")
+lab_ui.chart(figures.sqnr_vs_bits, sweep, bits, key=(sel.source, sel.layer, tensor, bits))
 lab_ui.lesson_section("symmetric", "thermometer")
