@@ -216,7 +216,9 @@ def parse_header(head: bytes, total_size: int, name: str = "file", file: str | N
     if len(head) < 8:
         raise QuantlabError(f"{name} is not a safetensors file (too short)")
     (n,) = struct.unpack("<Q", head[:8])
-    if n == 0:
+    # A length beyond both the cap and the file is no safetensors header at all (a zip starts
+    # "PK\x03\x04…"); one that fits the cap but not the file is a truncated checkpoint.
+    if n == 0 or (n > _MAX_HEADER_BYTES and 8 + n > total_size):
         raise QuantlabError(f"{name} is not a safetensors file (bad header length)")
     if n > _MAX_HEADER_BYTES:
         raise QuantlabError(f"{name} has a {n / 2**20:,.0f} MiB header; quantlab reads headers up to "
