@@ -8,8 +8,9 @@ Methods, all on the same random bf16 weight quantized once: bf16 cuBLAS (F.linea
 kernel (aten._weight_int4pack_mm, g128), gemlite's A16W4 g128 kernels on the same codes (when the
 gemlite package is importable; its H100 config file is loaded, see `gemlite_w4`), quantlab W4A16
 g128 (its own choice of path), quantlab W8A16 (the preset: INT8 group 128; run v1 used
-per-channel), and FP8 W8A8 (per-token activation quantization + torch._scaled_mm). With --sweep, every W4A16 path (gemv, mma, dequant) is timed on
-its own too, which is how the crossovers in `triton_ops.choose_path` were picked.
+per-channel), and FP8 W8A8 (per-token activation quantization + torch._scaled_mm). With --sweep,
+every W4A16 path (gemv, mma, dequant) is timed on its own too, which is how the crossovers in
+`triton_ops.choose_path` were picked.
 
 Timing: each measurement is a CUDA graph of R back-to-back calls (no Python or launch overhead
 between them) replayed 9 times; the median replay divided by R is the time of one call. Calls
@@ -23,11 +24,11 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import datetime as dt
 import importlib.util
+import json
 import math
 import re
-import datetime as dt
-import json
 import sys
 from pathlib import Path
 
@@ -38,10 +39,10 @@ import triton
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import quantlab as ql  # noqa: E402
 from quantlab.kernels import live  # noqa: E402
-from quantlab.lessons import speed  # noqa: E402
 from quantlab.kernels import triton_ops as ops  # noqa: E402
 from quantlab.kernels.fp8 import Fp8Linear, fp8_linear  # noqa: E402
 from quantlab.kernels.layout import PackedLinear  # noqa: E402
+from quantlab.lessons import speed  # noqa: E402
 
 SHAPES = [(4096, 4096), (8192, 8192), (4096, 14336), (14336, 4096), (8192, 28672)]  # (K, N)
 MS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096]
@@ -58,7 +59,6 @@ def ceilings() -> dict[str, float]:
     one = torch.ones(1, dtype=torch.float32, device="cuda")
     fp8_ms = live.time_gpu([lambda: torch._scaled_mm(a8, b8.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16)],
                         replays=10)
-    del src, dst, a, b, a8, b8
     return {"copy_gbps": 2 * 2**30 / copy_ms / 1e6, "bf16_tflops": 2 * 8192**3 / mm_ms / 1e9,
             "fp8_tflops": 2 * 8192**3 / fp8_ms / 1e9}
 
@@ -195,7 +195,9 @@ def main() -> None:
             methods["gemlite"] = (gl4, lambda x, p: p(x), w4.nbytes)
         if args.sweep:
             for path in ops.PATHS:
-                methods[f"w4a16_{path}"] = (w4, lambda x, p, path=path: ops.matmul(x, p, ops.default_config(x.shape[0], p, path)), w4.nbytes)
+                def on_path(x, p, path=path):
+                    return ops.matmul(x, p, ops.default_config(x.shape[0], p, path))
+                methods[f"w4a16_{path}"] = (w4, on_path, w4.nbytes)
         # each path only where it could be chosen (a GEMV re-reads the weight per row of x)
         path_limit = {"w4a16_gemv": 16, "w4a16_mma": 1024}
         for name, (weight, fn, wbytes) in methods.items():
@@ -232,7 +234,8 @@ def write_plots(results: Path, out: Path) -> Path:
     body = "".join(f.to_html(full_html=False, include_plotlyjs="cdn" if i == 0 else False) for i, f in enumerate(figs))
     target = out / f"{results.stem}.html"
     target.write_text(f"<html><head><meta charset='utf-8'><title>{res.label}</title></head><body>"
-                      f"<h2>{res.label}</h2><pre>{speed.summary_table({'meta': res.meta, 'rows': list(res.rows)})}</pre>"
+                      f"<h2>{res.label}</h2>"
+                      f"<pre>{speed.summary_table({'meta': res.meta, 'rows': list(res.rows)})}</pre>"
                       f"{body}</body></html>")
     return target
 
@@ -328,8 +331,8 @@ def tune(l2: int, shapes: list[tuple[int, int]], ms: list[int], preset: str = "W
                 except Exception as e:  # a config that does not compile or fit is skipped, noted
                     print(f"tune skip K={k} N={n} M={m} {name}: {str(e).splitlines()[0][:160]}", flush=True)
                     continue
-                out.append({"K": k, "N": n, "M": m, "preset": preset, "variant": name, "config": dataclasses.asdict(cfg),
-                            "ms": t, "bf16_ms": base, "rel_err": err})
+                out.append({"K": k, "N": n, "M": m, "preset": preset, "variant": name,
+                            "config": dataclasses.asdict(cfg), "ms": t, "bf16_ms": base, "rel_err": err})
                 if best is None or t < best[1]:
                     best = (name, t)
             if best:

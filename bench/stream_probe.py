@@ -71,8 +71,9 @@ def main() -> None:
                     grid = (n // 64, split)
                     for kind in ("ptr", "tma"):
                         descs = [TensorDescriptor.from_tensor(w, [64, tw]) if kind == "tma" else None for w in ws]
-                        calls = [lambda w=w, d=d, kind=kind: _probe[grid](w, d, x, y, kt, TW=tw, BLOCK_N=64, SPLIT=split,
-                                                                          TMA=kind == "tma", num_stages=stages)
+                        calls = [lambda w=w, d=d, kind=kind: _probe[grid](w, d, x, y, kt, TW=tw, BLOCK_N=64,
+                                                                          SPLIT=split, TMA=kind == "tma",
+                                                                          num_stages=stages)
                                  for w, d in zip(ws, descs)]
                         try:
                             ms = live.time_gpu(calls)
@@ -85,7 +86,8 @@ def main() -> None:
                               flush=True)
         print(f"K={k} N={n} bf16 F.linear M=1: {bf16_ms * 1e3:.1f} us", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "stream_probe.json").write_text(json.dumps({"card": torch.cuda.get_device_name(0), "rows": rows}, indent=1))
+    result = {"card": torch.cuda.get_device_name(0), "rows": rows}
+    (args.out / "stream_probe.json").write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ class Fp8Linear:
         return self.weight.shape[0]
 
     @classmethod
-    def from_quantized(cls, qt: QuantizedTensor) -> "Fp8Linear":
+    def from_quantized(cls, qt: QuantizedTensor) -> Fp8Linear:
         if qt.q.dtype != FP8_DTYPE or qt.spec.strategy != "channel":
             raise QuantlabError(f"FP8 W8A8 takes per-channel float8 weights, not {qt.spec.label}")
         return cls(qt.q.contiguous(), qt.scale.float().reshape(1, -1).contiguous())

@@ -109,7 +109,7 @@ class PackedLinear:
     @classmethod
     def from_compressed(cls, weight_packed: torch.Tensor, weight_scale: torch.Tensor,
                         weight_zero_point: torch.Tensor | None, in_features: int, spec: QuantSpec,
-                        dtype: torch.dtype | None = None) -> "PackedLinear":
+                        dtype: torch.dtype | None = None) -> PackedLinear:
         """From the tensors a compressed-tensors checkpoint stores (`weight_packed`, `weight_scale`,
         `weight_zero_point` packed along the output dim, `weight_shape`'s second entry)."""
         if spec.type != "int" or spec.num_bits not in KERNEL_BITS:
@@ -130,7 +130,7 @@ class PackedLinear:
                    spec.num_bits, group, in_features, weight_zero_point is None)
 
     @classmethod
-    def from_quantized(cls, qt: QuantizedTensor, dtype: torch.dtype | None = None) -> "PackedLinear":
+    def from_quantized(cls, qt: QuantizedTensor, dtype: torch.dtype | None = None) -> PackedLinear:
         """Pack a `QuantizedTensor` exactly as quantlab's export writes it, then load it."""
         spec = qt.spec
         if spec.type != "int":

@@ -463,7 +463,8 @@ def _workspace(device: torch.device, kind: str, numel: int) -> torch.Tensor:
     """A per-device buffer reused across calls (the counters must start at zero and are left at zero)."""
     buf = _WORKSPACES.get((device, kind))
     if buf is None or buf.numel() < numel:
-        buf = torch.zeros(max(numel, 1 << 16), dtype=torch.float32 if kind == "partials" else torch.int32, device=device)
+        dtype = torch.float32 if kind == "partials" else torch.int32
+        buf = torch.zeros(max(numel, 1 << 16), dtype=dtype, device=device)
         _WORKSPACES[(device, kind)] = buf
     return buf
 
