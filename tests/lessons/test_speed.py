@@ -39,3 +39,4 @@ def test_targets_and_geomeans_from_results() -> None:
     verdict = {t["target"]: t["met"] for t in speed.targets(res)}
     assert verdict["W4A16 vs bf16, geomean, M=1"] and verdict["W4A16 vs bf16, geomean, M=16"] is False
     assert verdict["W4A16 vs bf16, geomean, M=256"] is False and verdict["W8A16 vs bf16, geomean, M=1"]
+    assert verdict["W4A16 vs bf16, worst shape at any M"] is False  # 0.5x at M=256 is below the 0.9 floor
