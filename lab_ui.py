@@ -284,7 +284,13 @@ class Selection:
 
     @property
     def has_activations(self) -> bool:
-        return self.source.is_embedded
+        """Real inputs exist for the embedded model's Linear layers (not for its embedding tables)."""
+        return self.source.is_embedded and self.layer in _embedded_linears()
+
+
+@functools.lru_cache(maxsize=1)
+def _embedded_linears() -> frozenset[str]:
+    return frozenset(models.linear_names(models.embedded_model()[0]))
 
 
 @st.cache_resource(show_spinner="Loading tensor…", max_entries=64)

@@ -6,11 +6,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from urllib.parse import parse_qs, urlencode, urlparse
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
+
+import lab_ui
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,8 +134,6 @@ def test_bad_upload_is_one_line_and_the_lesson_stays(server, browser_page, tmp_p
 
 def test_a_room_opening_every_lesson_at_once_on_a_fresh_server(browser_page):
     """Sessions run in parallel threads: first loads of the model, activations and configs race."""
-    import lab_ui
-
     with _streamlit_server() as url:
         context = browser_page.context.browser.new_context(viewport={"width": 1200, "height": 900})
         pages = [context.new_page() for _ in lab_ui.LESSONS]
@@ -197,12 +197,18 @@ SHOWN_JS = """keys => Object.fromEntries(keys.map(key => {
   const root = document.querySelector(`.st-key-${key}`);
   if (!root) return [key, "<missing>"];
   const q = s => root.querySelector(s);
+  const texts = s => [...root.querySelectorAll(s)].map(e => e.innerText.trim());
   let v = "<unknown widget>";
   if (q("[data-testid='stSlider']")) v = q("[data-testid='stSliderThumbValue']").innerText.trim();
-  else if (q("[data-testid='stRadio']")) { const c = q("input[type=radio]:checked"); v = c && c.closest("label").innerText.trim(); }
-  else if (q("[data-testid='stButtonGroup']")) v = [...root.querySelectorAll("button[aria-checked='true']")].map(b => b.innerText.trim()).join("|");
+  else if (q("[data-testid='stRadio']")) {
+    const c = q("input[type=radio]:checked");
+    v = c && c.closest("label").innerText.trim();
+  }
+  else if (q("[data-testid='stButtonGroup']")) v = texts("button[aria-checked='true']").join("|");
   else if (q("[data-testid='stCheckbox']")) v = q("input[type=checkbox]").checked;
-  else if (q("[data-testid='stMultiSelect']")) v = [...root.querySelectorAll("[data-tag] span[title]")].map(s => s.title);
+  else if (q("[data-testid='stMultiSelect']")) {
+    v = [...root.querySelectorAll("[data-tag] span[title]")].map(s => s.title);  // the tags, full text
+  }
   else if (q("[data-testid='stNumberInput']")) v = q("input").value;
   else if (q("[data-testid='stSelectbox']")) v = q("input[role=combobox]").value;
   return [key, v];
@@ -210,8 +216,15 @@ SHOWN_JS = """keys => Object.fromEntries(keys.map(key => {
 # The page is done when the script is idle, every expected widget is drawn (not the skeleton the
 # frontend shows while a widget's code loads, which a fresh context fetches anew) and nothing is stale.
 READY_JS = """keys => !!document.querySelector("[data-testid='stApp'][data-test-script-state='notRunning']")
-  && keys.every(k => document.querySelector(`.st-key-${k}`) && !document.querySelector(`.st-key-${k} [data-testid='stSkeleton']`))
+  && keys.every(k => document.querySelector(`.st-key-${k}`)
+                     && !document.querySelector(`.st-key-${k} [data-testid='stSkeleton']`))
   && !document.querySelector("[data-stale='true']")"""
+READY_PARTS_JS = """keys => ({
+  script: document.querySelector("[data-testid='stApp']")?.getAttribute("data-test-script-state"),
+  missing: keys.filter(k => !document.querySelector(`.st-key-${k}`)),
+  loading: keys.filter(k => document.querySelector(`.st-key-${k} [data-testid='stSkeleton']`)),
+  stale: [...document.querySelectorAll("[data-stale='true']")].map(e => e.innerText.slice(0, 80)),
+  exceptions: [...document.querySelectorAll("[data-testid='stException']")].map(e => e.innerText.slice(0, 200))})"""
 
 
 def _same(shown, expected) -> bool:
@@ -229,10 +242,20 @@ def _open_fresh(browser, url: str, expected: dict[str, object]):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page.goto(url, timeout=120_000)
-    page.wait_for_function(READY_JS, arg=list(expected), timeout=180_000)
-    _settle(page)
+    _wait_ready(page, list(expected))
     _assert_shown(page, expected, url)
     return context, page
+
+
+def _wait_ready(page, keys: list[str]) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(READY_JS, arg=keys, timeout=180_000)
+    except PlaywrightTimeout:  # say which part of "ready" never came
+        state = page.evaluate(READY_PARTS_JS, keys)
+        pytest.fail(f"{page.url} not ready after 180 s: {state}")
+    _settle(page)
 
 
 def _assert_shown(page, expected: dict[str, object], url: str) -> None:
@@ -251,6 +274,8 @@ def _assert_shown(page, expected: dict[str, object], url: str) -> None:
 
 
 def _click(page, key: str, how: str, target: str | None) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     widget = page.locator(f".st-key-{key}")
     if how == "radio":
         widget.locator("[data-testid='stRadioOption']").filter(has_text=target).click()
@@ -259,13 +284,22 @@ def _click(page, key: str, how: str, target: str | None) -> None:
     elif how == "step_up":
         widget.locator("[data-testid='stNumberInputStepUp']").click()
     elif how == "select":
-        widget.locator("input[role=combobox]").click()
-        page.get_by_role("option", name=target, exact=True).click()
+        # the open list closes if the frontend re-mounts the widget meanwhile (a lazily loaded
+        # component arriving on a loaded machine): open it again rather than fail
+        option = page.get_by_role("option", name=target, exact=True)
+        for _ in range(3):
+            widget.locator("input[role=combobox]").click()
+            try:
+                option.click(timeout=20_000)
+                return
+            except PlaywrightTimeout:
+                page.keyboard.press("Escape")
+        pytest.fail(f"option {target!r} of {key} never became clickable")
     else:
         raise AssertionError(how)
 
 
-@pytest.mark.parametrize("lesson", list(LINKS))
+@pytest.mark.parametrize("lesson", [lesson.url for lesson in lab_ui.LESSONS])  # a new lesson needs a LINKS entry
 def test_a_shared_link_shows_its_values_and_a_click_writes_a_new_link(server, browser_page, lesson):
     controls, (key, how, target, url_value, shown_value) = LINKS[lesson]
     browser = browser_page.context.browser
@@ -275,8 +309,7 @@ def test_a_shared_link_shows_its_values_and_a_click_writes_a_new_link(server, br
     _click(page, key, how, target)
     page.wait_for_function("([k, v]) => new URL(location.href).searchParams.getAll(k).includes(v)",
                            arg=[key, url_value], timeout=120_000)
-    page.wait_for_function(READY_JS, arg=[key], timeout=180_000)
-    _settle(page)
+    _wait_ready(page, [key])
     assert url_value in parse_qs(urlparse(page.url).query)[key], page.url
     assert _same(page.evaluate(SHOWN_JS, [key])[key], shown_value), page.url
     link = page.url

@@ -55,3 +55,11 @@ def test_room_mode_rate_limits_heavy_runs_per_session(monkeypatch):
     at.button(key="cmp_run").click().run()
     assert not at.exception
     assert any("1 new heavy runs a minute" in e.value for e in at.error)
+
+
+def test_an_embedding_table_shows_weights_only_on_every_lesson():
+    # The sidebar lists every 2-D weight; real inputs exist only for the Linear layers.
+    for page in ("pages/symmetric.py", "pages/formats.py", "pages/granularity.py", "pages/clipping.py"):
+        at = run_page(page, query={"layer": "embeddings.word_embeddings"})
+        assert not at.exception, page
+        assert at.selectbox(key="layer").value == "embeddings.word_embeddings"
