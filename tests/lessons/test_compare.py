@@ -54,7 +54,7 @@ def test_page_reacts_to_schemes_and_runs_the_whole_model():
     assert not at.exception
     assert any("does not divide" in w.value for w in at.warning)
     assert any("kept unquantized" in c.value for c in at.caption)  # sizing says what it did with them
-    assert at.query_params["scheme"] == ["w4a16-g256", "w8a16"]
+    assert at.query_params["cmp_schemes"] == ["w4a16-g256", "w8a16"]
     at.selectbox(key="cmp_target").set_value("llama-3.1-8b").run()
     assert "GB" in at.dataframe[0].value.iloc[1, -1]
     at.button(key="cmp_run").click().run()
