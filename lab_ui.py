@@ -116,8 +116,8 @@ def lesson_section(name: str, section: str) -> None:
 
 # -- room, presenter, reset, link -----------------------------------------------------------------
 # Room mode is one environment setting for instructors (QUANTLAB_ROOM=1, which deploy/serve.py
-# --room sets): no server paths in the sidebar, uploads kept per session and capped, heavy runs
-# rate-limited per session.
+# --room sets): no server paths in the sidebar and heavy runs rate-limited per session. Uploads are
+# validated and size-capped in every mode (quantlab.io.models); they are not yet kept per session.
 ROOM = os.environ.get("QUANTLAB_ROOM", "0") not in ("", "0")
 PRESENT_STYLE = """<style>
 [data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"] {display: none;}

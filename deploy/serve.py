@@ -57,7 +57,7 @@ def replica_command(port: int, host: str) -> list[str]:
 
 def replica_env(replicas: int, room: bool) -> dict[str, str]:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    if room:  # lab_ui's room mode: no server paths, uploads capped per session, heavy runs rate-limited
+    if room:  # lab_ui's room mode: no server paths, heavy runs rate-limited per session
         env["QUANTLAB_ROOM"] = "1"
     # Each replica's torch would start one thread per core; N replicas would then oversubscribe the
     # cores N times over. A user's own OMP_NUM_THREADS wins.
@@ -330,8 +330,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="start the replicas on --host, ports --port, --port+1, ..., and no nginx: an app "
                          "machine behind a shared proxy")
     ap.add_argument("--room", action="store_true",
-                    help="room mode for strangers (QUANTLAB_ROOM=1): no server paths in the sidebar, uploads "
-                         "capped per session, heavy runs rate-limited per learner")
+                    help="room mode for strangers (QUANTLAB_ROOM=1): no server paths in the sidebar, heavy "
+                         "runs rate-limited per learner")
     ap.add_argument("--no-warm", dest="warm", action="store_false", help="skip warming the replicas")
     ap.add_argument("--run-dir", type=Path,
                     help="keep config and logs here (default: a temporary folder, removed at exit)")
