@@ -215,9 +215,7 @@ def _decode(raw: str | list[str] | None, default: T, options: Sequence[T] | None
             return {"1": True, "0": False}[str(raw)]  # type: ignore[return-value]
         if isinstance(default, (int, float)):
             value = type(default)(str(raw))
-            lo, hi = kwargs.get("min_value"), kwargs.get("max_value")
-            ok = (lo is None or value >= lo) and (hi is None or value <= hi) and value == value
-            return value if ok else default  # type: ignore[return-value]
+            return value if value == value and _in_bounds(value, kwargs) else default  # type: ignore[return-value]
     except (KeyError, ValueError):
         return default
     return str(raw)  # type: ignore[return-value]
@@ -233,11 +231,16 @@ def _encode(value: object) -> str | list[str]:
     return str(value)
 
 
+def _in_bounds(value: object, kwargs: dict) -> bool:
+    """Inside the widget's min_value/max_value, where it has them."""
+    lo, hi = kwargs.get("min_value"), kwargs.get("max_value")
+    return (lo is None or value >= lo) and (hi is None or value <= hi)  # type: ignore[operator]
+
+
 def _valid(value: object, default: T, options: Sequence[T] | None, kwargs: dict) -> bool:
     """Whether a kept value still fits the widget (options and bounds can change with the layer)."""
     if options is None:
-        lo, hi = kwargs.get("min_value"), kwargs.get("max_value")
-        return (lo is None or value >= lo) and (hi is None or value <= hi)  # type: ignore[operator]
+        return _in_bounds(value, kwargs)
     if isinstance(default, list):
         return isinstance(value, list) and all(v in options for v in value)
     return value in options
