@@ -90,6 +90,9 @@ def user_errors() -> Iterator[None]:
         st.stop()
 
 
+DEEPER = "### Go deeper"
+
+
 @functools.lru_cache(maxsize=32)
 def _lesson_sections(name: str) -> dict[str, str]:
     text = (ROOT / "assets" / "lessons" / f"{name}.md").read_text()
@@ -100,18 +103,32 @@ def _lesson_sections(name: str) -> dict[str, str]:
     return sections
 
 
-def lesson_section(name: str, section: str) -> None:
-    """Render one '## section' of assets/lessons/<name>.md, so prose can sit between charts.
-
-    A presenter shows the chart and its number; the prose folds away under "Notes"."""
+def lesson_text(name: str, section: str, **numbers: object) -> tuple[str, str]:
+    """One '## section' of assets/lessons/<name>.md as (shown, deeper): the part before its
+    '### Go deeper' line and the part after. `{placeholders}` are filled from `numbers`, so a
+    figure in the prose is the one just measured, never a typed copy of it."""
     sections = _lesson_sections(name)
     if section not in sections:
         raise KeyError(f"no section {section!r} in {name}.md")
+    text = sections[section].format_map(numbers) if numbers else sections[section]
+    shown, _, deeper = text.partition(DEEPER)
+    return shown.strip(), deeper.strip()
+
+
+def lesson_section(name: str, section: str, **numbers: object) -> None:
+    """Render one section of a lesson's prose, so it can sit between charts: what to look at in
+    view, the rest folded under "Go deeper". A presenter shows the chart and its number; the
+    prose folds away under "Notes"."""
+    shown, deeper = lesson_text(name, section, **numbers)
     if presenting():
         with st.expander("Notes"):
-            st.markdown(sections[section])
-    else:
-        st.markdown(sections[section])
+            st.markdown(shown + ("\n\n" + deeper if deeper else ""))
+        return
+    if shown:
+        st.markdown(shown)
+    if deeper:
+        with st.expander("Go deeper"):
+            st.markdown(deeper)
 
 
 # -- room, presenter, reset, link -----------------------------------------------------------------
