@@ -19,10 +19,13 @@ from urllib.parse import urlencode
 import plotly.graph_objects as go
 import streamlit as st
 import torch
+from streamlit import config as st_config
 from streamlit.delta_generator import DeltaGenerator
+from streamlit.runtime import Runtime
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from quantlab.core.errors import QuantlabError
-from quantlab.io import models
+from quantlab.io import models, uploads
 from quantlab.lessons import warmup
 
 ROOT = Path(__file__).resolve().parent
@@ -134,7 +137,7 @@ def lesson_section(name: str, section: str, **numbers: object) -> None:
 # -- room, presenter, reset, link -----------------------------------------------------------------
 # Room mode is one environment setting for instructors (QUANTLAB_ROOM=1, which deploy/serve.py
 # --room sets): no server paths in the sidebar and heavy runs rate-limited per session. Uploads are
-# validated and size-capped in every mode (quantlab.io.models); they are not yet kept per session.
+# validated, kept per session and capped in every mode (quantlab.io.uploads).
 ROOM = os.environ.get("QUANTLAB_ROOM", "0") not in ("", "0")
 PRESENT_STYLE = """<style>
 [data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"] {display: none;}
@@ -350,6 +353,38 @@ def _warm_up() -> threading.Thread:
     return thread
 
 
+UPLOAD_SWEEP_S = 10.0
+
+
+def _connected(session_id: str) -> bool:
+    runtime = Runtime.instance() if Runtime.exists() else None
+    return runtime is None or runtime.is_active_session(session_id)
+
+
+def _sweep_uploads(store: uploads.UploadStore) -> None:
+    # A closed tab's session may come back within Streamlit's reconnect grace period; after it,
+    # Streamlit forgets the session and its uploads go too.
+    grace = float(st_config.get_option("server.disconnectedSessionTTL"))
+    while True:
+        time.sleep(UPLOAD_SWEEP_S)
+        store.sweep(_connected, grace)
+
+
+@st.cache_resource(show_spinner=False)
+def upload_store() -> uploads.UploadStore:
+    store = uploads.UploadStore()
+    threading.Thread(target=_sweep_uploads, args=(store,), name="quantlab-upload-sweep", daemon=True).start()
+    return store
+
+
+def _session_uploads() -> uploads.SessionUploads:
+    """This session's upload folder (quantlab.io.uploads): private, capped, gone with the session."""
+    if "uploads" not in st.session_state or st.session_state["uploads"].closed:
+        ctx = get_script_run_ctx()
+        st.session_state["uploads"] = upload_store().open_session(ctx.session_id if ctx else "")
+    return st.session_state["uploads"]
+
+
 SOURCE_KINDS = {"embedded": "Embedded MiniLM", "local": "Local path", "upload": "Upload"}
 
 
@@ -369,7 +404,7 @@ def _source_from_sidebar() -> models.ModelSource:
         up = st.sidebar.file_uploader("A .safetensors file", type=["safetensors"], key="source_upload")
         if up is not None:
             try:
-                return models.ModelSource.from_upload(up.name, up.getvalue())
+                return _session_uploads().add(up.file_id, up.name, up.getvalue())
             except QuantlabError as err:
                 st.sidebar.error(str(err), icon="⚠️")
     return models.ModelSource.embedded()

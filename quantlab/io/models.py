@@ -14,7 +14,6 @@ import math
 import os
 import stat
 import struct
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -108,32 +107,30 @@ class ModelSource:
         try:
             p = Path(path).expanduser()
         except RuntimeError:  # "~name/..." for a user this machine does not know
-            raise QuantlabError(f"{_shown(str(path))}: no such home folder") from None
+            raise QuantlabError(f"{shown(str(path))}: no such home folder") from None
         mode = _stat(p).st_mode
         if stat.S_ISDIR(mode):
             if not safetensors_files(p):
-                raise QuantlabError(f"{_shown(str(p))} holds no .safetensors file"
+                raise QuantlabError(f"{shown(str(p))} holds no .safetensors file"
                                     " (and .bin checkpoints are never unpickled here)")
         elif not stat.S_ISREG(mode):
             raise QuantlabError(_not_regular(p, mode))
         elif p.suffix != ".safetensors":
-            raise QuantlabError(f"{_shown(p.name)} is not a .safetensors file: only safetensors can be read safely")
-        return cls(path=str(p.resolve()), label=_shown(p.name))
+            raise QuantlabError(f"{shown(p.name)} is not a .safetensors file: only safetensors can be read safely")
+        return cls(path=str(p.resolve()), label=shown(p.name))
 
     @classmethod
-    def from_upload(cls, name: str, data: bytes) -> ModelSource:
-        """Validate uploaded bytes as safetensors and keep them in a temp file named by content."""
-        name = _shown(name)  # the browser sends any file name, newlines included
+    def from_upload(cls, name: str, data: bytes, folder: Path) -> ModelSource:
+        """Validate uploaded bytes as safetensors and keep them in `folder`, named by content
+        (quantlab.io.uploads gives each session its own folder)."""
+        name = shown(name)  # the browser sends any file name, newlines included
         if len(data) > MAX_UPLOAD_BYTES:
             raise QuantlabError(
                 f"{name} is {len(data) / 2**20:.0f} MiB; uploads are capped at {MAX_UPLOAD_BYTES // 2**20} MiB"
                 " (point the app at a local path instead)"
             )
         parse_header(data, len(data), name)
-        digest = hashlib.sha256(data).hexdigest()[:16]
-        folder = Path(tempfile.gettempdir()) / "quantlab-uploads"
-        folder.mkdir(exist_ok=True)
-        target = folder / f"{digest}.safetensors"
+        target = folder / f"{hashlib.sha256(data).hexdigest()[:16]}.safetensors"
         if not target.exists():
             tmp = target.with_suffix(".part")
             tmp.write_bytes(data)
@@ -147,20 +144,20 @@ class ModelSource:
 
 # -- reading files that may be hostile ------------------------------------------------------------
 
-def _shown(text: str, limit: int = 120) -> str:
+def shown(text: str, limit: int = 120) -> str:
     """`text` fit for a one-line message: control characters escaped, a long name cut."""
     text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _quoted(key: str) -> str:
-    return repr(_shown(key, 80))
+    return repr(shown(key, 80))
 
 
 def _reason(err: BaseException) -> str:
     if isinstance(err, OSError) and err.strerror:
         return err.strerror
-    return _shown(str(err).splitlines()[0] if str(err) else type(err).__name__)
+    return shown(str(err).splitlines()[0] if str(err) else type(err).__name__)
 
 
 def _stat(path: Path) -> os.stat_result:
@@ -168,16 +165,16 @@ def _stat(path: Path) -> os.stat_result:
     try:
         return path.stat()
     except FileNotFoundError:
-        raise QuantlabError(f"{_shown(str(path))} does not exist") from None
+        raise QuantlabError(f"{shown(str(path))} does not exist") from None
     except (OSError, ValueError) as err:  # ValueError: a NUL byte in the path
-        raise QuantlabError(f"{_shown(str(path))} cannot be read ({_reason(err)})") from None
+        raise QuantlabError(f"{shown(str(path))} cannot be read ({_reason(err)})") from None
 
 
 def _not_regular(path: Path, mode: int) -> str:
     kind = ("a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
             else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
             else "a folder" if stat.S_ISDIR(mode) else "not a plain file")
-    return f"{_shown(path.name)} is {kind}, not a regular file: quantlab reads only plain files"
+    return f"{shown(path.name)} is {kind}, not a regular file: quantlab reads only plain files"
 
 
 def _require_regular(path: Path) -> None:
@@ -197,7 +194,7 @@ def _open_regular(path: Path) -> BinaryIO:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as err:
-        raise QuantlabError(f"{_shown(path.name)} cannot be read ({_reason(err)})") from None
+        raise QuantlabError(f"{shown(path.name)} cannot be read ({_reason(err)})") from None
     fh = os.fdopen(fd, "rb")
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
@@ -255,15 +252,15 @@ def parse_header(head: bytes, total_size: int, name: str = "file", file: str | N
                 and min(shape, default=0) >= 0 and 0 <= begin <= end and isinstance(dtype, str)):
             raise QuantlabError(f"{name} is not a safetensors file (entry {_quoted(key)} is malformed)")
         if dtype not in DTYPE_BYTES:
-            raise QuantlabError(f"{name}: tensor {_quoted(key)} has dtype {_shown(dtype, 20)}, "
+            raise QuantlabError(f"{name}: tensor {_quoted(key)} has dtype {shown(dtype, 20)}, "
                                 "which quantlab does not read")
         if end > data_size:
             raise QuantlabError(f"{name} is truncated: tensor {_quoted(key)} runs past the end of the file")
         info = TensorInfo(key, tuple(shape), dtype, where)
         if end - begin != info.nbytes:
-            dims = _shown("×".join(map(str, shape)), 60) or "scalar"
+            dims = shown("×".join(map(str, shape)), 60) or "scalar"
             raise QuantlabError(f"{name}: tensor {_quoted(key)} is {dims} {dtype} "
-                                f"({_shown(f'{info.nbytes:,}', 40)} bytes) but its data_offsets hold {end - begin:,}")
+                                f"({shown(f'{info.nbytes:,}', 40)} bytes) but its data_offsets hold {end - begin:,}")
         tensors[key] = info
         spans.append((begin, end, key))
     position = 0
@@ -278,7 +275,7 @@ def parse_header(head: bytes, total_size: int, name: str = "file", file: str | N
 
 
 def read_header(file: Path) -> dict[str, TensorInfo]:
-    name = _shown(file.name)
+    name = shown(file.name)
     try:
         with _open_regular(file) as fh:
             size = os.fstat(fh.fileno()).st_size
@@ -328,11 +325,11 @@ def safetensors_files(folder: Path) -> list[Path]:
         files = [folder / shard for shard in _index_shards(index)]
         for f in files:
             if not f.exists():
-                raise QuantlabError(f"the index names shard {_shown(f.name)} but it is not in {_shown(str(folder))}")
+                raise QuantlabError(f"the index names shard {shown(f.name)} but it is not in {shown(str(folder))}")
     else:
         files = sorted(folder.glob("*.safetensors"))
     if len(files) > _MAX_SHARDS:
-        raise QuantlabError(f"{_shown(str(folder))} holds {len(files):,} .safetensors files; "
+        raise QuantlabError(f"{shown(str(folder))} holds {len(files):,} .safetensors files; "
                             f"quantlab reads up to {_MAX_SHARDS:,}")
     for f in files:
         _require_regular(f)

@@ -37,7 +37,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start_room(run_dir: Path, replicas: int = 2, *extra: str) -> tuple[subprocess.Popen, dict]:
+def _start_room(run_dir: Path, replicas: int = 2, *extra: str,
+                env: dict | None = None) -> tuple[subprocess.Popen, dict]:
     """`deploy/serve.py` as a user starts it (not warmed: warming opens every lesson on every
     replica, minutes on a small CI machine); returns the process and its state file."""
     state = run_dir / "state.json"
@@ -45,7 +46,7 @@ def _start_room(run_dir: Path, replicas: int = 2, *extra: str) -> tuple[subproce
     proc = subprocess.Popen(
         [sys.executable, "deploy/serve.py", "--replicas", str(replicas), "--host", "127.0.0.1",
          "--port", str(_free_port()), "--no-warm", "--run-dir", str(run_dir), "--state", str(state), *extra],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     log.close()
     give_up = time.monotonic() + 300
     while not state.exists():
@@ -64,9 +65,17 @@ def _stop(proc: subprocess.Popen) -> int:
 
 @pytest.fixture(scope="module")
 def room(tmp_path_factory):
-    proc, state = _start_room(tmp_path_factory.mktemp("room"), 2, "--room")
-    yield state
+    """Two replicas in room mode; their temp folder is the test's, and a closed tab's session is
+    forgotten after 1 s instead of Streamlit's 2 minutes, so the test can see its uploads go."""
+    temp = tmp_path_factory.mktemp("replica-tmp")
+    env = dict(os.environ, TMPDIR=str(temp), STREAMLIT_SERVER_DISCONNECTED_SESSION_TTL="1")
+    proc, state = _start_room(tmp_path_factory.mktemp("room"), 2, "--room", env=env)
+    yield {**state, "temp": temp}
     _stop(proc)
+
+
+def _session_upload_files(temp: Path) -> list[Path]:
+    return sorted(temp.glob("quantlab-uploads-*/session-*/*.safetensors"))
 
 
 def _access_log(state: dict) -> list[dict]:
@@ -104,7 +113,7 @@ def test_an_upload_through_the_proxy_reaches_the_replica_holding_the_session(roo
     weights = np.arange(24 * 40, dtype=np.float32).reshape(24, 40) / 100
     data = save({"probe.proj.weight": weights})
 
-    async def learner() -> tuple[str, str, str, list[str]]:
+    async def learner() -> tuple[str, str, str, list[str], list[Path]]:
         async with Session(room["url"], timeout=240) as s:
             await s.goto("symmetric")
             source = next(w for w in s.widgets() if w.key == "source_kind")
@@ -113,10 +122,11 @@ def test_an_upload_through_the_proxy_reaches_the_replica_holding_the_session(roo
             await s.change(source, WidgetState(id=source.id, string_value="Upload"))
             uploader = next(w for w in s.widgets() if w.kind == "file_uploader")
             result = await s.upload(uploader, "probe.safetensors", data)
-            return s.text(sidebar=True), s.text(sidebar=False), s.cookie(serve.AFFINITY_COOKIE), result.exceptions
+            held = _session_upload_files(room["temp"])
+            return s.text(sidebar=True), s.text(sidebar=False), s.cookie(serve.AFFINITY_COOKIE), result.exceptions, held
 
-    sidebar, lesson, affinity, exceptions = asyncio.run(learner())
-    assert exceptions == []
+    sidebar, lesson, affinity, exceptions, held = asyncio.run(learner())
+    assert exceptions == [] and len(held) == 1 and held[0].read_bytes() == data
     # The replica that parsed the upload is the one running this session: the layer picker offers
     # the uploaded tensor and the lesson draws it.
     assert "probe.proj" in sidebar.splitlines() and "24×40" in sidebar
@@ -125,6 +135,13 @@ def test_an_upload_through_the_proxy_reaches_the_replica_holding_the_session(roo
     puts = [e for e in lines if e["method"] == "PUT" and e["path"].startswith("/_stcore/upload_file/")]
     assert len(puts) == 1 and puts[0]["status"] == "204"
     assert len({e["upstream"] for e in lines}) == 1, lines
+
+    # The upload lived in that session's own folder and goes once the closed tab's reconnect
+    # grace period (1 s here) is over: the replica sweeps every lab_ui.UPLOAD_SWEEP_S seconds.
+    give_up = time.monotonic() + 60
+    while _session_upload_files(room["temp"]) and time.monotonic() < give_up:
+        time.sleep(0.5)
+    assert _session_upload_files(room["temp"]) == []
 
 
 def test_learners_spread_over_both_replicas_and_each_stays_on_one(room):

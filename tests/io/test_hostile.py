@@ -38,7 +38,7 @@ def refused(how: str, tmp_path: Path, data: bytes, name: str = "x.safetensors") 
     """The one-line message `data` is refused with, handed over as a path or as an upload."""
     with pytest.raises(QuantlabError) as info:
         if how == "upload":
-            read_everything(models.ModelSource.from_upload(name, data))
+            read_everything(models.ModelSource.from_upload(name, data, tmp_path))
         else:
             (tmp_path / name).write_bytes(data)
             read_everything(models.ModelSource.local(tmp_path / name))
@@ -123,7 +123,7 @@ def test_odd_but_valid_headers_list_and_load(how, tmp_path):
                "flag": torch.tensor([True, False]), "half": torch.randn(5).half()}
     data = save(tensors, metadata={"format": "pt"})
     if how == "upload":
-        source = models.ModelSource.from_upload("odd.safetensors", data)
+        source = models.ModelSource.from_upload("odd.safetensors", data, tmp_path)
     else:
         (tmp_path / "odd.safetensors").write_bytes(data)
         source = models.ModelSource.local(tmp_path / "odd.safetensors")

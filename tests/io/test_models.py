@@ -30,15 +30,15 @@ def test_load_one_tensor_matches_header():
         models.load_tensor(src, "nope.weight")
 
 
-def test_upload_roundtrip_and_cap(monkeypatch):
+def test_upload_roundtrip_and_cap(monkeypatch, tmp_path):
     w = torch.randn(8, 16)
     data = save({"a.weight": w})
-    src = models.ModelSource.from_upload("mine.safetensors", data)
+    src = models.ModelSource.from_upload("mine.safetensors", data, tmp_path)
     assert [t.name for t in models.list_layers(src)] == ["a.weight"]
     assert torch.equal(models.load_tensor(src, "a.weight"), w)
     monkeypatch.setattr(models, "MAX_UPLOAD_BYTES", 100)
     with pytest.raises(QuantlabError, match="capped"):
-        models.ModelSource.from_upload("big.safetensors", data)
+        models.ModelSource.from_upload("big.safetensors", data, tmp_path)
 
 
 @pytest.mark.parametrize("blob,message", [
@@ -49,9 +49,9 @@ def test_upload_roundtrip_and_cap(monkeypatch):
     (struct.pack("<Q", 2) + b"[]", "not a table"),
     (struct.pack("<Q", 21) + json.dumps({"x": {"shape": [4]}}).encode(), "malformed"),
 ])
-def test_bad_uploads_are_one_line_errors(blob, message):
+def test_bad_uploads_are_one_line_errors(blob, message, tmp_path):
     with pytest.raises(QuantlabError, match=message) as info:
-        models.ModelSource.from_upload("f.safetensors", blob)
+        models.ModelSource.from_upload("f.safetensors", blob, tmp_path)
     assert "\n" not in str(info.value)
 
 
@@ -150,11 +150,11 @@ def test_first_loads_from_many_sessions_at_once_are_safe():
     assert len(loaded) == 1  # one model object, loaded once, shared
 
 
-def test_unknown_dtype_is_a_one_line_error():
+def test_unknown_dtype_is_a_one_line_error(tmp_path):
     header = json.dumps({"x.weight": {"dtype": "C128", "shape": [2, 2], "data_offsets": [0, 64]}}).encode()
     blob = struct.pack("<Q", len(header)) + header + bytes(64)
     with pytest.raises(QuantlabError, match="dtype C128"):
-        models.ModelSource.from_upload("odd.safetensors", blob)
+        models.ModelSource.from_upload("odd.safetensors", blob, tmp_path)
 
 
 def test_activations_are_captured_once_however_many_ask_at_once(monkeypatch):
