@@ -12,8 +12,8 @@ page = st.navigation({
     "Lessons": [st.Page(lesson.file, title=lesson.title, icon=lesson.icon, url_path=lesson.url)
                 for lesson in lab_ui.LESSONS],
 })
-_, link_slot = lab_ui.sidebar()
+frame = lab_ui.sidebar(page.url_path)
 try:
     page.run()
 finally:  # a lesson that stops early (st.stop after a one-line error) still gets its link
-    lab_ui.finish_page(link_slot, page.url_path)
+    lab_ui.finish_page(frame)

@@ -190,11 +190,60 @@ def view_link(page_path: str) -> str:
     return f"{base}/{page_path}" + (f"?{query}" if query else "")
 
 
-def finish_page(slot: DeltaGenerator, page_path: str) -> None:
-    """After the lesson ran (so every control wrote its URL key): the sidebar's copyable link."""
-    with slot.expander("Copy link to this view", icon="🔗"):
-        st.code(view_link(page_path), language=None, wrap_lines=True)
+@dataclass(frozen=True)
+class Frame:
+    """Slots drawn before the lesson runs and filled after it (when its controls and charts are
+    known): the sidebar's link and, for a presenter, the step bar above the lesson."""
+    page_path: str
+    link: DeltaGenerator
+    steps: DeltaGenerator | None
+
+
+def finish_page(frame: Frame) -> None:
+    """After the lesson ran (so every control wrote its URL key): the sidebar's copyable link, and
+    the presenter's step bar."""
+    if frame.steps is not None:
+        _step_bar(frame.steps, st.session_state.get("charts_seen", 0))
+    with frame.link.expander("Copy link to this view", icon="🔗"):
+        st.code(view_link(frame.page_path), language=None, wrap_lines=True)
         st.caption("Everyone who opens it sees this lesson with the same layer and settings.")
+
+
+# -- presenter steps ------------------------------------------------------------------------------
+# A presenter walks a lesson one chart at a time: ?present=1 draws only the chart of the current
+# step (?step=N, so a link opens on it), with its key number above it; the rest of the lesson's
+# charts are not even built.
+
+def current_step() -> int:
+    """The presenter's step on this page, from 0; a page switch clears the URL and starts at 0."""
+    raw = st.query_params.get("step", "1")
+    return int(raw) - 1 if raw.isdigit() and int(raw) >= 1 else 0
+
+
+def _go_to_step(step: int) -> None:
+    if step:
+        st.query_params["step"] = str(step + 1)
+    elif "step" in st.query_params:
+        del st.query_params["step"]
+
+
+def _step_bar(slot: DeltaGenerator, total: int) -> None:
+    if total < 2:
+        return
+    step = min(current_step(), total - 1)
+    back, where, forward = slot.columns([1, 3, 1], vertical_alignment="center")
+    back.button("Previous", icon=":material/arrow_back:", key="step_back", disabled=step == 0,
+                on_click=_go_to_step, args=(step - 1,), width="stretch")
+    where.progress((step + 1) / total, text=f"Step {step + 1} of {total}")
+    forward.button("Next", icon=":material/arrow_forward:", key="step_next", disabled=step == total - 1,
+                   on_click=_go_to_step, args=(step + 1,), width="stretch")
+
+
+def _presented_now() -> bool:
+    """For a chart about to be drawn: whether it is the presenter's current step (counting it)."""
+    index = st.session_state.get("charts_seen", 0)
+    st.session_state["charts_seen"] = index + 1
+    return index == current_step()
 
 
 # -- figures, built once per server ---------------------------------------------------------------
@@ -208,11 +257,17 @@ def _figure(key: tuple, _build: Callable[..., go.Figure], _args: tuple) -> go.Fi
 
 
 def chart(build: Callable[..., go.Figure], *args: object, key: tuple | None = None,
-          where: DeltaGenerator | None = None) -> None:
+          where: DeltaGenerator | None = None, headline: tuple[str, str] | None = None) -> None:
     """Draw `build(*args)`, cached under `key`: the small inputs (slugs, layer, controls) that decide
-    the figure. Without a key the arguments themselves are the key, so they must be small values."""
+    the figure. Without a key the arguments themselves are the key, so they must be small values.
+    `headline` is the chart's key number (label, value), shown large above it for a presenter."""
+    if presenting() and not _presented_now():
+        return
     figure = _figure((build.__module__, build.__qualname__, *(args if key is None else key)), build, args)
-    (where or st).plotly_chart(figure, width="stretch")
+    target = where or st
+    if presenting() and headline:
+        target.metric(*headline)
+    target.plotly_chart(figure, width="stretch")
 
 
 # -- URL state ------------------------------------------------------------------------------------
@@ -414,13 +469,16 @@ def _layer_names(source: models.ModelSource) -> list[str]:
     return [models.layer_name(t.name) for t in models.list_layers(source)]
 
 
-def sidebar() -> tuple[Selection, DeltaGenerator]:
+def sidebar(page_path: str) -> Frame:
     """Model source and layer picker, shown on every page; the choice is kept in the URL.
 
-    Returns the selection and the sidebar slot `finish_page` fills once the lesson has run."""
+    Returns the slots `finish_page` fills once the lesson has run."""
     _warm_up()
+    st.session_state["charts_seen"] = 0
+    steps = None
     if presenting():
         st.html(PRESENT_STYLE)
+        steps = st.container()
     source = _source_from_sidebar()
     try:
         layers = _layer_names(source)
@@ -436,11 +494,10 @@ def sidebar() -> tuple[Selection, DeltaGenerator]:
     info = models.list_tensors(source)[f"{layer}.weight"]
     st.sidebar.caption(f"{source.label} · `{layer}` · {info.shape[0]}×{info.shape[1]} {info.dtype} · "
                        f"{info.numel:,} weights")
-    selection = Selection(source, layer)
-    st.session_state["selection"] = selection
+    st.session_state["selection"] = Selection(source, layer)
     st.sidebar.button("Reset this lesson", on_click=_reset_lesson, icon=":material/restart_alt:", key="reset_lesson",
                       help="Back to the lesson's defaults and its story layer.")
-    return selection, st.sidebar.empty()
+    return Frame(page_path, st.sidebar.empty(), steps)
 
 
 def selection() -> Selection:

@@ -16,27 +16,32 @@ def test_presenter_view_folds_the_prose_and_hides_the_sidebar():
 
 
 def test_reset_brings_back_the_lessons_defaults_and_story_layer():
+    fresh = run_page("pages/symmetric.py")
+    defaults = {"sym_bits": fresh.slider(key="sym_bits").value, "sym_log": fresh.toggle(key="sym_log").value,
+                "layer": fresh.selectbox(key="layer").value}
     at = run_page("pages/symmetric.py")
     at.selectbox(key="layer").set_value("encoder.layer.3.attention.self.key").run()
-    at.slider(key="sym_bits").set_value(7).run()
-    at.toggle(key="sym_log").set_value(True).run()
-    assert at.query_params["sym_bits"] == "7"
+    at.slider(key="sym_bits").set_value(7 if defaults["sym_bits"] != 7 else 6).run()
+    at.toggle(key="sym_log").set_value(not defaults["sym_log"]).run()
+    assert "sym_bits" in at.query_params and "layer" in at.query_params
     at.button(key="reset_lesson").click().run()
     assert not at.exception
-    assert at.slider(key="sym_bits").value == 4 and at.toggle(key="sym_log").value is False
-    assert at.selectbox(key="layer").value == "encoder.layer.0.intermediate.dense"
+    assert {"sym_bits": at.slider(key="sym_bits").value, "sym_log": at.toggle(key="sym_log").value,
+            "layer": at.selectbox(key="layer").value} == defaults
     assert "sym_bits" not in at.query_params and "layer" not in at.query_params
 
 
 def test_copy_link_carries_every_changed_control():
     at = run_page("pages/symmetric.py")
-    at.slider(key="sym_bits").set_value(6).run()
-    at.radio(key="sym_tensor").set_value("input").run()
+    bits = 6 if at.slider(key="sym_bits").value != 6 else 5
+    at.slider(key="sym_bits").set_value(bits).run()
+    at.selectbox(key="layer").set_value("encoder.layer.3.attention.self.key").run()
     link = [c.value for c in at.code if "symmetric" in c.value]
     assert len(link) == 1
     path, _, query = link[0].partition("?")
-    # sym_log follows the tensor (on for activations), so at its default it stays out of the link
-    assert path.endswith("/symmetric") and sorted(query.split("&")) == ["sym_bits=6", "sym_tensor=input"]
+    changed = {f"{k}={v}" for k, v in at.query_params.items()}
+    assert path.endswith("/symmetric") and set(query.split("&")) == changed
+    assert {f"sym_bits={bits}", "layer=encoder.layer.3.attention.self.key"} <= changed
 
 
 def test_room_mode_offers_no_server_paths(monkeypatch):
@@ -63,3 +68,26 @@ def test_an_embedding_table_shows_weights_only_on_every_lesson():
         at = run_page(page, query={"layer": "embeddings.word_embeddings"})
         assert not at.exception, page
         assert at.selectbox(key="layer").value == "embeddings.word_embeddings"
+
+
+def test_presenter_steps_through_the_lesson_one_chart_at_a_time():
+    plain = run_page("pages/clipping.py")
+    charts = [c.proto.spec for c in plain.get("plotly_chart")]
+    assert len(charts) >= 3 and not plain.get("progress")  # no step bar outside the presenter view
+
+    shown = run_page("pages/clipping.py", query={"present": "1"})
+    seen = []
+    for step in range(len(charts)):
+        drawn = shown.get("plotly_chart")
+        assert len(drawn) == 1 and drawn[0].proto.spec == charts[step]
+        assert shown.get("progress")[0].proto.text == f"Step {step + 1} of {len(charts)}"
+        seen.append(drawn[0].proto.spec)
+        if step + 1 < len(charts):
+            shown.button(key="step_next").click().run()
+            assert not shown.exception and shown.query_params["step"] == str(step + 2)
+    assert shown.button(key="step_next").disabled and len(set(seen)) == len(charts)
+    shown.button(key="step_back").click().run()
+    assert shown.get("plotly_chart")[0].proto.spec == charts[-2]
+
+    linked = run_page("pages/clipping.py", query={"present": "1", "step": str(len(charts))})
+    assert linked.get("plotly_chart")[0].proto.spec == charts[-1]  # a link opens on its step
