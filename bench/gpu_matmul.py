@@ -198,12 +198,14 @@ def main() -> None:
                 def on_path(x, p, path=path):
                     return ops.matmul(x, p, ops.default_config(x.shape[0], p, path))
                 methods[f"w4a16_{path}"] = (w4, on_path, w4.nbytes)
-        # each path only where it could be chosen (a GEMV re-reads the weight per row of x)
+        # each path only where it could be chosen (a GEMV re-reads the weight per row of x; slicing
+        # the output rows only pays once the GEMM is large)
         path_limit = {"w4a16_gemv": 16, "w4a16_mma": 1024}
+        path_floor = {"w4a16_chunked": 64}
         for name, (weight, fn, wbytes) in methods.items():
             copies = live.copies_for(wbytes, l2)
             clones = [weight] + [clone(weight) for _ in range(copies - 1)]
-            for m in [m for m in ms if m <= path_limit.get(name, m)]:
+            for m in [m for m in ms if path_floor.get(name, m) <= m <= path_limit.get(name, m)]:
                 xs = [torch.randn(m, k, dtype=torch.bfloat16, device="cuda") for _ in range(len(clones))]
                 calls = [lambda x=x, c=c: fn(x, c) for x, c in zip(xs, clones)]
                 try:
@@ -248,8 +250,9 @@ def save(out: Path, meta: dict, checks: list, rows: list, tuning: list) -> dict:
     return result
 
 
-def tune_variants(m: int, bits: int = 4) -> dict[str, ops.Config]:
-    """The launch variants `--tune` times at batch size m (every path that could serve it)."""
+def tune_variants(m: int, bits: int, k: int, l2: int) -> dict[str, ops.Config]:
+    """The launch variants `--tune` times at batch size m for K inputs on a card with l2 bytes of L2
+    (every path that could serve it)."""
     c = ops.Config
     out: dict[str, ops.Config] = {}
     if bits == 8 and m <= 16:  # 8-bit tiles are twice the bytes: fewer programs fit, so fewer stages
@@ -302,6 +305,20 @@ def tune_variants(m: int, bits: int = 4) -> dict[str, ops.Config]:
                 out[f"flat bn{bn} bm{bm} w{nw} st{st} split{sk}"] = c("mma", block_m=bm, block_n=bn, num_warps=nw,
                                                                        num_stages=st, split_k=sk, flat=True)
         out["dequant bn32"] = c("dequant", block_n=32, num_warps=4, num_stages=1)
+        out["dequant bn64"] = c("dequant", block_n=64, num_warps=4, num_stages=1)
+        out["dequant bn128 w8"] = c("dequant", block_n=128, num_warps=8, num_stages=1)
+    if m >= 64:
+        # slices of output rows whose bf16 weights fit the L2, dequantized one slice ahead on a side
+        # stream (or on the caller's stream, "serial"); shares of the L2 per slice buffer
+        for share in (0.125, 0.25, 0.375):
+            out[f"chunked {share:g}L2 bn32"] = c("chunked", block_n=32, num_stages=1,
+                                                     chunk_rows=ops.chunk_rows_for(k, l2, share))
+        for share in (0.25, 0.5):
+            out[f"chunked {share:g}L2 bn32 serial"] = c("chunked", block_n=32, num_stages=1, overlap=False,
+                                                            chunk_rows=ops.chunk_rows_for(k, l2, share))
+        for bn, nw in ((64, 4), (128, 8)):
+            out[f"chunked 0.25L2 bn{bn} w{nw}"] = c("chunked", block_n=bn, num_warps=nw, num_stages=1,
+                                                 chunk_rows=ops.chunk_rows_for(k, l2, 0.25))
     return out
 
 
@@ -321,7 +338,7 @@ def tune(l2: int, shapes: list[tuple[int, int]], ms: list[int], preset: str = "W
             base = live.time_gpu([lambda x=x, d=d: F.linear(x, d) for x, d in zip(xs, dense)])
             ref = xs[0].double() @ ops.dequantize(layer, torch.bfloat16).double().T
             best = None
-            for name, cfg in tune_variants(m, spec.num_bits).items():
+            for name, cfg in tune_variants(m, spec.num_bits, k, l2).items():
                 if not re.search(match, name):
                     continue
                 try:

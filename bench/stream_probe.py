@@ -8,6 +8,12 @@ so that Triton pipelines them exactly as in the kernel) but feeds the dot the ra
 dequantized weights, and times it for 64, 128 and 256 bytes per row and step, with pointer loads
 (cp.async) and with tensor descriptors (the TMA copy engine). If the probe streams much faster than
 the kernel, the dequantization is the limit; if not, the load pattern is.
+
+    python bench/stream_probe.py --out DIR --dequant
+
+times the W4A16 dequantization kernel alone (the "dequant" and "chunked" paths' producer) writing
+bf16 weights of 4 MB to 470 MB into one reused buffer, against a plain fill of the same buffer: if
+the kernel wrote faster while its output fits in L2, slicing the weight to fit would pay.
 """
 from __future__ import annotations
 
@@ -23,8 +29,10 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import quantlab as ql  # noqa: E402
 from quantlab.kernels import live  # noqa: E402
 from quantlab.kernels import triton_ops as ops  # noqa: E402
+from quantlab.kernels.layout import PackedLinear  # noqa: E402
 
 
 @triton.jit
@@ -47,11 +55,37 @@ def _probe(w_ptr, w_desc, x_ptr, y_ptr, KT, TW: tl.constexpr, BLOCK_N: tl.conste
     tl.store(out, acc)
 
 
+def dequant_rates(l2: int) -> list[dict[str, object]]:
+    """Write rate of the dequantization kernel and of a plain fill, by bf16 output size at K = 8192
+    (the packed weights rotate past 3x L2, so they come from device memory; the output is one buffer)."""
+    k, rows = 8192, []
+    for n in (256, 512, 1024, 2048, 4096, 8192, 28672):
+        w = torch.randn(n, k, dtype=torch.bfloat16, device="cuda") * 0.02
+        layer = PackedLinear.from_quantized(ql.quantize(w, ql.QuantSpec.preset("W4A16")))
+        layers = [layer] + [live._clone(layer) for _ in range(live.copies_for(layer.nbytes, l2) - 1)]
+        out = torch.empty(n, k, dtype=torch.bfloat16, device="cuda")
+        cfg = ops.default_config(0, layer, "dequant")
+        dequant_ms = live.time_gpu([lambda c=c: ops.dequantize(c, torch.bfloat16, cfg, out=out) for c in layers])
+        fill_ms = live.time_gpu([lambda: out.fill_(1.0)])
+        for variant, ms in (("dequantize", dequant_ms), ("fill", fill_ms)):
+            rows.append({"K": k, "N": n, "variant": variant, "out_mb": out.numel() * 2 / 1e6, "ms": ms,
+                         "write_gbps": out.numel() * 2 / ms / 1e6})
+            print(f"N={n} ({rows[-1]['out_mb']:.0f} MB) {variant}: {ms * 1e3:.1f} us, "
+                  f"{rows[-1]['write_gbps']:.0f} GB/s written", flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--dequant", action="store_true", help="time the dequantization kernel's writes instead")
     args = ap.parse_args()
     l2 = torch.cuda.get_device_properties(0).L2_cache_size
+    if args.dequant:
+        args.out.mkdir(parents=True, exist_ok=True)
+        result = {"card": torch.cuda.get_device_name(0), "l2_bytes": l2, "rows": dequant_rates(l2)}
+        (args.out / "dequant_probe.json").write_text(json.dumps(result, indent=1))
+        return
     rows = []
     for k, n in [(8192, 8192), (8192, 28672)]:
         halves_per_row = k // 4  # 4-bit codes: K/8 words = K/4 int16 halves

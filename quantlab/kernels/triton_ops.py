@@ -1,15 +1,23 @@
 """Triton dequant-matmul kernels for `PackedLinear` weights: y = x @ W.T with W dequantized on the fly.
 
-Paths, chosen by the number of rows M of x (`choose_path`):
-- "mma" (M <= 256): tensor cores (`tl.dot`) with the roles swapped, y.T = W @ x.T. The dequantized
-  weight tile is the dot's left operand, built in registers, and the rows of x the right one (a
-  tile of 16 columns up to M = 16, 64 above), so at M = 1 the kernel is a weight stream like a GEMV
-  whose multiply-adds run on the matrix unit. Split along K when the output has too few tiles to
-  fill the card. Two launch options measured and lost (bench/NOTES.md, v7): the usual GEMM
-  orientation (`Config.swap=False`, the weight through shared memory) and one pipelined step per
-  operand (`Config.flat`, more programs per multiprocessor).
-- "dequant" (M > 256): the problem is compute-bound and cuBLAS' bf16 GEMM is the best matrix
-  engine available, so the weight is expanded once per call into a bf16 buffer and handed to it.
+Paths, chosen by the number of rows M of x and the layer's inputs K (`choose_path`):
+- "mma" (M <= 256, or 128 when K <= 4096): tensor cores (`tl.dot`) with the roles swapped,
+  y.T = W @ x.T. The dequantized weight tile is the dot's left operand, built in registers, and
+  the rows of x the right one (a tile of 16 columns up to M = 16, 64 above), so at M = 1 the
+  kernel is a weight stream like a GEMV whose multiply-adds run on the matrix unit. Split along K
+  when the output has too few tiles to fill the card. Two launch options measured and lost
+  (bench/NOTES.md, v7): the usual GEMM orientation (`Config.swap=False`, the weight through
+  shared memory) and one pipelined step per operand (`Config.flat`, more programs per
+  multiprocessor).
+- "dequant" (above): the problem is compute-bound and cuBLAS' bf16 GEMM is the best matrix engine
+  available, so the weight is expanded once per call into a bf16 buffer and handed to it. That
+  costs a bf16 write and re-read of the whole weight through device memory.
+- "chunked": the same, a slice of output rows at a time, each slice small enough to stay in the
+  L2 cache between the dequantization that writes it and the cuBLAS call that reads it; slice
+  i + 1 is dequantized on a second stream while cuBLAS multiplies slice i into its columns of y.
+  Measured from M = 64 to 4096, it tied or lost everywhere (bench/NOTES.md, v8): on the H200 a write
+  into L2 is no faster than one into device memory (even a plain fill of an L2-sized buffer), and
+  the sliced GEMMs fill less of the card. Selectable, not chosen.
 - "gemv": the CUDA-core version of the weight stream, one row of x per program. It lost to "mma"
   at every shape measured, and stays selectable so that the lesson can show by how much.
 
@@ -43,11 +51,11 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 from quantlab.core.errors import QuantlabError
 from quantlab.kernels.layout import MAGIC, TILE_K, PackedLinear
 
-Path = Literal["gemv", "mma", "dequant"]
+Path = Literal["gemv", "mma", "dequant", "chunked"]
 # Triton's CPU interpreter does bf16 arithmetic on the raw 16-bit integers (seen with 3.9) and runs no
 # PTX, so there the tensor-core kernel makes float32 operands; compiled kernels use 16-bit ones.
 _INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-PATHS: tuple[Path, ...] = ("gemv", "mma", "dequant")
+PATHS: tuple[Path, ...] = ("gemv", "mma", "dequant", "chunked")
 _TILE_K = tl.constexpr(TILE_K)
 _MAGIC = tl.constexpr(MAGIC)
 # MAGIC's float32 bit pattern: a field OR-ed into its low mantissa bits reads back as MAGIC + field
@@ -376,12 +384,19 @@ class Config:
     tma: bool = False  # "mma": weight tiles through the TMA copy engine (a tensor descriptor) instead of cp.async
     swap: bool = True  # "mma": y.T = W·x.T (weight from registers); False: y = x·W.T, weights pre-scaled
     flat: bool = False  # "mma": one pipelined step per 64-input operand, not per 256-input tile (pre-scaled)
+    chunk_rows: int = 0  # "chunked": output rows dequantized per slice (0: all of them, one slice)
+    overlap: bool = True  # "chunked": dequantize the next slice on a second stream during the GEMM
 
 
 # Tiles and crossovers from the --tune runs on an H200 (bench/NOTES.md): the swapped tensor-core
 # kernel wins from M = 1 (the CUDA-core GEMV lost at every shape, by 5-35 %) up to M = 256, where it
-# ties dequantize-then-cuBLAS (within 10 % either way); from M = 512 cuBLAS on the dequantized weight wins.
+# ties dequantize-then-cuBLAS, except on short K: with K = 4096 each program's loop is too short to
+# amortise its pipeline fill and split-K reduction, and at M = 256 dequantize-then-cuBLAS ties
+# (4096²) or wins by 9-16 % (4096 -> 14336; runs v7, v8 and tuning round 11). From M = 512 cuBLAS on the
+# dequantized weight wins.
 MMA_MAX_M = 256
+MMA_MAX_M_SHORT_K = 128
+SHORT_K = 4096
 
 
 @functools.cache
@@ -393,8 +408,35 @@ def multiprocessors(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def choose_path(m: int) -> Path:
-    return "mma" if m <= MMA_MAX_M else "dequant"
+def choose_path(m: int, k: int) -> Path:
+    """The path for M rows of x against a layer of K inputs."""
+    return "mma" if m <= (MMA_MAX_M_SHORT_K if k <= SHORT_K else MMA_MAX_M) else "dequant"
+
+
+# Each of the "chunked" path's two slice buffers takes this share of the L2 cache, leaving the rest
+# for x, the slice of y being written and the other buffer.
+CHUNK_L2_SHARE = 0.25
+
+
+@functools.cache
+def l2_bytes(device: torch.device) -> int:
+    """The card's L2 cache, which sizes the "chunked" path's slices; 0 on the CPU (no cache to fit)."""
+    if device.type != "cuda":
+        return 0
+    return torch.cuda.get_device_properties(device).L2_cache_size
+
+
+def chunk_rows_for(k: int, cache_bytes: int, share: float = CHUNK_L2_SHARE) -> int:
+    """Output rows whose bf16 weights fill `share` of the cache (whole 128-row tiles, at least one);
+    0 (one slice) without a cache."""
+    if cache_bytes == 0:
+        return 0
+    return max(128, int(share * cache_bytes) // (2 * k) // 128 * 128)
+
+
+@functools.cache
+def _side_stream(device: torch.device) -> torch.cuda.Stream:
+    return torch.cuda.Stream(device)
 
 
 def _split_for(tiles: int, tiles_k: int, programs: int) -> int:
@@ -407,7 +449,7 @@ def _split_for(tiles: int, tiles_k: int, programs: int) -> int:
 
 
 def default_config(m: int, layer: PackedLinear, path: Path | None = None) -> Config:
-    path = path or choose_path(m)
+    path = path or choose_path(m, layer.in_features)
     n, tiles_k = layer.out_features, layer.words.shape[1] // layer.tile_words
     m = max(m, 1)
     sms = multiprocessors(layer.device)
@@ -415,6 +457,9 @@ def default_config(m: int, layer: PackedLinear, path: Path | None = None) -> Con
         return Config("gemv", block_n=64, split_k=_split_for(triton.cdiv(n, 64) * m, tiles_k, 4 * sms))
     if path == "dequant":
         return Config("dequant", block_n=32, num_warps=4, num_stages=1)
+    if path == "chunked":
+        return Config("chunked", block_n=32, num_warps=4, num_stages=1,
+                      chunk_rows=chunk_rows_for(layer.in_features, l2_bytes(layer.device)))
     if m <= 16:  # weight streaming: enough programs per multiprocessor to keep loads in flight; 8-bit
         # tiles take twice the shared memory, so fewer programs fit and fewer are asked for
         programs = 3 * sms if layer.num_bits == 4 else 3 * sms // 2
@@ -456,30 +501,64 @@ def _per_scale(layer: PackedLinear, pre_scale: bool = False) -> int:
     return layer.group_size // width
 
 
-_WORKSPACES: dict[tuple[torch.device, str], torch.Tensor] = {}
+_WORKSPACES: dict[tuple[torch.device, str, torch.dtype], torch.Tensor] = {}
 
 
-def _workspace(device: torch.device, kind: str, numel: int) -> torch.Tensor:
+def _workspace(device: torch.device, kind: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
     """A per-device buffer reused across calls (the counters must start at zero and are left at zero)."""
-    buf = _WORKSPACES.get((device, kind))
+    buf = _WORKSPACES.get((device, kind, dtype))
     if buf is None or buf.numel() < numel:
-        dtype = torch.float32 if kind == "partials" else torch.int32
         buf = torch.zeros(max(numel, 1 << 16), dtype=dtype, device=device)
-        _WORKSPACES[(device, kind)] = buf
+        _WORKSPACES[(device, kind, dtype)] = buf
     return buf
 
 
-def dequantize(layer: PackedLinear, dtype: torch.dtype, config: Config | None = None) -> torch.Tensor:
-    """The dense [N, K] weight in `dtype`, written by one Triton launch."""
+def dequantize(layer: PackedLinear, dtype: torch.dtype, config: Config | None = None,
+               rows: tuple[int, int] | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The dense [N, K] weight in `dtype`, or its output rows first..last - 1 (`rows`), written by one
+    Triton launch into `out` when given (contiguous, [rows, K])."""
     cfg = config or default_config(0, layer, "dequant")
-    n, k = layer.out_features, layer.in_features
-    out = torch.empty(n, k, dtype=dtype, device=layer.device)
+    first, last = rows or (0, layer.out_features)
+    n, k = last - first, layer.in_features
+    out = out if out is not None else torch.empty(n, k, dtype=dtype, device=layer.device)
     tiles_k = layer.words.shape[1] // layer.tile_words
+    # a range of rows is a contiguous slice of each row-major tensor of the layer
     _dequant_kernel[(triton.cdiv(n, cfg.block_n), tiles_k)](
-        layer.words.view(torch.int16), layer.scale, layer.bias, out, n, k, tiles_k, layer.groups, BITS=layer.num_bits,
-        ASYM=not layer.symmetric, GROUP=_group_arg(layer), BLOCK_N=cfg.block_n, EVEN_N=n % cfg.block_n == 0,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        layer.words[first:last].view(torch.int16), layer.scale[first:last], layer.bias[first:last], out, n, k,
+        tiles_k, layer.groups, BITS=layer.num_bits, ASYM=not layer.symmetric, GROUP=_group_arg(layer),
+        BLOCK_N=cfg.block_n, EVEN_N=n % cfg.block_n == 0, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return out
+
+
+def _chunked_linear(x2: torch.Tensor, layer: PackedLinear, y2: torch.Tensor, cfg: Config) -> None:
+    """y2 = x2 @ W.T one slice of output rows at a time, each dequantized into a buffer that stays in
+    L2 until cuBLAS has read it. With `cfg.overlap` (on a GPU) slices alternate between two buffers
+    and are dequantized on a side stream, one slice ahead of the GEMMs on the caller's stream."""
+    n, k = layer.out_features, layer.in_features
+    rows = min(cfg.chunk_rows or n, n)
+    overlap = cfg.overlap and x2.is_cuda
+    slots = 2 if overlap else 1
+    buffers = _workspace(x2.device, "chunks", slots * rows * k, x2.dtype)[: slots * rows * k].view(slots, rows, k)
+    if overlap:
+        main, side = torch.cuda.current_stream(x2.device), _side_stream(x2.device)
+        side.wait_stream(main)  # after all queued on the caller's stream: the last call's GEMMs read the buffers
+        read: list[torch.cuda.Event | None] = [None] * slots
+    for i, first in enumerate(range(0, n, rows)):
+        last = min(first + rows, n)
+        w = buffers[i % slots, : last - first]
+        if overlap:
+            with torch.cuda.stream(side):
+                if read[i % slots] is not None:
+                    side.wait_event(read[i % slots])  # the GEMM two slices back is done with this buffer
+                dequantize(layer, x2.dtype, cfg, (first, last), w)
+            # waiting on the last slice also joins the side stream back, which graph capture requires
+            main.wait_event(side.record_event())
+        else:
+            dequantize(layer, x2.dtype, cfg, (first, last), w)
+        # cuBLAS writes the column slice in place: its leading dimension is y's row stride
+        torch.mm(x2, w.T, out=y2[:, first:last])
+        if overlap:
+            read[i % slots] = main.record_event()
 
 
 def _step(tiles_k: int, split_k: int, most: int) -> int:
@@ -511,6 +590,9 @@ def matmul(x: torch.Tensor, layer: PackedLinear, config: Config | None = None,
     if cfg.path == "dequant":
         torch.nn.functional.linear(x2, dequantize(layer, x.dtype, cfg), out=y2)
         return y
+    if cfg.path == "chunked":
+        _chunked_linear(x2, layer, y2, cfg)
+        return y
     tiles_k = layer.words.shape[1] // layer.tile_words
     if cfg.path == "gemv":
         grid = (triton.cdiv(n, cfg.block_n), m, cfg.split_k)
@@ -518,8 +600,8 @@ def matmul(x: torch.Tensor, layer: PackedLinear, config: Config | None = None,
     else:
         grid = (triton.cdiv(n, cfg.block_n), triton.cdiv(m, cfg.block_m), cfg.split_k)
         tile_elems = cfg.block_n * cfg.block_m
-    partials = _workspace(x.device, "partials", cfg.split_k * grid[0] * grid[1] * tile_elems)
-    counters = _workspace(x.device, "counters", grid[0] * grid[1])
+    partials = _workspace(x.device, "partials", cfg.split_k * grid[0] * grid[1] * tile_elems, torch.float32)
+    counters = _workspace(x.device, "counters", grid[0] * grid[1], torch.int32)
     halves = layer.words.view(torch.int16)
     # by name: the two kernels' signatures differ, and a positional tuple would bind silently wrong
     args = dict(s_ptr=layer.scale, b_ptr=layer.bias, y_ptr=y2, ws_ptr=partials, lock_ptr=counters, M=m, N=n, K=k,

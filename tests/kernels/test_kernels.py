@@ -81,7 +81,9 @@ CPU_CONFIGS = {"gemv": ops.Config("gemv", block_n=32, split_k=2),
                "gemv_one_pass": ops.Config("gemv", block_n=32),
                "mma_pre_scale": ops.Config("mma", block_m=16, block_n=32, split_k=2, pre_scale=True),
                "mma_gemm": ops.Config("mma", block_m=16, block_n=32, split_k=2, swap=False),
-               "mma_flat": ops.Config("mma", block_m=16, block_n=32, split_k=2, flat=True)}
+               "mma_flat": ops.Config("mma", block_m=16, block_n=32, split_k=2, flat=True),
+               # slices of 32 output rows: N = 72 leaves a short last slice
+               "chunked": ops.Config("chunked", block_n=16, chunk_rows=32)}
 
 
 @pytest.mark.parametrize("spec_name,path,dtype", [
@@ -104,6 +106,9 @@ CPU_CONFIGS = {"gemv": ops.Config("gemv", block_n=32, split_k=2),
     ("w8_sym_g32", "mma", torch.bfloat16), ("w8_sym_g32", "gemv", torch.float16),
     ("w8_sym_g32", "dequant", torch.bfloat16), ("w4_asym_g32", "mma_pre_scale", torch.float16),
     ("w4_sym_g128", "mma_pre_scale", torch.bfloat16), ("w4_sym_g256", "mma", torch.bfloat16),
+    # dequantize + matmul one slice of output rows at a time
+    ("w4_sym_g128", "chunked", torch.bfloat16), ("w4_asym_g32", "chunked", torch.float16),
+    ("w8_sym_channel", "chunked", torch.bfloat16),
 ])
 def test_small_shapes_match_float64(spec_name: str, path: str, dtype: torch.dtype) -> None:
     seed = fresh_seed()
@@ -146,7 +151,7 @@ def test_unrolled_k_loop_and_split_k_reduction() -> None:
     for m in (3, 17):
         x = torch.randn(m, 2048, dtype=torch.float16, device=DEVICE)
         check(run_poisoned(x, layer, cfg), reference_matmul(x, layer), torch.float16, seed, f"M={m}")
-    assert not ops._workspace(torch.device(DEVICE), "counters", 1).any()
+    assert not ops._workspace(torch.device(DEVICE), "counters", 1, torch.int32).any()
 
 
 def test_default_dispatch_and_torch_path_on_a_batch() -> None:
@@ -251,9 +256,20 @@ def test_split_k_is_sized_to_the_card() -> None:
     assert ops._split_for(tiles, 16, 1) == 1 and ops._split_for(tiles, 16, 3 * 132) == 4
 
 
+def test_chunk_rows_fit_the_cache() -> None:
+    """Each slice's bf16 weights take a quarter of the L2 (whole 128-row tiles); no cache, one slice."""
+    l2 = 60 * 2**20
+    assert ops.chunk_rows_for(8192, l2) == 896 and 2 * 896 * 8192 <= l2 // 4
+    assert ops.chunk_rows_for(2**20, l2) == 128 and ops.chunk_rows_for(4096, 0) == 0
+    layer = layer_for(SPECS["w4_sym_g128"], 40, 256, torch.bfloat16)
+    assert ops.default_config(512, layer, "chunked").chunk_rows == ops.chunk_rows_for(256, ops.l2_bytes(layer.device))
+
+
 def test_path_choice_follows_batch_size() -> None:
-    paths = [ops.choose_path(m) for m in (1, 2, 4, 8, 16, 256, 1024, 4096)]
+    paths = [ops.choose_path(m, 8192) for m in (1, 2, 4, 8, 16, 256, 1024, 4096)]
     assert paths[0] in ("gemv", "mma") and paths[-1] == "dequant"
+    # short K: the fused kernel hands over to dequantize + cuBLAS one batch size earlier
+    assert ops.choose_path(256, 4096) == "dequant" and ops.choose_path(128, 4096) == "mma"
     order = {p: i for i, p in enumerate(ops.PATHS)}
     assert [order[p] for p in paths] == sorted(order[p] for p in paths)
 
@@ -291,7 +307,9 @@ def test_gpu_launch_options() -> None:
                "gemm": ops.Config("mma", block_m=128, block_n=128, num_warps=8, num_stages=2, swap=False),
                "gemm_split": ops.Config("mma", block_m=64, block_n=64, split_k=4, swap=False),
                "flat": ops.Config("mma", block_m=128, block_n=64, flat=True),
-               "flat_split": ops.Config("mma", block_m=64, block_n=128, num_warps=8, split_k=3, flat=True, tma=True)}
+               "flat_split": ops.Config("mma", block_m=64, block_n=128, num_warps=8, split_k=3, flat=True, tma=True),
+               "chunked_serial": ops.Config("chunked", block_n=32, chunk_rows=640, overlap=False),
+               "chunked_overlap": ops.Config("chunked", block_n=64, num_warps=8, chunk_rows=640)}
     for spec_name in ("w4_sym_g128", "w4_asym_g32", "w8_sym_g128", "w8_sym_channel"):
         layer = layer_for(SPECS[spec_name], 4096 + 40, 6144, torch.bfloat16)  # N past the last full tile
         w = ops.dequantize(layer, torch.bfloat16).double()
@@ -326,6 +344,34 @@ def test_gpu_results_do_not_depend_on_the_run() -> None:
     first = run_poisoned(x, layer, None).clone()
     for _ in range(3):
         assert torch.equal(run_poisoned(x, layer, None), first)
+
+
+@gpu
+@needs_cuda
+def test_gpu_chunked_path_inside_a_cuda_graph() -> None:
+    """The chunked path forks a side stream and reuses two buffers: captured in one graph, two calls
+    on different layers (the second reusing the buffers the first filled) must both come out right."""
+    seed = fresh_seed()
+    layers = [layer_for(SPECS[name], 3000, 4096, torch.bfloat16) for name in ("w4_sym_g128", "w8_sym_channel")]
+    cfg = ops.Config("chunked", chunk_rows=512)  # six slices, the last one short
+    xs = [torch.randn(300, 4096, dtype=torch.bfloat16, device="cuda") for _ in layers]
+    outs = [torch.full((300, 3000), float("nan"), dtype=torch.bfloat16, device="cuda") for _ in layers]
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # compile outside the capture
+        for x, layer, out in zip(xs, layers, outs):
+            ops.matmul(x, layer, cfg, out=out)
+    torch.cuda.current_stream().wait_stream(stream)
+    for out in outs:
+        out.fill_(float("nan"))
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for x, layer, out in zip(xs, layers, outs):
+            ops.matmul(x, layer, cfg, out=out)
+    graph.replay()
+    torch.cuda.synchronize()
+    for x, layer, out in zip(xs, layers, outs):
+        check(out, x.double() @ ops.dequantize(layer, torch.bfloat16).double().T, torch.bfloat16, seed, "graph")
 
 
 @gpu
