@@ -2,7 +2,8 @@
 
 Like torchao's `block_size`, every strategy is one block shape tiled over the tensor: the whole
 tensor ("tensor"), one row ("channel": an output channel of a weight; "token": one token of an
-activation), or `group_size` consecutive values of one row ("group"). The rest follows from the
+activation), or `group_size` consecutive values of one row ("group", and NVFP4's "tensor_group",
+whose groups also share a global scale). The rest follows from the
 block: the scale's shape in compressed-tensors' layout ([1], [rows, 1], [rows, cols / g]), the
 number of scales, and the views in which each block is one run along the last axis, so that a
 reduction over that axis observes one scale and a scale with a trailing axis broadcasts over it.
@@ -34,7 +35,7 @@ def scale_shape(spec: QuantSpec, shape: tuple[int, ...]) -> tuple[int, ...]:
         return (1,)  # compressed-tensors keeps a single scale as [1] whatever the tensor's rank
     rows, cols = shape
     # Per-row strategies keep their [rows, 1] even for zero columns (an empty KV cache still has its scales).
-    return (rows, cols // block[-1] if spec.strategy == "group" else 1)
+    return (rows, cols // block[-1] if spec.strategy in ("group", "tensor_group") else 1)
 
 
 def num_scales(spec: QuantSpec, shape: tuple[int, ...]) -> int:

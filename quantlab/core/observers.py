@@ -21,6 +21,7 @@ from quantlab.core.qparams import (
     calculate_qparams,
     check_tensor,
     dequantize,
+    global_scale,
     observe_minmax,
     quantize_with,
 )
@@ -98,10 +99,12 @@ def observe(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tenso
 
 
 @torch.no_grad()
-def observe_qparams(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Scale and zero point for `x` observed on `x` itself by `spec.observer` (after checking `x`)."""
+def observe_qparams(x: torch.Tensor, spec: QuantSpec,
+                    global_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scale and zero point for `x` observed on `x` itself by `spec.observer` (after checking `x`);
+    NVFP4's group scales are taken under `global_scale` (see `qparams.global_scale`)."""
     check_tensor(x, spec)
-    return calculate_qparams(*observe(x, spec), spec)
+    return calculate_qparams(*observe(x, spec), spec, global_scale)
 
 
 def clip_ratio(x: torch.Tensor, spec: QuantSpec) -> float:
@@ -147,7 +150,12 @@ def quantize_static(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tens
 @torch.no_grad()
 def quantize_activation(x: torch.Tensor, spec: QuantSpec,
                         calibration: torch.Tensor | None = None) -> QuantizedTensor:
-    """Dynamic specs observe `x` itself; static ones use a scale calibrated on `calibration`."""
+    """Dynamic specs observe `x` itself; static ones use a scale calibrated on `calibration`.
+    NVFP4's "local" activations observe their group scales on `x` under a global scale calibrated
+    on `calibration` (on `x` itself when there is none)."""
+    if spec.dynamic == "local":
+        gs = global_scale(calibration if calibration is not None else x, spec)
+        return quantize_with(x, *observe_qparams(x, spec, gs), spec, gs)
     if spec.dynamic:
         return quantize_with(x, *observe_qparams(x, spec), spec)
     if calibration is None:

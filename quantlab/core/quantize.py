@@ -9,14 +9,15 @@ from __future__ import annotations
 import torch
 
 from quantlab.core.observers import observe_qparams
-from quantlab.core.qparams import QuantizedTensor, dequantize, quantize_with
+from quantlab.core.qparams import QuantizedTensor, dequantize, global_scale, quantize_with
 from quantlab.core.spec import QuantSpec
 
 
 @torch.no_grad()
 def quantize(x: torch.Tensor, spec: QuantSpec) -> QuantizedTensor:
     """Quantize `x` with parameters observed on `x` itself (by the spec's observer)."""
-    return quantize_with(x, *observe_qparams(x, spec), spec)
+    gs = global_scale(x, spec)
+    return quantize_with(x, *observe_qparams(x, spec, gs), spec, gs)
 
 
 @torch.no_grad()

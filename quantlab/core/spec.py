@@ -5,6 +5,11 @@ Field names follow compressed-tensors' `QuantizationArgs`, so a spec maps one-to
 the cache key for computed summaries, the state kept in the page URL and the export config.
 A weight spec may carry the spec of the layer's input activations (W8A8, FP8), which is how
 compressed-tensors' `QuantizationScheme` pairs `weights` with `input_activations`.
+
+Microscaling formats are specs too: FP4 E2M1 or FP8 E4M3 values in small groups whose scales are
+themselves stored in 8 bits (`scale_dtype`): an E4M3 scale per 16 values under one FP32 global
+scale for the tensor (NVFP4, strategy "tensor_group"), or a power-of-two E8M0 scale per 32 values
+(MXFP4, MXFP8).
 """
 from __future__ import annotations
 
@@ -15,9 +20,20 @@ from typing import Literal
 from quantlab.core.errors import QuantlabError
 
 QuantType = Literal["int", "float"]
-Strategy = Literal["tensor", "channel", "group", "token"]
+Strategy = Literal["tensor", "channel", "group", "token", "tensor_group"]
+# How a scale itself is stored: in the tensor's dtype (None), as an FP8 E4M3 number (NVFP4) or as
+# an E8M0 power-of-two exponent byte (the OCP MX formats).
+ScaleDtype = Literal["e4m3", "e8m0"]
+# Activations: static (False), observed on every batch (True), or "local": NVFP4's group scales
+# observed on every batch under a global scale calibrated once.
+Dynamic = bool | Literal["local"]
 
-STRATEGIES: tuple[str, ...] = ("tensor", "channel", "group", "token")
+STRATEGIES: tuple[str, ...] = ("tensor", "channel", "group", "token", "tensor_group")
+GROUPED: tuple[str, ...] = ("group", "tensor_group")
+SCALE_DTYPES: tuple[str, ...] = ("e4m3", "e8m0")
+FLOAT_BITS: tuple[int, ...] = (4, 8)  # FP4 E2M1, FP8 E4M3
+MX_GROUP = 32  # the OCP MX block: compressed-tensors takes E8M0 scales only in groups of 32
+NVFP4_GROUP = 16
 OBSERVERS: tuple[str, ...] = ("minmax", "mse", "percentile")
 OBSERVER_LABELS: dict[str, str] = {"minmax": "min-max", "mse": "MSE search", "percentile": "percentile"}
 # The tunable knobs of each observer (compressed-tensors' `observer_kwargs`), with their defaults:
@@ -29,6 +45,8 @@ OBSERVER_KWARGS: dict[str, dict[str, float]] = {
     "percentile": {"percentile": 99.9},
 }
 FP8_BITS = 8
+# How compressed-tensors 0.20 spells each scale dtype in config.json.
+CT_SCALE_DTYPES: dict[str, str] = {"e4m3": "torch.float8_e4m3fn", "e8m0": "torch.uint8"}
 
 
 @dataclass(frozen=True)
@@ -39,25 +57,30 @@ class QuantSpec:
     strategy: Strategy = "tensor"
     group_size: int | None = None
     observer: str = "minmax"
-    dynamic: bool = False
+    dynamic: Dynamic = False
     activations: QuantSpec | None = None
     # Sorted (name, value) pairs rather than a dict, so the spec stays hashable; a dict is accepted.
     observer_kwargs: tuple[tuple[str, float], ...] = ()
+    scale_dtype: ScaleDtype | None = None
 
     def __post_init__(self) -> None:
         if self.type not in ("int", "float"):
             raise QuantlabError(f"unknown type {self.type!r}: use 'int' or 'float'")
         if self.type == "int" and not 2 <= self.num_bits <= 8:
             raise QuantlabError(f"num_bits={self.num_bits} is out of range: integer formats here use 2 to 8 bits")
-        if self.type == "float" and self.num_bits != FP8_BITS:
-            raise QuantlabError(f"float quantization supports FP8 (num_bits=8) only, not {self.num_bits}")
+        if self.type == "float" and self.num_bits not in FLOAT_BITS:
+            raise QuantlabError(f"float quantization supports FP8 E4M3 (num_bits=8) and FP4 E2M1 (num_bits=4), "
+                                f"not {self.num_bits} bits")
+        if self.type == "float" and not self.symmetric:
+            raise QuantlabError("asymmetric float formats are not compressed-tensors schemes: use symmetric")
         if self.strategy not in STRATEGIES:
             raise QuantlabError(f"unknown strategy {self.strategy!r}: use one of {', '.join(STRATEGIES)}")
-        if self.strategy == "group":
+        if self.strategy in GROUPED:
             if self.group_size is None or self.group_size < 1:
-                raise QuantlabError("strategy 'group' needs a positive group_size (e.g. 128)")
+                raise QuantlabError(f"strategy {self.strategy!r} needs a positive group_size (e.g. 128)")
         elif self.group_size is not None:
-            raise QuantlabError(f"group_size is only used with strategy 'group', not {self.strategy!r}")
+            raise QuantlabError(f"group_size is only used with grouped strategies, not {self.strategy!r}")
+        self._check_microscaling()
         if self.observer not in OBSERVERS:
             raise QuantlabError(f"unknown observer {self.observer!r}: use one of {', '.join(OBSERVERS)}")
         self._normalize_observer_kwargs()
@@ -67,6 +90,29 @@ class QuantSpec:
             if not self.activations.dynamic and self.activations.strategy != "tensor":
                 raise QuantlabError(f"static activation scales are per tensor, not per {self.activations.strategy}: "
                                     "use dynamic quantization for per-token scales")
+
+    def _check_microscaling(self) -> None:
+        """The combinations compressed-tensors 0.20 computes: NVFP4's E4M3 scales under a global
+        scale, MX's E8M0 scales in groups of 32 for float elements; nothing else."""
+        if self.dynamic not in (True, False, "local"):
+            raise QuantlabError(f"dynamic must be true, false or 'local', not {self.dynamic!r}")
+        if self.dynamic == "local" and self.strategy != "tensor_group":
+            raise QuantlabError("dynamic 'local' (group scales per batch under a calibrated global scale) "
+                                "needs strategy 'tensor_group'")
+        if self.scale_dtype is not None and self.scale_dtype not in SCALE_DTYPES:
+            raise QuantlabError(f"unknown scale_dtype {self.scale_dtype!r}: use one of {', '.join(SCALE_DTYPES)}")
+        if self.strategy == "tensor_group" and (self.type, self.num_bits, self.scale_dtype) != ("float", 4, "e4m3"):
+            raise QuantlabError("strategy 'tensor_group' is NVFP4's: FP4 values (type float, 4 bits) "
+                                "with E4M3 group scales (scale_dtype 'e4m3')")
+        if self.scale_dtype == "e4m3" and self.strategy != "tensor_group":
+            raise QuantlabError("E4M3 scales need the FP32 global scale of strategy 'tensor_group' (NVFP4)")
+        if self.scale_dtype == "e8m0" and (self.type != "float" or self.strategy != "group"
+                                           or self.group_size != MX_GROUP):
+            raise QuantlabError(f"E8M0 (MX) scales go with float values in groups of {MX_GROUP}")
+        if self.type == "float" and self.num_bits == 4 and self.scale_dtype is None:
+            raise QuantlabError("FP4 values need 8-bit group scales: scale_dtype 'e4m3' (NVFP4) or 'e8m0' (MXFP4)")
+        if self.scale_dtype is not None and self.observer == "mse":
+            raise QuantlabError("the MSE search is not offered for microscaling formats: use min-max or percentile")
 
     def _normalize_observer_kwargs(self) -> None:
         raw = self.observer_kwargs
@@ -111,7 +157,11 @@ class QuantSpec:
     @property
     def label(self) -> str:
         """Short human name, e.g. 'INT4 sym g128' or 'FP8 channel'."""
-        fmt = "FP8" if self.type == "float" else f"INT{self.num_bits}"
+        if self.scale_dtype == "e4m3":
+            return "NVFP4"
+        if self.scale_dtype == "e8m0":
+            return f"MXFP{self.num_bits}"
+        fmt = f"FP{self.num_bits}" if self.type == "float" else f"INT{self.num_bits}"
         mode = "sym" if self.symmetric else "asym"
         gran = f"g{self.group_size}" if self.strategy == "group" else self.strategy
         obs = "" if self.observer == "minmax" else f" {self.observer}"
@@ -125,12 +175,12 @@ class QuantSpec:
         """Raise a one-line `QuantlabError` if this spec cannot quantize a tensor of `shape`."""
         if len(shape) == 0:
             raise QuantlabError("cannot quantize a scalar: pick a weight matrix or an activation")
-        if self.strategy in ("channel", "group", "token") and len(shape) != 2:
+        if self.strategy in ("channel", "token", *GROUPED) and len(shape) != 2:
             raise QuantlabError(
                 f"strategy {self.strategy!r} needs a 2-D tensor [rows, columns]; this one is {tuple(shape)}"
                 " (try strategy 'tensor')"
             )
-        if self.strategy == "group":
+        if self.strategy in GROUPED:
             cols = shape[-1]
             assert self.group_size is not None
             if cols % self.group_size:
@@ -154,7 +204,7 @@ class QuantSpec:
         """The same scheme with weights in groups of `group_size` (what `--group-size` and the
         Storage lesson's slider mean): integer weights only, whatever their strategy was."""
         if self.type == "float":
-            raise QuantlabError(f"{self.label} is FP8, which has no group size here")
+            raise QuantlabError(f"{self.label} is a float format, which has no group size to choose here")
         return self.with_(strategy="group", group_size=group_size)
 
     # -- compressed-tensors config ----------------------------------------------------------
@@ -165,6 +215,8 @@ class QuantSpec:
         args: dict[str, object] = {"dynamic": self.dynamic, "group_size": self.group_size,
                                    "num_bits": self.num_bits, "strategy": self.strategy,
                                    "symmetric": self.symmetric, "type": self.type}
+        if self.scale_dtype is not None:
+            args["scale_dtype"] = CT_SCALE_DTYPES[self.scale_dtype]
         if calibrated:
             args["observer"] = "static_minmax"
         elif self.observer != "minmax":
@@ -176,7 +228,9 @@ class QuantSpec:
     def to_ct_scheme(self) -> dict[str, object]:
         """The weights / input_activations pair of a compressed-tensors `QuantizationScheme`."""
         acts = self.activations
-        return {"input_activations": acts.to_ct_args(calibrated=not acts.dynamic) if acts is not None else None,
+        # NVFP4's "local" activations calibrate their global scale, as static ones do their scale.
+        calibrated = acts is not None and acts.dynamic is not True
+        return {"input_activations": acts.to_ct_args(calibrated=calibrated) if acts is not None else None,
                 "output_activations": None, "weights": self.to_ct_args()}
 
     # -- URL and cache-key form ---------------------------------------------------------------
@@ -198,10 +252,14 @@ class QuantSpec:
 
 
 def _spell(spec: QuantSpec) -> str:
-    fmt = "fp8" if spec.type == "float" else f"int{spec.num_bits}"
-    parts = [fmt, "sym" if spec.symmetric else "asym",
-             f"g{spec.group_size}" if spec.strategy == "group" else spec.strategy]
-    if spec.dynamic:
+    fmt = f"fp{spec.num_bits}" if spec.type == "float" else f"int{spec.num_bits}"
+    gran = {"group": f"g{spec.group_size}", "tensor_group": f"tg{spec.group_size}"}.get(spec.strategy, spec.strategy)
+    parts = [fmt, "sym" if spec.symmetric else "asym", gran]
+    if spec.scale_dtype:
+        parts.append(spec.scale_dtype)
+    if spec.dynamic == "local":
+        parts.append("local")
+    elif spec.dynamic:
         parts.append("dyn")
     if spec.observer != "minmax":
         parts.append(spec.observer + "".join(f",{k}={v:g}" for k, v in spec.observer_kwargs))
@@ -213,18 +271,24 @@ def _parse(text: str) -> QuantSpec:
     parts = text.split("-")
     try:
         fmt, mode, gran, *rest = parts
-        if mode not in ("sym", "asym") or not (fmt == "fp8" or fmt.startswith("int")):
+        if mode not in ("sym", "asym") or not fmt.startswith(("fp", "int")):
             raise ValueError
-        fields: dict[str, object] = {"type": "float", "num_bits": FP8_BITS} if fmt == "fp8" else \
+        fields: dict[str, object] = {"type": "float", "num_bits": int(fmt[2:])} if fmt.startswith("fp") else \
             {"type": "int", "num_bits": int(fmt[3:])}
         fields["symmetric"] = mode == "sym"
-        if gran.startswith("g"):
+        if gran.startswith("tg"):
+            fields.update(strategy="tensor_group", group_size=int(gran[2:]))
+        elif gran.startswith("g"):
             fields.update(strategy="group", group_size=int(gran[1:]))
         else:
             fields["strategy"] = gran
         for part in rest:
             if part == "dyn":
                 fields["dynamic"] = True
+            elif part == "local":
+                fields["dynamic"] = "local"
+            elif part in SCALE_DTYPES:
+                fields["scale_dtype"] = part
             else:
                 name, *settings = part.split(",")
                 fields["observer"] = name

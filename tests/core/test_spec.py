@@ -68,6 +68,6 @@ def test_ct_args_parse_as_compressed_tensors_scheme_equal_to_its_preset(name):
         a, b = getattr(ours, part), getattr(theirs, part)
         assert (a is None) == (b is None)
         if a is not None:
-            fields = ("num_bits", "type", "symmetric", "strategy", "group_size", "dynamic")
+            fields = ("num_bits", "type", "symmetric", "strategy", "group_size", "dynamic", "scale_dtype")
             assert {f: getattr(a, f) for f in fields} == {f: getattr(b, f) for f in fields}
     assert QuantizationArgs(**ql.QuantSpec.preset(name).to_ct_args()).num_bits == ql.QuantSpec.preset(name).num_bits
