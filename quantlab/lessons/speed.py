@@ -38,6 +38,7 @@ LABELS = {"bf16": "bf16 cuBLAS (F.linear)", "torch_int4": "torch int4 (_weight_i
           "w4a16": "quantlab W4A16 g128", "w8a16": "quantlab W8A16 g128",
           "fp8": "FP8 W8A8 (_scaled_mm)", "w4a16_gemv": "W4A16 GEMV path only",
           "w4a16_mma": "W4A16 tensor-core path only", "w4a16_dequant": "W4A16 dequantize + cuBLAS only",
+          "w4a16_chunked": "W4A16 dequantize + cuBLAS in L2-sized slices only",
           "gemlite": "gemlite A16W4 g128 (its H100 config)"}
 
 
