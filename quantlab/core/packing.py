@@ -11,6 +11,9 @@ The layout (compressed-tensors 0.20, `pack_to_int32` / `unpack_from_int32`):
 
 Weights pack along the input dimension (dim -1); compressed-tensors packs asymmetric zero points
 along the output dimension (dim -2), which is what `dim` selects.
+
+FP4 E2M1 codes (NVFP4, MXFP4) pack differently: two per byte into uint8, the even column in the
+low nibble; and MX scales are stored as their E8M0 byte, the exponent plus 127.
 """
 from __future__ import annotations
 
@@ -136,3 +139,22 @@ def word_diagram(codes: torch.Tensor, num_bits: int) -> WordDiagram:
     stored = [c + offset(num_bits) for c in signed]
     return WordDiagram(tuple(signed), tuple(stored), tuple(format(s, f"0{num_bits}b") for s in stored),
                        num_bits, word)
+
+
+def pack_fp4(codes: torch.Tensor) -> torch.Tensor:
+    """uint8 E2M1 codes [rows, cols] -> uint8 bytes [rows, cols / 2], the even column low."""
+    rows, cols = codes.shape
+    if cols % 2:
+        raise QuantlabError(f"FP4 packs two values per byte: {cols} columns is odd")
+    pairs = codes.reshape(rows, cols // 2, 2)
+    return pairs[..., 0] | (pairs[..., 1] << 4)
+
+
+def unpack_fp4(packed: torch.Tensor) -> torch.Tensor:
+    """uint8 bytes [rows, n] -> uint8 E2M1 codes [rows, 2n] (inverse of `pack_fp4`)."""
+    return torch.stack((packed & 0xF, packed >> 4), dim=-1).reshape(packed.shape[0], -1)
+
+
+def e8m0_bytes(scale: torch.Tensor) -> torch.Tensor:
+    """Power-of-two MX scales -> their stored E8M0 bytes (exponent + 127)."""
+    return (127 + torch.floor(torch.log2(scale.float())).to(torch.int32)).to(torch.uint8)

@@ -141,3 +141,20 @@ def test_impossible_microscaling_specs_are_one_line_errors(kwargs, message):
 def test_microscaling_specs_round_trip_through_the_url():
     for spec in (NVFP4, MXFP4, MXFP8, NVFP4.with_(dynamic="local")):
         assert QuantSpec.from_url(spec.to_url()) == spec
+
+
+def test_fp4_packing_and_e8m0_bytes_are_what_compressed_tensors_stores():
+    from compressed_tensors.compressors.mx_utils import compress_mx_scale
+    from compressed_tensors.compressors.nvfp4.helpers import pack_fp4_to_uint8
+
+    from quantlab.core import packing
+
+    w = _weight((48, 128), torch.bfloat16, seed=9)
+    nv = quantize(w, NVFP4)
+    theirs = pack_fp4_to_uint8(qparams.fp4_values(nv.q).to(torch.bfloat16))
+    assert torch.equal(packing.pack_fp4(nv.q), theirs)
+    assert torch.equal(packing.unpack_fp4(theirs), nv.q)
+    mx = quantize(w, MXFP4)
+    assert torch.equal(packing.e8m0_bytes(mx.scale), compress_mx_scale(mx.scale, torch.uint8))
+    with pytest.raises(QuantlabError, match="odd"):
+        packing.pack_fp4(torch.zeros(2, 3, dtype=torch.uint8))
