@@ -80,6 +80,8 @@ LESSONS: list[Lesson] = [
            "Your schemes side by side: error on real weights and activations against checkpoint size."),
     Lesson("pages/speed.py", "Speed", "🏎️",
            "Measured GPU kernels: when 4-bit beats bf16, the roofline, and why int4 can be slower than fp16."),
+    Lesson("pages/choose.py", "Choose a scheme", ":material/checklist:",
+           "Your priority and hardware in, a scheme out, with the lab's measurements as its reason; recipes."),
 ]
 
 

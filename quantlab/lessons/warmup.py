@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from quantlab.core.spec import scheme_spec
 from quantlab.io import models, sizing
-from quantlab.lessons import kv_cache, whole_model
+from quantlab.lessons import choose, kv_cache, whole_model
 
 # In the order the first visitors need them: every activation lesson waits on the capture.
 STEPS: tuple[tuple[str, Callable[[], object]], ...] = (
@@ -23,6 +23,10 @@ STEPS: tuple[tuple[str, Callable[[], object]], ...] = (
     ("keys and values of every layer", kv_cache.kv_errors),
     ("the attention sink", kv_cache.attention_sink),
     ("Llama-3.1-8B's tensors from its config", lambda: sizing.model_size("llama-3.1-8b", scheme_spec("w4a16"))),
+    # Choose a scheme's default view recommends W4A16 asym g128 on the default layer and shows its
+    # whole-model cosine; a different pick only means that run is computed on first request.
+    ("the whole model at W4A16 asym", lambda: whole_model.run(scheme_spec("w4a16-asym"))),
+    ("FP8 on real keys and values", choose.fp8_kv_attention_db),
 )
 
 

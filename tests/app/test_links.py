@@ -76,6 +76,9 @@ SCENARIOS: dict[str, list[list[Batch]]] = {
         # single layer in speed_layer
         [["layer", "speed_run", "speed_shape", "speed_origin", "speed_m"], ["speed_methods", "speed_layer"]],
     ],
+    "pages/choose.py": [
+        [["layer", "ch_priority", "ch_hw", "ch_arch", "ch_floor", "ch_batch", "ch_context"]],
+    ],
 }
 
 
