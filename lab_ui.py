@@ -74,6 +74,8 @@ LESSONS: list[Lesson] = [
            "Rounding error against saturation error on real tensors; observers; static vs dynamic calibration."),
     Lesson("pages/outliers.py", "Outliers", "⚡",
            "Outlier channels in real activations; SmoothQuant, AWQ, mixed precision; the whole model quantized."),
+    Lesson("pages/gptq.py", "GPTQ", ":material/tune:",
+           "Columns quantized one by one with the error fed forward: GPTQ against RTN on a real layer's output."),
     Lesson("pages/kv_cache.py", "KV cache", "🗄️",
            "Cache memory against context on real architectures; FP8/INT8/INT4 on real keys and values."),
     Lesson("pages/compare.py", "What if…", "🔀",
