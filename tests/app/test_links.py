@@ -76,6 +76,10 @@ SCENARIOS: dict[str, list[list[Batch]]] = {
         # single layer in speed_layer
         [["layer", "speed_run", "speed_shape", "speed_origin", "speed_m"], ["speed_methods", "speed_layer"]],
     ],
+    "pages/gptq.py": [
+        [["layer", "gptq_scheme", "gptq_block", "gptq_damp", "gptq_actorder", "gptq_groups", "gptq_eval",
+          "gptq_calib", "gptq_sentences"]],
+    ],
     "pages/choose.py": [
         [["layer", "ch_priority", "ch_hw", "ch_arch", "ch_floor", "ch_batch", "ch_context"]],
     ],
