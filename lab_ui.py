@@ -26,7 +26,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from quantlab.core.errors import QuantlabError
 from quantlab.io import models, uploads
-from quantlab.lessons import warmup
+from quantlab.lessons import checks, warmup
 
 ROOT = Path(__file__).resolve().parent
 T = TypeVar("T")
@@ -208,6 +208,7 @@ def finish_page(frame: Frame) -> None:
     the presenter's step bar."""
     if frame.steps is not None:
         _step_bar(frame.steps, st.session_state.get("charts_seen", 0))
+    _check_progress(st.container())
     with frame.link.expander("Copy link to this view", icon="🔗"):
         st.code(view_link(frame.page_path), language=None, wrap_lines=True)
         st.caption("Everyone who opens it sees this lesson with the same layer and settings.")
@@ -248,6 +249,70 @@ def _presented_now() -> bool:
     index = st.session_state.get("charts_seen", 0)
     st.session_state["charts_seen"] = index + 1
     return index == current_step()
+
+
+# -- predict, then reveal ---------------------------------------------------------------------
+# A check asks about the data on screen; the learner commits to an answer, then sees the measured
+# one (quantlab.lessons.checks grades it live). Answers stay in the session; the room's tally per
+# question (counts only, no names) is what a presenter sees in place of the question's widget.
+
+@st.cache_resource(show_spinner=False)
+def _room_tally() -> tuple[threading.Lock, dict[str, dict[str, int]]]:
+    return threading.Lock(), {}
+
+
+def room_tally(topic: str) -> dict[str, int]:
+    lock, tally = _room_tally()
+    with lock:
+        return dict(tally.get(topic, {}))
+
+
+def _answer(item: checks.Check) -> None:
+    choice = st.session_state.get(f"check:{item.key}")
+    if choice is None:
+        return
+    st.session_state.setdefault("answers", {})[item.key] = (choice, item.is_right(choice))
+    lock, tally = _room_tally()
+    with lock:
+        counts = tally.setdefault(item.topic, {})
+        counts[choice] = counts.get(choice, 0) + 1
+
+
+def check(item: checks.Check | None, where: DeltaGenerator | None = None) -> None:
+    """Ask `item` (nothing when it does not apply to this data), then reveal the measured answer."""
+    if item is None:
+        return
+    st.session_state.setdefault("checks_seen", []).append(item.key)
+    box = (where or st).container(border=True)
+    box.markdown(f"**Predict first:** {item.question}")
+    if presenting():
+        counts = room_tally(item.topic)
+        total = sum(counts.values())
+        spread = " · ".join(f"{o}: {counts.get(o, 0)}" for o in item.options)
+        box.caption(f"The room so far ({total} answers): {spread}")
+        with box.expander("Answer"):
+            st.markdown(f"**{item.answer}** — {item.why}")
+        return
+    answered = st.session_state.get("answers", {}).get(item.key)
+    box.radio("Your answer", item.options, index=None, key=f"check:{item.key}", horizontal=True,
+              label_visibility="collapsed", disabled=answered is not None)
+    if answered is None:
+        box.button("Reveal the measured answer", key=f"reveal:{item.key}", on_click=_answer, args=(item,),
+                   disabled=st.session_state.get(f"check:{item.key}") is None)
+    elif answered[1]:
+        box.success(f"Right: **{item.answer}**. {item.why}", icon=":material/check_circle:")
+    else:
+        box.error(f"Measured: **{item.answer}** (you said {answered[0]}). {item.why}", icon=":material/cancel:")
+
+
+def _check_progress(slot: DeltaGenerator) -> None:
+    seen = st.session_state.get("checks_seen", [])
+    if not seen:
+        return
+    answers = st.session_state.get("answers", {})
+    done = [answers[k] for k in seen if k in answers]
+    slot.caption(f"Checks on this page: {len(done)} of {len(seen)} answered, "
+                 f"{sum(right for _, right in done)} right.")
 
 
 # -- figures, built once per server ---------------------------------------------------------------
@@ -479,6 +544,7 @@ def sidebar(page_path: str) -> Frame:
     Returns the slots `finish_page` fills once the lesson has run."""
     _warm_up()
     st.session_state["charts_seen"] = 0
+    st.session_state["checks_seen"] = []
     steps = None
     if presenting():
         st.html(PRESENT_STYLE)

@@ -1,0 +1,266 @@
+"""Predict-then-reveal checks: a question about the tensor on screen, graded by measuring it.
+
+Every check is computed from the live tensor (or the committed GPU run, or a shipped config) when
+it is asked, never looked up in a stored key, so it stays right when the learner picks another
+layer, tensor or bit width. A check carries its question, the options, the option the measurement
+makes right and a one-line reason with the numbers; `None` means the question does not apply to
+this tensor (a group size that does not divide it, weights-only data for an activation question).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from quantlab.core import blocks, metrics
+from quantlab.core.errors import QuantlabError
+from quantlab.core.qparams import calculate_qparams, quantize_with
+from quantlab.core.quantize import fake_quantize, quantize
+from quantlab.core.spec import QuantSpec
+from quantlab.lessons import kv_cache, speed
+
+TIE_DB = 0.5  # differences smaller than this are "about the same": below run-to-run interest
+
+
+@dataclass(frozen=True)
+class Check:
+    """One question. `key` names the question and the data it was asked on, so a new layer or
+    bit width is a new question; `topic` is the question alone (the room tally counts by it)."""
+
+    topic: str
+    key: str
+    question: str
+    options: tuple[str, ...]
+    answer: str
+    why: str
+
+    def is_right(self, choice: str) -> bool:
+        return choice == self.answer
+
+
+def _sqnr(x: torch.Tensor, spec: QuantSpec) -> float:
+    return metrics.sqnr_db(x, fake_quantize(x, spec))
+
+
+def _signature(x: torch.Tensor) -> str:
+    """A short fingerprint of the data a check was asked on (shape and two moments)."""
+    xf = x.float()
+    return f"{tuple(x.shape)}:{xf.abs().mean().item():.6g}:{xf.abs().max().item():.6g}"
+
+
+def _usable(x: torch.Tensor) -> bool:
+    return x.numel() > 0 and bool(torch.isfinite(x).all()) and bool((x != 0).any())
+
+
+# -- precision formats --------------------------------------------------------------------------
+
+def int8_or_fp8(x: torch.Tensor) -> Check | None:
+    """Per-tensor INT8 against FP8 E4M3 on this tensor: which keeps more signal?"""
+    if not _usable(x):
+        return None
+    int8 = _sqnr(x, QuantSpec(num_bits=8))
+    fp8 = _sqnr(x, QuantSpec(num_bits=8, type="float"))
+    options = ("INT8", "FP8 E4M3", "about the same")
+    answer = options[2] if abs(int8 - fp8) < TIE_DB else options[0] if int8 > fp8 else options[1]
+    why = (f"INT8 {int8:.1f} dB, FP8 {fp8:.1f} dB: FP8 spends its levels logarithmically, so it wins when most values "
+           "are small next to the largest; INT8's even grid wins when they are spread across the range.")
+    return Check("int8-or-fp8", f"int8-or-fp8:{_signature(x)}",
+                 "One scale for the whole tensor, 8 bits: which grid keeps more of this tensor (higher SQNR)?",
+                 options, answer, why)
+
+
+def int4_levels_used(x: torch.Tensor) -> Check | None:
+    """How many of INT4's 16 codes a per-tensor scale actually uses on this tensor."""
+    if not _usable(x):
+        return None
+    qt = quantize(x, QuantSpec(num_bits=4))
+    used = int(torch.unique(qt.q).numel())
+    options = ("all 16", "12 to 15", "fewer than 12")
+    answer = options[0] if used == 16 else options[1] if used >= 12 else options[2]
+    why = (f"{used} of 16 codes occur: a per-tensor symmetric scale is set by the largest |value|, and codes "
+           "between the data and that extreme stay empty.")
+    return Check("int4-levels", f"int4-levels:{_signature(x)}",
+                 "INT4, one symmetric scale for the whole tensor: how many of the 16 codes does this tensor use?",
+                 options, answer, why)
+
+
+# -- symmetric vs asymmetric ----------------------------------------------------------------------
+
+def symmetric_or_asymmetric(x: torch.Tensor, bits: int) -> Check | None:
+    if not _usable(x):
+        return None
+    sym = _sqnr(x, QuantSpec(num_bits=bits))
+    asym = _sqnr(x, QuantSpec(num_bits=bits, symmetric=False))
+    options = ("symmetric", "asymmetric", f"within {TIE_DB} dB")
+    answer = options[2] if abs(sym - asym) < TIE_DB else options[0] if sym > asym else options[1]
+    lo, hi = x.min().item(), x.max().item()
+    why = (f"symmetric {sym:.1f} dB, asymmetric {asym:.1f} dB on values in [{lo:.3g}, {hi:.3g}]: the zero point pays "
+           "off when the range is lopsided around 0.")
+    return Check("sym-or-asym", f"sym-or-asym:{bits}:{_signature(x)}",
+                 f"{bits} bits, one scale for the whole tensor: which grid wins here?", options, answer, why)
+
+
+def asymmetric_gain(x: torch.Tensor, bits: int) -> Check | None:
+    if not _usable(x):
+        return None
+    gain = _sqnr(x, QuantSpec(num_bits=bits, symmetric=False)) - _sqnr(x, QuantSpec(num_bits=bits))
+    options = ("less than 1 dB", "1 to 3 dB", "more than 3 dB")
+    answer = options[0] if gain < 1 else options[1] if gain <= 3 else options[2]
+    why = (f"the zero point buys {gain:+.2f} dB here; one extra bit would buy about 6 dB, so a lopsided range can "
+           "be worth most of a bit.")
+    return Check("asym-gain", f"asym-gain:{bits}:{_signature(x)}",
+                 f"How much does the zero point gain over the symmetric grid at {bits} bits on this tensor?",
+                 options, answer, why)
+
+
+# -- granularity --------------------------------------------------------------------------------
+
+def g64_beats_g128(w: torch.Tensor) -> Check | None:
+    """Whether halving the group size buys more than 1 dB on this weight at INT4."""
+    if w.ndim != 2 or w.shape[1] % 128 or not _usable(w):
+        return None
+    g64 = _sqnr(w, QuantSpec(num_bits=4, strategy="group", group_size=64))
+    g128 = _sqnr(w, QuantSpec(num_bits=4, strategy="group", group_size=128))
+    options = ("yes, by more than 1 dB", "no, 1 dB or less")
+    answer = options[0] if g64 - g128 > 1 else options[1]
+    why = (f"g64 {g64:.2f} dB against g128 {g128:.2f} dB ({g64 - g128:+.2f} dB), for twice the scales: smaller "
+           "groups help most where a few large weights share a group with many small ones.")
+    return Check("g64-vs-g128", f"g64-vs-g128:{_signature(w)}",
+                 "INT4 weights: will groups of 64 beat groups of 128 by more than 1 dB on this matrix?",
+                 options, answer, why)
+
+
+def channel_gain_over_tensor(w: torch.Tensor) -> Check | None:
+    if w.ndim != 2 or not _usable(w):
+        return None
+    gain = _sqnr(w, QuantSpec(num_bits=4, strategy="channel")) - _sqnr(w, QuantSpec(num_bits=4))
+    options = ("less than 3 dB", "3 to 10 dB", "more than 10 dB")
+    answer = options[0] if gain < 3 else options[1] if gain <= 10 else options[2]
+    why = (f"one scale per output row instead of one for the matrix: {gain:+.1f} dB; rows whose largest weight is "
+           "far below the matrix's largest gain the most.")
+    return Check("channel-vs-tensor", f"channel-vs-tensor:{_signature(w)}",
+                 "INT4: how much does a scale per output channel gain over one scale for the whole matrix?",
+                 options, answer, why)
+
+
+# -- storage ------------------------------------------------------------------------------------
+
+def stored_bits_at_g128(w: torch.Tensor, scale_bits: int) -> Check | None:
+    """Bits per weight of INT4 g128 with this model's scale dtype, from the real layout."""
+    if w.ndim != 2 or w.shape[1] % 128:
+        return None
+    spec = QuantSpec(num_bits=4, strategy="group", group_size=128)
+    bits = spec.num_bits + blocks.num_scales(spec, tuple(w.shape)) * scale_bits / w.numel()
+    options = ("exactly 4", "between 4 and 4.2", "more than 4.2")
+    answer = options[0] if bits == 4 else options[1] if bits <= 4.2 else options[2]
+    why = (f"{bits:.3f} bits: 4 for the code plus one {scale_bits}-bit scale shared by 128 weights "
+           f"({scale_bits}/128 = {scale_bits / 128:.3f}); the scale is stored in the model's own dtype.")
+    return Check("g128-bits", f"g128-bits:{tuple(w.shape)}:{scale_bits}",
+                 "W4A16 g128 on this layer: how many bits does each weight really take on disk?",
+                 options, answer, why)
+
+
+# -- clipping -----------------------------------------------------------------------------------
+
+def _clipped_sqnr(x: torch.Tensor, spec: QuantSpec, ratio: float) -> float:
+    lo, hi = torch.aminmax(x)
+    scale, zp = calculate_qparams(ratio * lo.reshape(1), ratio * hi.reshape(1), spec)
+    return metrics.sqnr_db(x, quantize_with(x, scale, zp, spec).dequantize())
+
+
+def clipping_helps(x: torch.Tensor, bits: int) -> Check | None:
+    """Whether some clipping ratio below 1 beats the full min-max range by more than the tie."""
+    if not _usable(x):
+        return None
+    spec = QuantSpec(num_bits=bits)
+    ratios = [1 - i / 50 for i in range(40)]
+    scores = [_clipped_sqnr(x, spec, r) for r in ratios]
+    best = max(range(len(ratios)), key=scores.__getitem__)
+    options = ("yes, by more than 0.5 dB", "no: the full range is about as good")
+    answer = options[0] if scores[best] - scores[0] > TIE_DB else options[1]
+    why = (f"best ratio {ratios[best]:.2f} at {scores[best]:.2f} dB against {scores[0]:.2f} dB with the full range: "
+           "clipping pays when a few extreme values stretch a grid that everything else needs finer.")
+    return Check("clipping-helps", f"clipping-helps:{bits}:{_signature(x)}",
+                 f"INT{bits}, one scale: does clipping the range (saturating the extremes) beat min-max here?",
+                 options, answer, why)
+
+
+def saturated_share(x: torch.Tensor, ratio: float = 0.8) -> Check | None:
+    if not _usable(x):
+        return None
+    spec = QuantSpec(num_bits=8)
+    lo, hi = torch.aminmax(x)
+    scale, zp = calculate_qparams(ratio * lo.reshape(1), ratio * hi.reshape(1), spec)
+    share = metrics.clipped_fraction(x, quantize_with(x, scale, zp, spec))
+    options = ("less than 0.1 %", "0.1 % to 1 %", "more than 1 %")
+    answer = options[0] if share < 1e-3 else options[1] if share <= 1e-2 else options[2]
+    why = (f"{share:.3%} of the values lie beyond {ratio:.0%} of the largest |value| and saturate: heavy tails are "
+           "rare, which is why clipping them can be cheap.")
+    return Check("saturated-share", f"saturated-share:{ratio}:{_signature(x)}",
+                 f"INT8 with the range cut to {ratio:.0%} of min-max: what share of this tensor's values saturate?",
+                 options, answer, why)
+
+
+# -- outliers -----------------------------------------------------------------------------------
+
+def outlier_channel(x: torch.Tensor) -> Check | None:
+    """Whether one input channel's max |value| is more than 10x the median channel's."""
+    if x.ndim != 2 or not _usable(x):
+        return None
+    per_channel = x.abs().amax(dim=0).float()
+    ratio = (per_channel.max() / per_channel.median().clamp_min(torch.finfo(torch.float32).tiny)).item()
+    options = ("yes, more than 10x", "no, 10x or less")
+    answer = options[0] if ratio > 10 else options[1]
+    worst = int(per_channel.argmax())
+    why = (f"channel {worst}'s largest |value| is {ratio:.1f}x the median channel's: one per-tensor activation scale "
+           "must cover it, so every other channel gets a coarse grid.")
+    return Check("outlier-channel", f"outlier-channel:{_signature(x)}",
+                 "In this layer's real input, is any channel's largest value more than 10x the median channel's?",
+                 options, answer, why)
+
+
+def w8a8_weaker_side(w: torch.Tensor, x: torch.Tensor) -> Check | None:
+    """Under W8A8 with a per-tensor activation scale, which side loses more of the layer output."""
+    if w.ndim != 2 or x.ndim != 2 or x.shape[1] != w.shape[1] or not (_usable(w) and _usable(x)):
+        return None
+    y = x.float() @ w.float().T
+    weight_only = metrics.sqnr_db(y, x.float() @ fake_quantize(w, QuantSpec(num_bits=8, strategy="channel")).float().T)
+    act_only = metrics.sqnr_db(y, fake_quantize(x, QuantSpec(num_bits=8)).float() @ w.float().T)
+    options = ("the weights", "the activations", "about the same")
+    answer = (options[2] if abs(weight_only - act_only) < TIE_DB
+              else options[0] if weight_only < act_only else options[1])
+    why = (f"quantizing only the weights (per channel) keeps {weight_only:.1f} dB of the output, only the activations "
+           f"(per tensor) {act_only:.1f} dB.")
+    return Check("w8a8-side", f"w8a8-side:{_signature(w)}:{_signature(x)}",
+                 "W8A8 with one activation scale per tensor: which side costs this layer's output more?",
+                 options, answer, why)
+
+
+# -- KV cache and speed (shipped configs and the committed GPU run) -----------------------------
+
+def kv_larger_than_weights(arch_name: str, tokens: int, batch: int) -> Check:
+    arch = kv_cache.architecture(arch_name)
+    kv = kv_cache.kv_bytes(arch, tokens, batch).total
+    weights = kv_cache.weight_bytes(arch_name, "bf16")
+    options = ("yes", "no")
+    answer = options[0] if kv > weights else options[1]
+    why = (f"bf16 KV cache {kv / 1e9:.1f} GB against {weights / 1e9:.1f} GB of bf16 weights: the cache grows with "
+           "context × batch, the weights do not.")
+    return Check("kv-vs-weights", f"kv-vs-weights:{arch_name}:{tokens}:{batch}",
+                 f"{arch_name}, {tokens:,} tokens of context, batch {batch}: is the bf16 KV cache larger than the "
+                 "weights?", options, answer, why)
+
+
+def int4_faster_at(res: speed.Results, m: int) -> Check:
+    if m not in res.batch_sizes:
+        raise QuantlabError(f"the run {res.name} has no batch {m}; it measured {res.batch_sizes}")
+    gain = res.geomean_speedup(m, "w4a16")
+    if gain is None:
+        raise QuantlabError(f"the run {res.name} has no W4A16 timing at batch {m}")
+    options = ("faster than bf16", "slower than bf16")
+    answer = options[0] if gain > 1 else options[1]
+    why = (f"{gain:.2f}x bf16 cuBLAS (geomean over the run's shapes) on {res.meta.get('card', 'the GPU')}: at small "
+           "batch the weights' bytes decide, at large batch the matmul's FLOPs do.")
+    return Check("int4-speed", f"int4-speed:{res.name}:{m}",
+                 f"On the committed GPU run, batch {m}: is quantlab's W4A16 kernel faster or slower than bf16?",
+                 options, answer, why)
