@@ -4,6 +4,7 @@ import streamlit as st
 
 import lab_ui
 from quantlab.core import formats
+from quantlab.core.errors import QuantlabError
 from quantlab.core.spec import QuantSpec
 from quantlab.io import sizing
 from quantlab.io.models import ModelSource
@@ -23,6 +24,11 @@ def duel(source: ModelSource, layer: str, tensor: str, strategy: str) -> formats
     return formats_lesson.fp8_vs_int8(lab_ui.layer_tensor(source, layer, tensor), strategy)
 
 
+@st.cache_resource(show_spinner=False)
+def ffn_numbers() -> dict[str, float]:
+    return formats_lesson.ffn_numbers()
+
+
 @st.cache_resource(show_spinner="Building the architecture on the meta device…")
 def params_of(arch: str) -> int:
     return sizing.model_size(arch, QuantSpec.preset("W8A16")).num_params
@@ -30,7 +36,7 @@ def params_of(arch: str) -> int:
 
 @st.cache_resource(show_spinner=False)
 def format_table() -> pd.DataFrame:
-    return pd.DataFrame(formats.format_table()).set_index("format")
+    return pd.DataFrame(figures.format_rows()).set_index("format")
 
 
 def bits_markdown(fields: formats.BitFields) -> str:
@@ -60,9 +66,7 @@ lab_ui.lesson_section("formats", "bits")
 
 # -- the formats as data --------------------------------------------------------------------------
 st.subheader("The formats side by side")
-st.dataframe(format_table(), width="stretch",
-             column_config={c: st.column_config.NumberColumn(format="%.4g")
-                            for c in ("largest", "smallest normal", "smallest positive")})
+st.dataframe(format_table(), width="stretch")
 log_x = lab_ui.control(st.toggle, "Log value axis", "fmt_logx", False,
                        help="On a log axis float levels are evenly spaced and integer levels crowd at the top.")
 lab_ui.chart(figures.level_chart, log_x)
@@ -74,19 +78,23 @@ lab_ui.lesson_section("formats", "range")
 
 # -- FP8 against INT8 on real tensors -------------------------------------------------------------
 st.subheader("FP8 or INT8? On a real weight and a real activation")
-gran = lab_ui.control(st.radio, "Scale granularity", "fmt_gran", "tensor", list(GRANULARITY),
+gran = lab_ui.control(st.radio, "Scale granularity", "fmt_gran", "channel", list(GRANULARITY),
                       format_func=lambda g: GRANULARITY[g][0], horizontal=True)
 _, w_strategy, a_strategy = GRANULARITY[gran]
-with lab_ui.user_errors():
-    strategies = {t: w_strategy if t == "weight" else a_strategy for t in lab_ui.tensor_choices(sel)}
-    duels = {t: duel(sel.source, sel.layer, t, s) for t, s in strategies.items()}
+strategies = {t: w_strategy if t == "weight" else a_strategy for t in lab_ui.tensor_choices(sel)}
 st.markdown(f"Layer `{sel.layer}` (pick another in the sidebar).")
-for col, (tensor, d) in zip(st.columns(len(duels)), duels.items()):
+# A tensor the duel cannot use (all zeros, NaN) is one line; the memory calculator below still runs.
+try:
+    duels = {t: duel(sel.source, sel.layer, t, s) for t, s in strategies.items()}
+except QuantlabError as err:
+    st.error(str(err), icon="⚠️")
+    duels = {}
+for col, (tensor, d) in zip(st.columns(max(len(duels), 1)), duels.items()):
     lab_ui.chart(figures.duel_chart, d, f"The {lab_ui.TENSORS[tensor]}: error by magnitude",
                  key=(sel.source, sel.layer, tensor, strategies[tensor]), where=col)
 if not sel.has_activations:
     st.caption("Activations are captured from the embedded model only; this source shows the weight.")
-lab_ui.lesson_section("formats", "duel")
+lab_ui.lesson_section("formats", "duel", **ffn_numbers())
 
 # -- model memory ---------------------------------------------------------------------------------
 st.subheader("Model memory calculator")

@@ -25,6 +25,11 @@ def channel_stats(layer: str) -> outliers.ChannelStats:
     return outliers.channel_stats(lab_ui.activations()[layer])
 
 
+@st.cache_resource(max_entries=64, show_spinner=False)
+def token_split(layer: str, channel: int) -> outliers.TokenSplit:
+    return outliers.first_token_split(lab_ui.activations()[layer], outliers.first_token_rows(), channel)
+
+
 @st.cache_resource(max_entries=1, show_spinner="Measuring every Linear's input channels…")
 def all_ratios() -> dict[str, float]:
     return {name: outliers.channel_stats(x).ratio for name, x in lab_ui.activations().items()}
@@ -89,10 +94,12 @@ c3.metric("Ratio", f"{stats.ratio:.1f}×")
 lab_ui.chart(figures.channel_absmax, stats, layer, key=(layer,))
 ratios = all_ratios()
 lab_ui.chart(figures.outlier_ratios, list(ratios), list(ratios.values()), layer, key=(layer,))
-lab_ui.lesson_section("outliers", "channels")
+with lab_ui.user_errors():
+    split = token_split(layer, stats.top_channel)
+lab_ui.lesson_section("outliers", "channels", top=stats.top_channel, top_max=stats.absmax[stats.top_channel],
+                      ratio=stats.ratio, first=split.first, rest=split.rest, rest_ratio=split.rest_ratio)
 
 st.subheader("W8A8 on this layer")
-lab_ui.lesson_section("outliers", "w8a8")
 mode = lab_ui.control(st.radio, "Activation scales", "out_mode", "w8a8-static", W8A8_SCHEMES,
                       format_func=label, horizontal=True)
 spec = scheme_spec(mode)
@@ -100,41 +107,42 @@ spec = scheme_spec(mode)
 weights_only = spec.with_(activations=None)
 with lab_ui.user_errors():
     w_only, w8a8 = layer_sqnr(layer, weights_only), layer_sqnr(layer, spec)
+    static = layer_sqnr(layer, scheme_spec("w8a8-static"))
+lab_ui.lesson_section("outliers", "w8a8", ratio=stats.ratio, static_loss=w_only - static)
 m1, m2, m3 = st.columns(3)
 m1.metric("Output SQNR, INT8 weights only", f"{w_only:.1f} dB")
 m2.metric(f"Output SQNR, {label(mode)}", f"{w8a8:.1f} dB", f"{w8a8 - w_only:+.1f} dB vs weights only")
 
 st.subheader("SmoothQuant: migrate the difficulty")
-lab_ui.lesson_section("outliers", "smoothquant")
 alpha = lab_ui.control(st.slider, "Migration strength α", "out_alpha", 0.5, min_value=0.0, max_value=1.0, step=0.05)
 with lab_ui.user_errors():
     curve = smooth_curve(layer, spec)
     ranges = smooth_ranges(layer, alpha)
 at_alpha = curve.at(alpha)
+lab_ui.lesson_section("outliers", "smoothquant", alpha0=curve.at(0.0), baseline=curve.baseline_db,
+                      w_spread=ranges.w_spread, ratio=ranges.x_spread)
 m3.metric(f"…after SmoothQuant α = {alpha:.2f}", f"{at_alpha:.1f} dB", f"{at_alpha - w8a8:+.1f} dB")
 lab_ui.chart(figures.smooth_ranges, ranges, alpha, key=(layer, alpha))
 lab_ui.chart(figures.smooth_curve, curve, alpha, label(mode), key=(layer, mode, alpha))
-st.caption(f"Best α for this layer: {curve.best_alpha:.2f}, {curve.gain_db:+.1f} dB over no smoothing.")
 
 st.subheader("AWQ: protect the channels that matter")
-lab_ui.lesson_section("outliers", "awq")
 awq_scheme = lab_ui.control(st.radio, "Weight scheme (activations stay 16-bit)", "out_awq", "w4a16", AWQ_SCHEMES,
                             format_func=label, horizontal=True)
 with lab_ui.user_errors():
     search = awq(layer, scheme_spec(awq_scheme))
+lab_ui.lesson_section("outliers", "awq", grid_ratio=search.grid_ratio, grid_loss=search.grid_relative_loss)
 a1, a2 = st.columns(2)
-a1.metric("Best ratio r", "none (plain rounding wins)" if search.best_ratio is None else f"{search.best_ratio:.2f}")
-a2.metric("Output error vs plain rounding", f"{search.relative_loss:.0%}",
-          f"{-search.gain_db:.2f} dB", delta_color="inverse")
+a1.metric("AWQ's best ratio r", f"{search.grid_ratio:.2f}")
+a2.metric("Output error vs plain rounding", f"{search.grid_relative_loss:.0%}")
 lab_ui.chart(figures.awq_curve, search, key=(layer, awq_scheme))
 
 st.subheader("Mixed precision: keep the outliers in 16-bit")
-lab_ui.lesson_section("outliers", "mixed")
 with lab_ui.user_errors():
-    lab_ui.chart(figures.mixed_curve, mixed(layer, spec), key=(layer, mode))
+    kept = mixed(layer, spec)
+lab_ui.lesson_section("outliers", "mixed", threshold_k=kept.threshold_k)
+lab_ui.chart(figures.mixed_curve, kept, key=(layer, mode))
 
 st.subheader("The whole model")
-lab_ui.lesson_section("outliers", "whole")
 w1, w2 = st.columns([1.4, 1])
 scheme = lab_ui.control(w1.selectbox, "Scheme for every Linear", "out_scheme", whole_model.SCHEMES[-1],
                         whole_model.SCHEMES, format_func=lambda s: f"{label(s)}: {SCHEMES[s].description}")
@@ -150,15 +158,16 @@ which = lab_ui.control(w5.radio, "Heat map", "out_heat", "local", list(HEATMAPS)
 smooth_alpha = alpha if use_smooth and quantizes_acts else None
 with lab_ui.user_errors():
     result = whole(model_spec, smooth_alpha, calib, keep)
+lab_ui.lesson_section("outliers", "whole", pairs=result.pairs, distractors=result.distractors)
 r1, r2, r3, r4 = st.columns(4)
-r1.metric("Embedding cosine to fp32", f"{result.cosine_mean:.4f}", f"worst sentence {result.cosine_min:.4f}",
-          delta_color="off")
-r2.metric("Nearest neighbour unchanged", f"{result.top1_agreement:.0%}")
-r3.metric("Top-5 neighbours kept", f"{result.top5_agreement:.0%}")
-r4.metric("Linear weights", f"{result.weight_bytes / 2**20:.1f} MiB", f"fp16: {result.fp16_bytes / 2**20:.1f} MiB",
-          delta_color="off")
-st.caption(f"{result.label} · paraphrase found at #1: fp32 {result.paraphrase_recall_fp32:.0%}, quantized "
-           f"{result.paraphrase_recall:.0%} · computed in {result.seconds:.2f} s")
+r1.metric("Rank correlation with fp32 (ρ)", f"{result.rank_correlation:.4f}",
+          help="Spearman's ρ of the cosine similarities of all sentence pairs, quantized against fp32.")
+r2.metric("Embedding cosine to fp32", f"{result.cosine_mean:.4f}")
+r3.metric(f"Paraphrase retrieved among {result.distractors} distractors", f"{result.retrieval_recall:.0%}")
+r4.metric("Linear weights", f"{result.weight_bytes / 2**20:.1f} MiB")
+st.caption(f"{result.label} · worst sentence cosine {result.cosine_min:.4f} · fp32 retrieves "
+           f"{result.retrieval_recall_fp32:.0%} · fp16 weights {result.fp16_bytes / 2**20:.1f} MiB · "
+           f"computed in {result.seconds:.2f} s")
 lab_ui.chart(figures.sqnr_heatmap, result, which, key=(scheme, smooth_alpha, calib, keep, which))
 if lab_ui.control(st.toggle, "Sweep k: what each whole layer kept in 16-bit buys (5 model runs)", "out_sweep", False):
     with lab_ui.user_errors():

@@ -148,7 +148,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("fp32", "FP32", 32, "float", "training master weights", 8, 23, "ieee"),
     Format("fp16", "FP16", 16, "float", "inference; scales", 5, 10, "ieee"),
     Format("bf16", "BF16", 16, "float", "training and inference", 8, 7, "ieee"),
-    Format("fp8_e4m3", "FP8 E4M3", 8, "float", "weights and activations (H100, MI300)", 4, 3, "fn"),
+    Format("fp8_e4m3", "FP8 E4M3", 8, "float",
+           "weights and activations (OCP E4M3FN: Ada, Hopper, Blackwell, MI350)", 4, 3, "fn"),
     Format("fp8_e5m2", "FP8 E5M2", 8, "float", "gradients; KV cache", 5, 2, "ieee"),
     Format("int8", "INT8", 8, "int", "weights and activations with a scale"),
     Format("int4", "INT4", 4, "int", "weights, W4A16 with a 16-bit scale per 128", block_scale=(128, 16)),
@@ -220,8 +221,9 @@ def spacing(value: float, name: str) -> float:
 def relative_spacing(magnitudes: torch.Tensor, name: str) -> torch.Tensor:
     """Step to the next value divided by the magnitude, for positive magnitudes inside the range.
 
-    Floats keep this between 2^-m and 2^-(m-1) over all normal numbers (a sawtooth); a unit-scale
-    integer grid has step 1 everywhere, so its relative step falls as 1/x.
+    Floats keep this in (2^-(m+1), 2^-m] over all normal numbers (a sawtooth), so round-to-nearest
+    errs by at most half that, 2^-(m+1) of the value; a unit-scale integer grid has step 1
+    everywhere, so its relative step falls as 1/x.
     """
     fmt = get_format(name)
     mags = magnitudes.double()

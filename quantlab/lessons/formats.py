@@ -6,10 +6,13 @@ from dataclasses import dataclass
 
 import torch
 
+from quantlab.core.errors import QuantlabError
 from quantlab.core.formats import FORMATS
 from quantlab.core.metrics import sqnr_db
 from quantlab.core.quantize import fake_quantize
 from quantlab.core.spec import QuantSpec
+from quantlab.io import models
+from quantlab.lessons import outliers
 
 FP8_VS_INT8 = {"INT8": QuantSpec(num_bits=8, type="int"), "FP8 E4M3": QuantSpec(num_bits=8, type="float")}
 
@@ -23,6 +26,25 @@ class FormatDuel:
     band_share: tuple[float, ...]  # fraction of the tensor's values in each band
     band_rel_error: dict[str, tuple[float, ...]]  # mean |x - x̂| / |x| per band, per scheme
 
+    @property
+    def crossover_band(self) -> int | None:
+        """First band, from small |x| up, where INT8's relative error drops below FP8's (None: never)."""
+        int8, fp8 = self.band_rel_error["INT8"], self.band_rel_error["FP8 E4M3"]
+        return next((i for i, share in enumerate(self.band_share) if share > 0 and int8[i] < fp8[i]), None)
+
+    @property
+    def crossover(self) -> float | None:
+        """|x| at which INT8 starts to beat FP8 (that band's lower edge): one scale, two grids, and
+        this is where they trade."""
+        band = self.crossover_band
+        return None if band is None else self.band_edges[band]
+
+    @property
+    def share_above_crossover(self) -> float:
+        """Fraction of the tensor's values at or above the crossover: the ones INT8 serves better."""
+        band = self.crossover_band
+        return 0.0 if band is None else float(sum(self.band_share[band:]))
+
 
 @torch.no_grad()
 def fp8_vs_int8(x: torch.Tensor, strategy: str = "tensor", bands: int = 12) -> FormatDuel:
@@ -33,8 +55,12 @@ def fp8_vs_int8(x: torch.Tensor, strategy: str = "tensor", bands: int = 12) -> F
     lives far below its maximum.
     """
     flat = x.reshape(-1, x.shape[-1]) if x.dim() > 1 else x.reshape(1, -1)
+    if not torch.isfinite(flat).all():
+        raise QuantlabError("this tensor contains NaN/Inf values: FP8 and INT8 can only be compared on finite numbers")
     mag = flat.abs().double()
     positive = mag[mag > 0]
+    if positive.numel() == 0:
+        raise QuantlabError("this tensor is all zeros: every format stores it exactly, there is nothing to compare")
     hi = positive.max().item()
     lo = max(positive.min().item(), hi * 1e-6)
     edges = torch.logspace(math.log10(lo), math.log10(hi), bands + 1, dtype=torch.float64)
@@ -53,9 +79,39 @@ def fp8_vs_int8(x: torch.Tensor, strategy: str = "tensor", bands: int = 12) -> F
     return FormatDuel(sqnr, tuple(edges.tolist()), tuple((counts / counts.sum()).tolist()), band_err)
 
 
+# Block 0's FFN: the up projection's input carries MiniLM's outlier channel, the down projection's
+# input the GELU's outliers.
+FFN_LAYERS = {"up": "encoder.layer.0.intermediate.dense", "down": "encoder.layer.0.output.dense"}
+
+
+def _token_spread(x: torch.Tensor) -> float:
+    """Median over tokens of (largest |x| of the token ÷ its median |x|): how far one per-token
+    scale must stretch past the bulk of its own values."""
+    a = x.abs()
+    return (a.amax(dim=1) / a.median(dim=1).values.clamp_min(1e-30)).median().item()
+
+
+def ffn_numbers() -> dict[str, float]:
+    """INT8 against FP8 on the embedded model's FFN, the numbers the lesson's FP8-or-INT8 prose
+    quotes: per-channel weights ("up_w_int8", …), per-token inputs ("up_int8", …), the same inputs
+    without each sentence's first token ("up_rest_int8", …), and per-token spreads ("up_first_spread",
+    "down_rest_spread")."""
+    model, _ = models.embedded_model()
+    modules = dict(model.named_modules())
+    acts = models.activations()
+    first = outliers.first_token_rows()
+    numbers = {}
+    for short, name in FFN_LAYERS.items():
+        x = acts[name]
+        for tag, duel in ((short, fp8_vs_int8(x, "token")), (f"{short}_rest", fp8_vs_int8(x[~first], "token")),
+                          (f"{short}_w", fp8_vs_int8(modules[name].weight.detach(), "channel"))):
+            numbers[f"{tag}_int8"], numbers[f"{tag}_fp8"] = duel.sqnr_db["INT8"], duel.sqnr_db["FP8 E4M3"]
+        numbers[f"{short}_first_spread"] = _token_spread(x[first])
+        numbers[f"{short}_rest_spread"] = _token_spread(x[~first])
+    return numbers
+
+
 GB = 10**9
-
-
 GIB = 2**30
 
 

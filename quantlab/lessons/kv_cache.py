@@ -184,7 +184,7 @@ class MemoryPlan:
 
 
 def memory_plan(name: str, scheme_slug: str, batch: int, gpu_unit: int, points: int = 64) -> MemoryPlan:
-    """KV memory for 1 … max_position_embeddings tokens and what fits on each GPU size.
+    """KV memory for 1 … max_position_embeddings tokens (log-spaced) and what fits on each GPU size.
 
     `gpu_unit` is the byte count of one "GB" of card memory (10⁹ or 2³⁰): the lesson lets the
     learner see how much the choice moves the answer.
@@ -192,7 +192,8 @@ def memory_plan(name: str, scheme_slug: str, batch: int, gpu_unit: int, points: 
     arch = architecture(name)
     weights = weight_bytes(name, scheme_slug)
     top = arch.max_context or 131072
-    tokens = tuple(sorted({max(1, round(top * i / (points - 1))) for i in range(points)}))
+    # Log-spaced, as the chart's context axis is: short contexts are where a big batch fills a card.
+    tokens = tuple(sorted({max(1, round(top ** (i / (points - 1)))) for i in range(points)}))
     kv = {memory_label(spec): tuple(kv_bytes(arch, t, batch, spec).total for t in tokens) for spec in MEMORY_SCHEMES}
     fits = {memory_label(spec): {gb: max_context(arch, gb * gpu_unit - weights, batch, spec) for gb in GPU_MEMORY_GB}
             for spec in MEMORY_SCHEMES}

@@ -4,12 +4,19 @@ X is [tokens, in] (real inputs captured from the model), W is [out, in]. Every r
 the full-precision product unchanged and only moves where the quantization difficulty sits:
 
 - SmoothQuant divides input channel j of X by s_j and multiplies column j of W by s_j, with
-  s_j = max|X_j|^α / max|W_j|^(1−α): α = 0 leaves activations alone, α = 1 flattens them fully.
+  s_j = max|X_j|^α / max|W_j|^(1−α). No value of α means "no smoothing" (that is s = 1): α = 0 gives
+  s_j = 1/max|W_j|, which normalises every weight column to 1 and puts the whole range on the
+  activations; α = 1 flattens the activations and puts it all on the weights.
 - AWQ scales the same way but for weight-only quantization, s_j = mean|X_j|^r (optionally divided
   by the mean normalized |W_j|^(1−r), llm-compressor's `duo_scaling`), and grid-searches r on the
-  layer-output error ‖Q(W·s)(X/s)ᵀ − W·Xᵀ‖².
-- Mixed precision keeps the k largest input channels out of quantization (their X columns and W
-  columns stay 16-bit) — LLM.int8()'s decomposition.
+  layer-output error ‖Q(W·s)(X/s)ᵀ − W·Xᵀ‖². AWQ's own search (llm-compressor, llm-awq) measures
+  that error at the parent block's output, keeps the best r even when plain rounding was better
+  (with duo scaling r = 0 is not s = 1), and llm-awq adds a clipping search; here the error is the
+  one layer's output and s = 1 is reported beside the grid.
+- Mixed precision keeps some input channels out of quantization (their X columns and W columns
+  stay 16-bit). LLM.int8() picks them at run time, every column of X with a value of magnitude
+  ≥ 6.0, and multiplies the rest in vector-wise INT8 (a scale per token and per output channel);
+  the curve here ranks channels by their calibration max instead, to show the price of each one.
 Errors are measured on the layer's output, where they matter, not on X or W alone.
 """
 from __future__ import annotations
@@ -25,9 +32,11 @@ from quantlab.core.metrics import mse, sqnr_db
 from quantlab.core.observers import quantize_activation
 from quantlab.core.quantize import fake_quantize
 from quantlab.core.spec import QuantSpec
+from quantlab.io import models
 
 FP16_BITS = 16
 AWQ_GRID = 20  # llm-compressor's n_grid
+LLM_INT8_THRESHOLD = 6.0  # bitsandbytes' default outlier threshold
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,6 +56,36 @@ def channel_stats(x: torch.Tensor) -> ChannelStats:
     top = int(absmax.argmax())
     return ChannelStats(absmax=absmax.numpy(), median=median, top_channel=top,
                         ratio=absmax[top].item() / median if median > 0 else float("inf"))
+
+
+def first_token_rows(kind: str = "general") -> torch.Tensor:
+    """Rows of `models.activations(kind)` that hold a sentence's first token ([CLS] in MiniLM)."""
+    _, tokenizer = models.embedded_model()
+    # The batch the capture ran (quantlab.io.models.trace_linears): padded, at most 128 tokens,
+    # padding rows dropped.
+    mask = tokenizer(models.sample_texts(kind), padding=True, truncation=True, max_length=128,  # type: ignore[operator]
+                     return_tensors="pt")["attention_mask"].bool()
+    first = torch.zeros_like(mask)
+    first[:, 0] = True
+    return first[mask]
+
+
+@dataclass(frozen=True)
+class TokenSplit:
+    """Where one channel's large values sit: on the first token of each sentence, or everywhere."""
+
+    first: float  # median |x| of the channel over first-token rows
+    rest: float  # median |x| of the channel over every other row
+    rest_ratio: float  # top channel's max over the median channel's max, first tokens left out
+
+
+@torch.no_grad()
+def first_token_split(x: torch.Tensor, first: torch.Tensor, channel: int) -> TokenSplit:
+    if first.shape != (x.shape[0],) or not first.any() or first.all():
+        raise QuantlabError("first-token rows must mark some, not all, rows of the activation")
+    col = x[:, channel].abs()
+    return TokenSplit(first=col[first].median().item(), rest=col[~first].median().item(),
+                      rest_ratio=channel_stats(x[~first]).ratio)
 
 
 def _check_pair(x: torch.Tensor, w: torch.Tensor) -> None:
@@ -85,7 +124,10 @@ def quantized_output(x: torch.Tensor, w: torch.Tensor, spec: QuantSpec,
 
 @torch.no_grad()
 def smooth_scales(x_absmax: torch.Tensor, w_absmax: torch.Tensor, alpha: float) -> torch.Tensor:
-    """s_j = max|X_j|^α / max|W_j|^(1−α), clamped away from 0 like llm-compressor does."""
+    """s_j = max|X_j|^α / max|W_j|^(1−α), clamped away from 0 like llm-compressor does.
+
+    No value of α gives s = 1: at α = 0 every weight column is divided by its own max.
+    """
     if not 0 <= alpha <= 1:
         raise QuantlabError(f"SmoothQuant's alpha must be in [0, 1], not {alpha:g}")
     s = x_absmax.clamp(min=1e-5) ** alpha / w_absmax.clamp(min=1e-5) ** (1 - alpha)
@@ -110,6 +152,20 @@ class SmoothRanges:
     x_after: np.ndarray
     w_before: np.ndarray
     w_after: np.ndarray
+
+    @staticmethod
+    def _spread(col_max: np.ndarray) -> float:
+        return float(col_max.max() / np.median(col_max))
+
+    @property
+    def x_spread(self) -> float:
+        """Largest channel max over the median channel max, activations before smoothing."""
+        return self._spread(self.x_before)
+
+    @property
+    def w_spread(self) -> float:
+        """The same for the weight columns: small when the columns start flat."""
+        return self._spread(self.w_before)
 
 
 @torch.no_grad()
@@ -166,6 +222,16 @@ class AwqSearch:
     scales: torch.Tensor  # the chosen s (all ones when best_ratio is None)
 
     @property
+    def grid_ratio(self) -> float:
+        """The ratio AWQ itself applies: the grid's best, whether or not it beats s = 1."""
+        return float(self.ratios[int(np.argmin(self.losses))])
+
+    @property
+    def grid_relative_loss(self) -> float:
+        """The grid's best loss as a fraction of plain round-to-nearest's (> 1: AWQ made it worse)."""
+        return float(self.losses.min()) / self.identity_loss if self.identity_loss > 0 else 1.0
+
+    @property
     def best_loss(self) -> float:
         return self.identity_loss if self.best_ratio is None else float(self.losses.min())
 
@@ -209,7 +275,8 @@ def awq_search(x: torch.Tensor, w: torch.Tensor, spec: QuantSpec, n_grid: int = 
                duo_scaling: bool = True) -> AwqSearch:
     """Grid over r = 0, 1/n, …, (n−1)/n; keep the scales with the lowest output error.
 
-    Plain quantization (s = 1) is always a candidate, so the result is never worse than it.
+    quantlab also scores plain quantization (s = 1) and keeps it when no ratio beats it; AWQ's
+    reference search has no such candidate (`grid_ratio` is what it would apply).
     """
     _check_pair(x, w)
     ratios = np.arange(n_grid) / n_grid
@@ -224,6 +291,12 @@ def awq_search(x: torch.Tensor, w: torch.Tensor, spec: QuantSpec, n_grid: int = 
 
 
 # -- mixed precision ---------------------------------------------------------------------------------
+
+@torch.no_grad()
+def threshold_channels(x: torch.Tensor, threshold: float = LLM_INT8_THRESHOLD) -> int:
+    """How many input channels LLM.int8() would keep in 16-bit: those with some |x| ≥ threshold."""
+    return int((x.abs().amax(dim=0) >= threshold).sum())
+
 
 @torch.no_grad()
 def outlier_channels(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -251,13 +324,16 @@ class MixedCurve:
     sqnr_db: np.ndarray
     extra_bytes: np.ndarray  # storage added by keeping those weight columns in 16-bit
     layer_bytes: int  # the layer's weights at spec.num_bits
+    threshold_k: int  # channels LLM.int8()'s |x| ≥ 6 rule keeps on this input (one of `ks`)
 
 
 @torch.no_grad()
 def mixed_precision_curve(x: torch.Tensor, w: torch.Tensor, spec: QuantSpec, ks: list[int],
                           calibration: torch.Tensor | None = None) -> MixedCurve:
     ref = layer_output(x, w)
+    threshold_k = threshold_channels(x if calibration is None else calibration)
+    ks = sorted({*ks, threshold_k})
     sq = [sqnr_db(ref, mixed_precision_output(x, w, spec, k, calibration)) for k in ks]
     extra = [k * w.shape[0] * (FP16_BITS - spec.num_bits) / 8 for k in ks]
     return MixedCurve(ks=np.array(ks), sqnr_db=np.array(sq), extra_bytes=np.array(extra),
-                      layer_bytes=w.numel() * spec.num_bits // 8)
+                      layer_bytes=w.numel() * spec.num_bits // 8, threshold_k=threshold_k)

@@ -1,6 +1,7 @@
 """Figures and tables for the Precision formats lesson (pure: data in, `go.Figure` or rows out, house style)."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import plotly.graph_objects as go
@@ -16,6 +17,37 @@ GRID_FORMATS = ("int8", "fp8_e4m3", "fp8_e5m2", "int4", "nf4", "fp4_e2m1")
 COLORS = dict(zip(formats.FORMATS, SERIES + [PALETTE["data"]]))
 # INT4, NF4 and FP4 land almost on one point of the range chart: push their labels apart.
 LABEL_POSITION = {"INT4": "top center", "NF4": "middle right", "FP4 E2M1": "bottom center"}
+
+
+SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def tick_text(v: float) -> str:
+    """A full number for every tick, so a log axis never reads "2 5" for 20 and 50 or 0.2 and 0.5."""
+    if 1e-3 <= v < 1e5:
+        return f"{v:,g}"
+    exponent = math.floor(math.log10(v) + 1e-9)
+    mantissa = round(v / 10**exponent, 6)
+    power = "10" + str(exponent).translate(SUPERSCRIPT)
+    return power if mantissa == 1 else f"{mantissa:g}×{power}"
+
+
+def log_axis(lo: float, hi: float) -> dict[str, object]:
+    """Log-axis settings whose ticks (1-2-5 steps, or decades over a wide span) all carry labels."""
+    if not 0 < lo <= hi:
+        raise ValueError(f"a log axis needs 0 < lo <= hi, got {lo}, {hi}")
+    first, last = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    candidates = ((1,), (1, 2, 5), (1, 1.5, 2, 3, 4, 5, 6, 7, 8, 9))
+    steps = candidates[0] if last - first > 4 else candidates[1]
+    ticks: list[float] = []
+    for mult in (steps, candidates[2]):
+        # A little beyond the data: the axis pads its range, and a tick it does not show costs nothing.
+        ticks = [m * 10.0**d for d in range(first - 1, last + 1) for m in mult if lo / 2 <= m * 10.0**d <= hi * 2]
+        if len(ticks) >= 3:
+            break
+    else:  # a span narrower than the 1…9 steps: the ends and the middle, to two digits
+        ticks = sorted({float(f"{v:.2g}") for v in (lo, math.sqrt(lo * hi), hi)})
+    return dict(type="log", tickvals=ticks, ticktext=[tick_text(v) for v in ticks])
 
 
 def level_chart(log_x: bool, names: Sequence[str] = GRID_FORMATS) -> go.Figure:
@@ -39,8 +71,9 @@ def precision_chart(lo: float = 2.0**-26, hi: float = 2.0**17, points: int = 300
         mags, rel = formats.precision_curve(name, lo, hi, points=points)
         fig.add_trace(go.Scatter(x=mags.tolist(), y=(100 * rel).tolist(), mode="lines",
                                  name=formats.get_format(name).label, line=dict(color=COLORS[name], width=1.4)))
-    fig.update_xaxes(type="log", exponentformat="power")
-    fig.update_yaxes(type="log")
+    ys = [v for trace in fig.data for v in trace.y if v > 0]
+    fig.update_xaxes(**log_axis(lo, hi))
+    fig.update_yaxes(**log_axis(min(ys), max(ys)))
     return styled(fig, "Relative precision against magnitude (unit scale)", "magnitude |x| (log scale)",
                   "step to the next value / |x| (%, log scale)", height=420)
 
@@ -53,11 +86,17 @@ def range_chart() -> go.Figure:
         text=[r["format"] for r in rows], mode="markers+text",
         textposition=[LABEL_POSITION.get(str(r["format"]), "top center") for r in rows],
         marker=dict(size=11, color=[COLORS[n] for n in formats.FORMATS]),
-        hovertemplate="%{text}: %{x:.1f} binades, %{y:.2f} bits<extra></extra>"))
-    fig.update_xaxes(type="log")
+        hovertemplate="%{text}: %{x:.1f} binades, %{y:.2f} bits = log2(largest / last step)<extra></extra>"))
+    binades = [float(r["range (binades)"]) for r in rows]  # type: ignore[arg-type]
+    fig.update_xaxes(**log_axis(min(binades), max(binades)))
     return styled(fig, "Dynamic range against precision",
                   "dynamic range: log2(largest / smallest positive) (binades, log scale)",
-                  "precision at the top: log2(largest / last step) (bits)", height=400)
+                  "precision at the top (bits)", height=400)
+
+
+def _db_text(db: float) -> str:
+    # A constant or one-hot tensor lands exactly on the FP8 grid: no noise, infinite SQNR.
+    return "exact" if math.isinf(db) else f"{db:.1f} dB"
 
 
 def duel_chart(d: formats_lesson.FormatDuel, title: str) -> go.Figure:
@@ -66,17 +105,55 @@ def duel_chart(d: formats_lesson.FormatDuel, title: str) -> go.Figure:
     centers = [(a * b) ** 0.5 for a, b in zip(d.band_edges[:-1], d.band_edges[1:])]
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.7, 0.3], vertical_spacing=0.06)
     for i, (label, errs) in enumerate(d.band_rel_error.items()):
-        fig.add_trace(go.Scatter(x=centers, y=[100 * e for e in errs], name=f"{label} ({d.sqnr_db[label]:.1f} dB)",
+        fig.add_trace(go.Scatter(x=centers, y=[100 * e for e in errs], name=f"{label} ({_db_text(d.sqnr_db[label])})",
                                  mode="lines+markers", line=dict(color=SERIES[i])), row=1, col=1)
     fig.add_trace(go.Scatter(x=centers, y=[100 * s for s in d.band_share], name="share of values",
                              mode="lines", line=dict(color=PALETTE["data"], shape="hvh"), fill="tozeroy",
                              hovertemplate="%{y:.2f}% of values<extra></extra>"), row=2, col=1)
-    fig.update_xaxes(type="log")
-    fig = styled(fig, title, "|x| (log scale)", "mean relative error (%, log scale)", height=440)
+    errors = [100 * e for errs in d.band_rel_error.values() for e in errs if e > 0]
+    # Four decades below the worst band: a band both grids store exactly (each scale's own maximum)
+    # would otherwise stretch the axis to 10⁻⁸ %.
+    floor = max(min(errors), max(errors) * 1e-4) if errors else 0.0
+    if d.crossover is not None and errors:
+        lo, hi = math.log10(d.band_edges[0]), math.log10(d.band_edges[-1])
+        right_half = hi > lo and (math.log10(d.crossover) - lo) / (hi - lo) > 0.5
+        # A trace, not add_vline: a vline's annotation on a log axis is placed at 10^x.
+        fig.add_trace(go.Scatter(
+            x=[d.crossover, d.crossover], y=[floor, max(errors)], mode="lines+text",
+            line=dict(color="#475569", dash="dash", width=1.5), name="crossover", showlegend=False,
+            text=["", f"INT8 wins above {d.crossover:.3g} ({d.share_above_crossover:.0%} of values)"],
+            textposition="top left" if right_half else "top right", hoverinfo="skip"), row=1, col=1)
+    fig.update_xaxes(**log_axis(d.band_edges[0], d.band_edges[-1]))
+    fig = styled(fig, title, "|x| (log scale)", "mean relative error (%)", height=440)
     fig.update_xaxes(title_text=None, row=1, col=1)
-    fig.update_yaxes(type="log", dtick=1, row=1, col=1)
+    fig.update_layout(margin=dict(l=80))
+    if errors:
+        fig.update_yaxes(**log_axis(floor, max(errors)), row=1, col=1,
+                         range=[math.log10(floor) - 0.1, math.log10(max(errors)) + 0.3])
     fig.update_yaxes(title_text="values (%)", row=2, col=1)
     return fig
+
+
+NOT_APPLICABLE = "—"
+
+
+def number_text(v: float) -> str:
+    """A format constant in full where it is short (65,504; 448), else to 5 digits with its power
+    of ten (3.4028×10³⁸): a table cell must never cut it to "3.40282…"."""
+    if float(v).is_integer() and abs(v) < 1e7:
+        return f"{int(v):,}"
+    if 1e-3 <= abs(v) < 1e7:
+        return f"{v:.5g}"
+    exponent = math.floor(math.log10(abs(v)))
+    return f"{v / 10**exponent:.5g}×10" + str(exponent).translate(SUPERSCRIPT)
+
+
+def format_rows() -> list[dict[str, object]]:
+    """`formats.format_table()` for display: constants as text, "—" where a field does not apply."""
+    shown = ("bias", "largest", "smallest normal", "smallest positive")
+    return [{k: (NOT_APPLICABLE if v is None else number_text(float(v))) if k in shown else
+             (f"{v:,}" if k == "distinct values" else v) for k, v in row.items()}
+            for row in formats.format_table()]
 
 
 def memory_table(params: float) -> list[dict[str, object]]:

@@ -39,6 +39,17 @@ def test_smoothquant_leaves_the_product_unchanged_in_full_precision(alpha):
     assert torch.allclose(s, expected.clamp(min=1e-5))
 
 
+def test_the_outlier_of_block_0s_ffn_is_the_first_tokens(xw):
+    x, _ = xw
+    first = outliers.first_token_rows()
+    assert first.shape == (x.shape[0],) and int(first.sum()) == len(models.sample_texts())
+    split = outliers.first_token_split(x, first, 99)
+    assert split.first > 20 * split.rest  # [CLS] alone carries it
+    assert split.rest_ratio < outliers.channel_stats(x).ratio / 2
+    with pytest.raises(ql.QuantlabError):
+        outliers.first_token_split(x, torch.ones_like(first), 99)
+
+
 def test_smoothquant_moves_difficulty_and_helps_w8a8(xw):
     x, w = xw
     xs, ws, _ = outliers.smooth(x, w, 0.5)
@@ -48,6 +59,18 @@ def test_smoothquant_moves_difficulty_and_helps_w8a8(xw):
     assert 0.3 <= curve.best_alpha <= 0.95
     with pytest.raises(ql.QuantlabError):
         outliers.smooth_scales(torch.ones(3), torch.ones(3), 1.5)
+
+
+def test_alpha_zero_is_not_no_smoothing(xw):
+    """α = 0 gives s = 1/max|W_j|: every weight column ends at 1 and all the range lands on X."""
+    x, w = xw
+    _, ws, s = outliers.smooth(x, w, 0.0)
+    assert torch.allclose(ws.abs().amax(dim=0), torch.ones(w.shape[1]), rtol=1e-6)
+    assert not torch.allclose(s, torch.ones_like(s))
+    ranges = outliers.smooth_ranges(x, w, 0.0)
+    assert ranges.x_spread > 10 and ranges.w_spread < ranges.x_spread / 2  # weight columns start flat
+    curve = outliers.smooth_curve(x, w, W8A8_STATIC, np.array([0.0, 0.5]))
+    assert curve.at(0.0) < curve.baseline_db - 3  # on this layer α = 0 is worse than leaving X alone
 
 
 @pytest.mark.parametrize("duo", [True, False])
@@ -64,6 +87,22 @@ def test_awq_choice_is_never_worse_than_no_scaling(xw, spec, duo):
     assert metrics.mse(ref, scaled) <= plain * (1 + 1e-5)
     assert result.identity_loss == pytest.approx(plain, rel=1e-5)
     assert result.best_ratio is not None and result.gain_db > 0  # on this layer AWQ does help
+
+
+def test_awq_grid_pick_is_what_awq_applies_even_when_it_loses():
+    search = outliers.AwqSearch(ratios=np.array([0.0, 0.5]), losses=np.array([3.0, 1.5]), identity_loss=1.0,
+                                best_ratio=None, scales=torch.ones(2))
+    assert search.grid_ratio == 0.5 and search.grid_relative_loss == 1.5  # AWQ's own choice: 50 % worse
+    assert search.relative_loss == 1.0  # quantlab's extra candidate s = 1
+
+
+def test_llm_int8_threshold_picks_the_channels_above_six(xw):
+    x, w = xw
+    assert outliers.threshold_channels(torch.tensor([[1.0, -6.0, 5.9], [0.0, 2.0, -5.0]])) == 1
+    k = outliers.threshold_channels(x)
+    assert k == int((x.abs().amax(0) >= 6).sum()) and 1 <= k < 16
+    curve = outliers.mixed_precision_curve(x, w, W8A8_STATIC, [0, 16])
+    assert curve.threshold_k == k and k in curve.ks
 
 
 def test_mixed_precision_error_falls_as_k_grows(xw):

@@ -1,8 +1,11 @@
 """Figure and table builders of the KV-cache lesson: data in the traces, titles on every axis."""
+import math
+
 import pytest
 
 from quantlab.lessons import formats as formats_lesson
 from quantlab.lessons import kv_cache
+from quantlab.lessons.formats import GIB
 from quantlab.viz import kv_cache as viz_kv
 from tests.viz import assert_titled
 
@@ -16,11 +19,32 @@ def _plan() -> kv_cache.MemoryPlan:
 def test_memory_chart_weights_plus_cache_and_card_lines():
     fig = viz_kv.memory_chart(_plan(), "GB", "llama, batch 1")
     assert_titled(fig)
-    assert [t.name for t in fig.data] == ["16-bit", "8-bit"]
+    assert [t.name for t in fig.data[:2]] == ["16-bit", "8-bit"]
     assert list(fig.data[0].y) == pytest.approx([11.0, 12.0])
     assert list(fig.data[1].x) == [1, 2]
-    assert [s.y0 for s in fig.layout.shapes] == list(kv_cache.GPU_MEMORY_GB)
-    assert "(GB)" in fig.layout.yaxis.title.text
+    # Card lines are traces (an hline's annotation would sit at 10^y on the log axis).
+    cards = fig.data[2:]
+    assert [t.y[0] for t in cards] == list(kv_cache.GPU_MEMORY_GB) and not fig.layout.shapes
+    assert [t.text[0] for t in cards] == [f"{gb} GB card" for gb in kv_cache.GPU_MEMORY_GB]
+    assert "(GB, log scale)" in fig.layout.yaxis.title.text
+
+
+def test_memory_chart_lines_stay_apart_at_70b_and_batch_64():
+    """Issue 12: on linear axes the card lines and the three cache lines collapsed at 70B × batch 64."""
+    plan = kv_cache.memory_plan("llama-3.1-70b", "bf16", 64, GIB)
+    fig = viz_kv.memory_chart(plan, "GiB", "70B, batch 64")
+    assert fig.layout.xaxis.type == fig.layout.yaxis.type == "log"
+    lo, hi = fig.layout.yaxis.range  # log10 units
+    cards = [math.log10(gb) for gb in kv_cache.GPU_MEMORY_GB]
+    assert lo < cards[0] and cards[-1] < hi and max(v for t in fig.data[:3] for v in t.y) < 10**hi
+    gaps = [(b - a) / (hi - lo) for a, b in zip(cards, cards[1:])]
+    assert min(gaps) > 0.05  # each card line at least 5 % of the plot's height from the next
+    # Where each cache width fills the 141 GiB card: 2× apart per halving of bits, visibly apart on log x.
+    full = [plan.fits[label][141] for label in plan.kv]
+    assert full == sorted(full) and 0 < full[0]
+    x_span = math.log10(plan.tokens[-1]) - math.log10(plan.tokens[0])
+    assert min(math.log10(b / a) for a, b in zip(full, full[1:])) / x_span > 0.05
+    assert all(t.ticktext for t in (fig.layout.xaxis, fig.layout.yaxis))
 
 
 def test_fit_table_cells():
@@ -60,7 +84,7 @@ def test_memory_chart_of_a_real_plan_carries_its_totals():
     plan = kv_cache.memory_plan("llama-3.1-8b", "bf16", 1, 10**9, points=5)
     fig = viz_kv.memory_chart(plan, "GB", "Llama-3.1-8B")
     assert_titled(fig)
-    assert [t.name for t in fig.data] == list(plan.kv)
+    assert [t.name for t in fig.data[:len(plan.kv)]] == list(plan.kv)
     for trace, label in zip(fig.data, plan.kv):
         assert list(trace.x) == list(plan.tokens)
         assert list(trace.y) == pytest.approx([(plan.weights + b) / 1e9 for b in plan.kv[label]])

@@ -1,6 +1,7 @@
 """Figures of the Outliers lesson (and the whole-model figures it shows): outlier channels,
 SmoothQuant ranges and α, AWQ's search, mixed precision, the per-Linear SQNR heatmap, keeping layers."""
 import numpy as np
+import plotly.colors
 import pytest
 import torch
 
@@ -17,7 +18,7 @@ def test_channel_absmax_marks_channels_beyond_six_medians():
     assert_titled(fig)
     bars = fig.data[0]
     assert list(bars.x) == [0, 1, 2, 3] and list(bars.y) == [1.0, 2.0, 30.0, 1.5]
-    assert list(bars.marker.color) == [PALETTE["data"], PALETTE["data"], PALETTE["bad"], PALETTE["data"]]
+    assert list(bars.marker.color) == [PALETTE["data"], PALETTE["data"], PALETTE["asym"], PALETTE["data"]]
     assert [s.y0 for s in fig.layout.shapes] == [1.75]
     assert "layer.0" in fig.layout.title.text
 
@@ -28,7 +29,7 @@ def test_channel_absmax_of_real_stats():
     stats = outliers.channel_stats(x)
     fig = viz_outliers.channel_absmax(stats, "toy")
     assert list(fig.data[0].y) == [1.0, 1.0, 1.0, 1.0, 20.0]
-    assert list(fig.data[0].marker.color).count(PALETTE["bad"]) == 1
+    assert list(fig.data[0].marker.color).count(PALETTE["asym"]) == 1
 
 
 def test_outlier_ratios_short_names_and_the_selected_layer():
@@ -57,6 +58,17 @@ def test_smooth_ranges_two_panels_before_and_after():
     assert [a.text for a in fig.layout.annotations] == ["activations: max |X_j|", "weights: max |W_j|"]
 
 
+def test_smooth_ranges_log_ticks_are_whole_numbers_not_bare_digits():
+    r = outliers.SmoothRanges(x_before=np.array([0.02, 30.0]), x_after=np.array([0.5, 3.0]),
+                              w_before=np.array([0.1, 0.3]), w_after=np.array([0.05, 0.8]))
+    fig = viz_outliers.smooth_ranges(r, 0.5)
+    for axis in (fig.layout.yaxis, fig.layout.yaxis2):
+        # Every tick is labelled with its own value: 0.5 reads "0.5", never "5".
+        assert len(axis.tickvals) >= 3
+        assert [float(t) for t in axis.ticktext] == pytest.approx(list(axis.tickvals))
+    assert 0.02 in fig.layout.yaxis.tickvals and 20 in fig.layout.yaxis.tickvals
+
+
 def test_smooth_ranges_of_a_real_smoothing():
     x = torch.tensor([[1.0, 16.0], [-2.0, 4.0]])
     w = torch.tensor([[1.0, 1.0], [0.5, -0.25]])
@@ -76,35 +88,37 @@ def test_smooth_curve_alpha_line_and_baseline():
     horizontal = [s for s in fig.layout.shapes if s.y0 == s.y1]
     vertical = [s for s in fig.layout.shapes if s.x0 == s.x1]
     assert [s.y0 for s in horizontal] == [21.0] and [s.x0 for s in vertical] == [0.5]
-    assert "no smoothing 21.0 dB" in [a.text for a in fig.layout.annotations]
+    assert "no smoothing (s = 1) 21.0 dB" in [a.text for a in fig.layout.annotations]
     assert "W8A8" in fig.layout.title.text
+    best = fig.data[1]
+    assert list(best.x) == [0.5] and list(best.y) == [30.0] and best.text[0] == "best α = 0.50: +9.0 dB"
 
 
-@pytest.mark.parametrize("best", [0.25, None])
-def test_awq_curve_marks_the_best_ratio_only_when_one_won(best):
+@pytest.mark.parametrize("identity", [2.0, 0.5])
+def test_awq_curve_marks_the_ratio_awq_applies_even_when_plain_rounding_wins(identity):
     search = outliers.AwqSearch(ratios=np.array([0.0, 0.25, 0.5]), losses=np.array([2.0, 1.0, 1.5]),
-                                identity_loss=2.0, best_ratio=best, scales=torch.ones(4))
+                                identity_loss=identity, best_ratio=0.25 if identity > 1 else None,
+                                scales=torch.ones(4))
     fig = viz_outliers.awq_curve(search)
     assert_titled(fig)
     assert list(fig.data[0].x) == [0.0, 0.25, 0.5] and list(fig.data[0].y) == [2.0, 1.0, 1.5]
-    assert [s.y0 for s in fig.layout.shapes if s.y0 == s.y1] == [2.0]
-    vertical = [s.x0 for s in fig.layout.shapes if s.x0 == s.x1]
-    notes = [a.text for a in fig.layout.annotations]
-    if best is None:
-        assert vertical == [] and not any(n.startswith("best r") for n in notes)
-    else:
-        assert vertical == [0.25] and "best r = 0.25" in notes
+    assert [s.y0 for s in fig.layout.shapes if s.y0 == s.y1] == [identity]
+    assert [s.x0 for s in fig.layout.shapes if s.x0 == s.x1] == [0.25]
+    assert "AWQ's pick r = 0.25" in [a.text for a in fig.layout.annotations]
+    assert search.grid_relative_loss == pytest.approx(1.0 / identity)
 
 
 def test_mixed_curve_extra_kib_against_sqnr():
     curve = outliers.MixedCurve(ks=np.array([0, 1, 4]), sqnr_db=np.array([10.0, 20.0, 24.0]),
-                                extra_bytes=np.array([0, 1024, 4096]), layer_bytes=512 * 1024)
+                                extra_bytes=np.array([0, 1024, 4096]), layer_bytes=512 * 1024, threshold_k=1)
     fig = viz_outliers.mixed_curve(curve)
     assert_titled(fig)
     trace = fig.data[0]
     assert list(trace.x) == [0.0, 1.0, 4.0] and list(trace.y) == [10.0, 20.0, 24.0]
     assert list(trace.text) == ["k=0", "k=1", "k=4"]
     assert "512 KiB" in fig.layout.title.text and "KiB" in fig.layout.xaxis.title.text
+    rule = fig.data[1]  # LLM.int8()'s |x| ≥ 6 choice, on the curve
+    assert list(rule.x) == [1.0] and list(rule.y) == [20.0] and "k=1" in rule.text[0]
 
 
 def _result() -> whole_model.WholeModelResult:
@@ -112,8 +126,9 @@ def _result() -> whole_model.WholeModelResult:
     local = np.arange(12, dtype=float)
     local[4] = np.inf  # block 0's FFN up kept in 16-bit
     return whole_model.WholeModelResult(
-        label="W4A16", layers=layers, cosine=np.array([0.99, 0.98]), top1_agreement=1.0, top5_agreement=0.9,
-        paraphrase_recall_fp32=1.0, paraphrase_recall=0.95, local_sqnr_db=local, running_sqnr_db=np.arange(12.0) + 20,
+        label="W4A16", layers=layers, cosine=np.array([0.99, 0.98]), rank_correlation=0.9, retrieval_recall_fp32=0.8,
+        retrieval_recall=0.75, distractors=10,
+        local_sqnr_db=local, running_sqnr_db=np.arange(12.0) + 20,
         weight_bytes=1000, fp16_bytes=4000, seconds=0.1)
 
 
@@ -131,6 +146,8 @@ def test_sqnr_heatmap_one_cell_per_linear_with_kept_layers_as_text():
     assert heat.text[0][4] == "16-bit" and heat.text[1][0] == "6.0"
     assert fig.layout.yaxis.autorange == "reversed"
     assert "fp32 input" in fig.layout.title.text
+    # Colour-blind safe: the blue-to-yellow Cividis scale, no red against green.
+    assert [c for _, c in heat.colorscale] == [c for _, c in plotly.colors.get_colorscale("Cividis")]
 
 
 def test_sqnr_heatmap_running_switch():
@@ -142,12 +159,12 @@ def test_sqnr_heatmap_running_switch():
     assert "running quantized model" in fig.layout.title.text
 
 
-def test_keep_curve_extra_mib_against_cosine():
+def test_keep_curve_extra_mib_against_rank_correlation():
     curve = whole_model.KeepCurve(ks=np.array([0, 1, 2]), extra_bytes=np.array([0, 2**20, 3 * 2**20]),
-                                  cosine_mean=np.array([0.95, 0.97, 0.99]), top5_agreement=np.array([0.8, 0.9, 1.0]))
+                                  cosine_mean=np.array([0.95, 0.97, 0.99]), rank_correlation=np.array([0.8, 0.9, 1.0]))
     fig = viz_outliers.keep_curve(curve)
     assert_titled(fig)
     trace = fig.data[0]
-    assert list(trace.x) == [0.0, 1.0, 3.0] and list(trace.y) == [0.95, 0.97, 0.99]
+    assert list(trace.x) == [0.0, 1.0, 3.0] and list(trace.y) == [0.8, 0.9, 1.0]
     assert list(trace.text) == ["k=0", "k=1", "k=2"]
     assert "MiB" in fig.layout.xaxis.title.text
