@@ -3,12 +3,13 @@ import streamlit as st
 
 import lab_ui
 
-st.set_page_config(page_title="quantlab — learn quantization on real tensors", page_icon="🧮", layout="wide")
+st.set_page_config(page_title="quantlab — learn quantization on real tensors", page_icon=":material/calculate:",
+                   layout="wide")
 
 # Explicit st.Page entries (from the one lesson registry) switch off Streamlit's legacy
 # auto-discovery of the pages/ folder.
 page = st.navigation({
-    "Start": [st.Page("pages/home.py", title="Welcome", icon="🧮", default=True)],
+    "Start": [st.Page("pages/home.py", title="Welcome", icon=":material/home:", default=True)],
     "Lessons": [st.Page(lesson.file, title=lesson.title, icon=lesson.icon, url_path=lesson.url)
                 for lesson in lab_ui.LESSONS],
 })

@@ -62,25 +62,25 @@ class Lesson:
 
 # The syllabus, in teaching order: app.py builds the navigation from it and the home page links it.
 LESSONS: list[Lesson] = [
-    Lesson("pages/formats.py", "Precision formats", "🔢",
+    Lesson("pages/formats.py", "Precision formats", ":material/numbers:",
            "FP32 to FP4, INT8, INT4 and NF4 down to their bits; FP8 against INT8 on real tensors; model memory."),
-    Lesson("pages/symmetric.py", "Symmetric vs asymmetric", "⚖️",
+    Lesson("pages/symmetric.py", "Symmetric vs asymmetric", ":material/balance:",
            "One scale or a scale plus a zero point: which grid fits weights, which fits activations."),
-    Lesson("pages/granularity.py", "Granularity", "🧱",
+    Lesson("pages/granularity.py", "Granularity", ":material/grid_view:",
            "Per-tensor, per-channel or groups of 32-256: error on real layers against bits per weight; bit packing."),
-    Lesson("pages/storage.py", "Storage & size", "📦",
+    Lesson("pages/storage.py", "Storage & size", ":material/inventory_2:",
            "Every byte of a compressed-tensors checkpoint; exact sizes of Llama, Qwen, Mistral; download one."),
-    Lesson("pages/clipping.py", "Clipping & saturation", "✂️",
+    Lesson("pages/clipping.py", "Clipping & saturation", ":material/content_cut:",
            "Rounding error against saturation error on real tensors; observers; static vs dynamic calibration."),
-    Lesson("pages/outliers.py", "Outliers", "⚡",
+    Lesson("pages/outliers.py", "Outliers", ":material/bolt:",
            "Outlier channels in real activations; SmoothQuant, AWQ, mixed precision; the whole model quantized."),
     Lesson("pages/gptq.py", "GPTQ", ":material/tune:",
            "Columns quantized one by one with the error fed forward: GPTQ against RTN on a real layer's output."),
-    Lesson("pages/kv_cache.py", "KV cache", "🗄️",
+    Lesson("pages/kv_cache.py", "KV cache", ":material/memory:",
            "Cache memory against context on real architectures; FP8/INT8/INT4 on real keys and values."),
-    Lesson("pages/compare.py", "What if…", "🔀",
+    Lesson("pages/compare.py", "What if…", ":material/compare_arrows:",
            "Your schemes side by side: error on real weights and activations against checkpoint size."),
-    Lesson("pages/speed.py", "Speed", "🏎️",
+    Lesson("pages/speed.py", "Speed", ":material/speed:",
            "Measured GPU kernels: when 4-bit beats bf16, the roofline, and why int4 can be slower than fp16."),
     Lesson("pages/choose.py", "Choose a scheme", ":material/checklist:",
            "Your priority and hardware in, a scheme out, with the lab's measurements as its reason; recipes."),
@@ -93,7 +93,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except QuantlabError as err:
-        st.error(str(err), icon="⚠️")
+        st.error(str(err), icon=":material/warning:")
         st.stop()
 
 
@@ -209,7 +209,7 @@ def finish_page(frame: Frame) -> None:
     if frame.steps is not None:
         _step_bar(frame.steps, st.session_state.get("charts_seen", 0))
     _check_progress(st.container())
-    with frame.link.expander("Copy link to this view", icon="🔗"):
+    with frame.link.expander("Copy link to this view", icon=":material/link:"):
         st.code(view_link(frame.page_path), language=None, wrap_lines=True)
         st.caption("Everyone who opens it sees this lesson with the same layer and settings.")
 
@@ -523,14 +523,14 @@ def _source_from_sidebar() -> models.ModelSource:
             try:
                 return models.ModelSource.local(path)
             except QuantlabError as err:
-                st.sidebar.error(str(err), icon="⚠️")
+                st.sidebar.error(str(err), icon=":material/warning:")
     elif choice == "upload":
         up = st.sidebar.file_uploader("A .safetensors file", type=["safetensors"], key="source_upload")
         if up is not None:
             try:
                 return _session_uploads().add(up.file_id, up.name, up.getvalue())
             except QuantlabError as err:
-                st.sidebar.error(str(err), icon="⚠️")
+                st.sidebar.error(str(err), icon=":material/warning:")
     return models.ModelSource.embedded()
 
 
@@ -555,7 +555,7 @@ def sidebar(page_path: str) -> Frame:
         if not layers:
             raise QuantlabError(f"{source.label} has no 2-D weight matrix to quantize; showing the embedded model.")
     except QuantlabError as err:
-        st.sidebar.error(str(err), icon="⚠️")
+        st.sidebar.error(str(err), icon=":material/warning:")
         source = models.ModelSource.embedded()
         layers = _layer_names(source)
     default = models.DEFAULT_LAYER if models.DEFAULT_LAYER in layers else layers[0]

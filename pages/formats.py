@@ -87,7 +87,7 @@ st.markdown(f"Layer `{sel.layer}` (pick another in the sidebar).")
 try:
     duels = {t: duel(sel.source, sel.layer, t, s) for t, s in strategies.items()}
 except QuantlabError as err:
-    st.error(str(err), icon="⚠️")
+    st.error(str(err), icon=":material/warning:")
     duels = {}
 for col, (tensor, d) in zip(st.columns(max(len(duels), 1)), duels.items()):
     lab_ui.chart(figures.duel_chart, d, f"The {lab_ui.TENSORS[tensor]}: error by magnitude",
@@ -120,5 +120,5 @@ st.info(f"**Syllabus check.** \"A 7B model in FP16 needs ~14 GB\": 7×10⁹ × 1
         f"= {seven['FP16'].gib:.2f} GiB — right in GB, 7% high if read as GiB. \"INT4 needs ~3.5 GB\": the 4-bit "
         f"codes alone are {bare['INT4'].gb:.2f} GB, but with one 16-bit scale per 128 weights it is "
         f"{seven['INT4'].gb:.2f} GB ({seven['INT4'].gib:.2f} GiB); the scales add "
-        f"{sizing.format_bytes(seven['INT4'].scale_bytes)}, not the ~50 MB the syllabus quotes.", icon="🔎")
+        f"{sizing.format_bytes(seven['INT4'].scale_bytes)}, not the ~50 MB the syllabus quotes.", icon=":material/search:")
 lab_ui.lesson_section("formats", "memory")

@@ -34,7 +34,7 @@ st.title("🎯 GPTQ")
 lab_ui.lesson_section("gptq", "intro")
 if not sel.has_activations:
     st.info("GPTQ needs the layer's real inputs, which the lab captures for the embedded model: pick the "
-            "embedded MiniLM and one of its Linear layers in the sidebar.", icon="ℹ️")
+            "embedded MiniLM and one of its Linear layers in the sidebar.", icon=":material/info:")
     st.stop()
 
 c1, c2, c3, c4, c5 = st.columns([1.3, 1, 1, 0.8, 1.5])

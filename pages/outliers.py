@@ -80,7 +80,7 @@ st.title("⚡ Outliers")
 lab_ui.lesson_section("outliers", "intro")
 if not sel.has_activations:
     st.info("This lesson runs on real activations, which are captured from the embedded model only: "
-            "pick **Embedded MiniLM** in the sidebar.", icon="ℹ️")
+            "pick **Embedded MiniLM** in the sidebar.", icon=":material/info:")
     st.stop()
 layer = sel.layer
 
