@@ -87,6 +87,12 @@ LESSONS: list[Lesson] = [
 ]
 
 
+def title(page_file: str) -> None:
+    """The lesson's title with its icon, from LESSONS (one place for both); pages pass __file__."""
+    lesson = next(lesson for lesson in LESSONS if lesson.url == Path(page_file).stem)
+    st.title(f"{lesson.icon} {lesson.title}")
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Show a user's mistake as one line and stop this page's run; the session goes on."""
@@ -278,8 +284,16 @@ def _answer(item: checks.Check) -> None:
         counts[choice] = counts.get(choice, 0) + 1
 
 
-def check(item: checks.Check | None, where: DeltaGenerator | None = None) -> None:
-    """Ask `item` (nothing when it does not apply to this data), then reveal the measured answer."""
+@st.cache_resource(max_entries=1024, show_spinner=False)
+def _check(key: tuple, _build: Callable[..., checks.Check | None], _args: tuple) -> checks.Check | None:
+    return _build(*_args)
+
+
+def check(build: Callable[..., checks.Check | None], *args: object, key: tuple | None = None,
+          where: DeltaGenerator | None = None) -> None:
+    """Ask the question `build(*args)` makes of the data on screen (cached under `key`, as `chart`
+    is; nothing when it does not apply), then reveal the measured answer."""
+    item = _check((build.__module__, build.__qualname__, *(args if key is None else key)), build, args)
     if item is None:
         return
     st.session_state.setdefault("checks_seen", []).append(item.key)

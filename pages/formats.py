@@ -8,6 +8,7 @@ from quantlab.core.errors import QuantlabError
 from quantlab.core.spec import QuantSpec
 from quantlab.io import sizing
 from quantlab.io.models import ModelSource
+from quantlab.lessons import checks
 from quantlab.lessons import formats as formats_lesson
 from quantlab.viz import formats as figures
 
@@ -44,7 +45,7 @@ def bits_markdown(fields: formats.BitFields) -> str:
 
 
 sel = lab_ui.selection()
-st.title("🔢 Precision formats")
+lab_ui.title(__file__)
 lab_ui.lesson_section("formats", "intro")
 
 # -- a typed number in every format ---------------------------------------------------------------
@@ -69,6 +70,7 @@ st.subheader("The formats side by side")
 st.dataframe(format_table(), width="stretch")
 log_x = lab_ui.control(st.toggle, "Log value axis", "fmt_logx", False,
                        help="On a log axis float levels are evenly spaced and integer levels crowd at the top.")
+lab_ui.check(checks.int4_levels_used, lab_ui.weight(sel.source, sel.weight_name), key=(sel.source, sel.layer))
 lab_ui.chart(figures.level_chart, log_x)
 lab_ui.lesson_section("formats", "levels")
 left, right = st.columns(2)
@@ -89,6 +91,9 @@ try:
 except QuantlabError as err:
     st.error(str(err), icon=":material/warning:")
     duels = {}
+if duels:
+    lab_ui.check(checks.int8_or_fp8, lab_ui.weight(sel.source, sel.weight_name), w_strategy,
+                 key=(sel.source, sel.layer, w_strategy))
 for col, (tensor, d) in zip(st.columns(max(len(duels), 1)), duels.items()):
     lab_ui.chart(figures.duel_chart, d, f"The {lab_ui.TENSORS[tensor]}: error by magnitude",
                  key=(sel.source, sel.layer, tensor, strategies[tensor]), where=col)
@@ -120,5 +125,6 @@ st.info(f"**Syllabus check.** \"A 7B model in FP16 needs ~14 GB\": 7×10⁹ × 1
         f"= {seven['FP16'].gib:.2f} GiB — right in GB, 7% high if read as GiB. \"INT4 needs ~3.5 GB\": the 4-bit "
         f"codes alone are {bare['INT4'].gb:.2f} GB, but with one 16-bit scale per 128 weights it is "
         f"{seven['INT4'].gb:.2f} GB ({seven['INT4'].gib:.2f} GiB); the scales add "
-        f"{sizing.format_bytes(seven['INT4'].scale_bytes)}, not the ~50 MB the syllabus quotes.", icon=":material/search:")
+        f"{sizing.format_bytes(seven['INT4'].scale_bytes)}, not the ~50 MB the syllabus quotes.",
+        icon=":material/search:")
 lab_ui.lesson_section("formats", "memory")

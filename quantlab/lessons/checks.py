@@ -54,18 +54,22 @@ def _usable(x: torch.Tensor) -> bool:
 
 # -- precision formats --------------------------------------------------------------------------
 
-def int8_or_fp8(x: torch.Tensor) -> Check | None:
-    """Per-tensor INT8 against FP8 E4M3 on this tensor: which keeps more signal?"""
-    if not _usable(x):
+GRANULARITY_WORDS = {"tensor": "one scale for the whole tensor", "channel": "one scale per output channel",
+                     "token": "one scale per token"}
+
+
+def int8_or_fp8(x: torch.Tensor, strategy: str = "tensor") -> Check | None:
+    """INT8 against FP8 E4M3 on this tensor at one granularity: which keeps more signal?"""
+    if not _usable(x) or (strategy != "tensor" and x.ndim != 2):
         return None
-    int8 = _sqnr(x, QuantSpec(num_bits=8))
-    fp8 = _sqnr(x, QuantSpec(num_bits=8, type="float"))
+    int8 = _sqnr(x, QuantSpec(num_bits=8, strategy=strategy))  # type: ignore[arg-type]
+    fp8 = _sqnr(x, QuantSpec(num_bits=8, type="float", strategy=strategy))  # type: ignore[arg-type]
     options = ("INT8", "FP8 E4M3", "about the same")
     answer = options[2] if abs(int8 - fp8) < TIE_DB else options[0] if int8 > fp8 else options[1]
     why = (f"INT8 {int8:.1f} dB, FP8 {fp8:.1f} dB: FP8 spends its levels logarithmically, so it wins when most values "
            "are small next to the largest; INT8's even grid wins when they are spread across the range.")
-    return Check("int8-or-fp8", f"int8-or-fp8:{_signature(x)}",
-                 "One scale for the whole tensor, 8 bits: which grid keeps more of this tensor (higher SQNR)?",
+    return Check(f"int8-or-fp8:{strategy}", f"int8-or-fp8:{strategy}:{_signature(x)}",
+                 f"8 bits, {GRANULARITY_WORDS[strategy]}: which grid keeps more of this tensor (higher SQNR)?",
                  options, answer, why)
 
 

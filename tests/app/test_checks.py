@@ -1,0 +1,42 @@
+"""Predict-then-reveal checks in the running app: graded live, a right and a wrong answer each."""
+from quantlab.io import models
+from quantlab.lessons import checks
+from tests.app.apptest_util import run_page
+
+
+def _check_radio(at, topic: str):
+    return next(r for r in at.radio if r.key and r.key.startswith(f"check:{topic}:"))
+
+
+def _reveal(at, radio, choice: str):
+    radio.set_value(choice).run()
+    at.button(key=radio.key.replace("check:", "reveal:", 1)).click().run()
+    assert not at.exception
+
+
+def test_a_right_answer_and_a_wrong_one_on_the_formats_lesson():
+    at = run_page("pages/formats.py")
+    w = models.load_tensor(models.ModelSource.embedded(), f"{models.DEFAULT_LAYER}.weight")
+    levels = checks.int4_levels_used(w)
+    radio = _check_radio(at, "int4-levels")
+    assert radio.options == list(levels.options)
+    _reveal(at, radio, levels.answer)
+    assert any(levels.answer in s.value and s.value.startswith("Right") for s in at.success)
+
+    duel = checks.int8_or_fp8(w, "channel")
+    wrong = next(o for o in duel.options if o != duel.answer)
+    _reveal(at, _check_radio(at, "int8-or-fp8"), wrong)
+    assert any(f"you said {wrong}" in e.value and duel.answer in e.value for e in at.error)
+    assert any("2 of 2 answered, 1 right" in c.value for c in at.caption)
+
+
+def test_a_new_layer_asks_again_and_grades_on_that_layer():
+    at = run_page("pages/formats.py")
+    radio = _check_radio(at, "int4-levels")
+    _reveal(at, radio, radio.options[0])
+    other = "encoder.layer.5.output.dense"
+    at.selectbox(key="layer").set_value(other).run()
+    fresh = _check_radio(at, "int4-levels")
+    assert fresh.key != radio.key and fresh.value is None  # not answered yet on this layer
+    w = models.load_tensor(models.ModelSource.embedded(), f"{other}.weight")
+    assert checks.int4_levels_used(w).key == fresh.key.removeprefix("check:")
