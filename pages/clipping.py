@@ -11,6 +11,7 @@ from quantlab.lessons import clipping
 from quantlab.viz import clipping as figures
 
 PERCENTILES = [99.0, 99.9, 99.99, 99.999]
+SIDEBAR = "sidebar"
 RATIOS = np.round(np.linspace(0.04, 1.0, 25), 4)
 
 
@@ -100,15 +101,23 @@ if sel.has_activations and tensor != "weight":
     st.subheader("Calibration: static or dynamic scales, on which text")
     lab_ui.lesson_section("clipping", "calibration")
     kinds = models.calibration_kinds()
-    k1, k2, k3 = st.columns(3)
+    k0, k1, k2, k3 = st.columns([1.6, 1, 1.4, 1])
+    cal_layer = lab_ui.control(k0.selectbox, "Layer calibrated", "clip_cal_layer", clipping.CALIBRATION_LAYER,
+                               [SIDEBAR, *lab_ui.activations()], format_func=lambda n: (
+                                   f"the sidebar's ({sel.layer})" if n == SIDEBAR else n),
+                               help="Starts on a layer whose largest input depends on the text it reads.")
+    layer = sel.layer if cal_layer == SIDEBAR else cal_layer
     eval_kind = lab_ui.control(k1.selectbox, "Text the model reads (evaluation)", "clip_eval", "code", kinds)
     observer = lab_ui.control(k2.radio, "Calibration observer", "clip_obs", "minmax", list(OBSERVERS),
                               format_func=OBSERVER_LABELS.get, horizontal=True)
-    sentences = lab_ui.control(k3.slider, "Calibration sentences", "clip_sentences", 40, min_value=1, max_value=40)
+    sentences = lab_ui.control(k3.slider, "Calibration sentences", "clip_sentences", clipping.CALIBRATION_SENTENCES,
+                               min_value=1, max_value=40)
     with lab_ui.user_errors():
-        rows = study(sel.layer, eval_kind, _spec(bits, observer, percentile), sentences)
+        rows = study(layer, eval_kind, _spec(bits, observer, percentile), sentences)
     lab_ui.chart(figures.calibration_bars, rows, eval_kind,
-                 key=(sel.layer, eval_kind, bits, observer, percentile, sentences))
+                 key=(layer, eval_kind, bits, observer, percentile, sentences))
+    lab_ui.lesson_section("clipping", "calibration result", layer=layer, sentences=sentences,
+                          **clipping.summarize(rows, eval_kind).numbers())
     st.dataframe(
         {"scale from": [r.calibration for r in rows],
          "sentences": [str(r.sentences) if r.sentences else "each token" for r in rows],

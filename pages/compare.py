@@ -60,18 +60,22 @@ st.plotly_chart(figures.what_if_scatter(
 table = pd.DataFrame({
     "scheme": [label(r.name) for r in rows],
     "format": [r.spec.label + (f" · A {r.spec.activations.label}" if r.spec.activations else "") for r in rows],
-    "bits / weight (this layer)": [r.bits_per_weight for r in rows],
+    "stored bits / weight (this layer)": [r.bits_per_weight for r in rows],
     "weight SQNR (dB)": [r.weight_sqnr_db for r in rows],
     "output SQNR (dB)": [r.output_sqnr_db for r in rows],
     "checkpoint size": [sizing.format_bytes(size_by_name[r.name].total_bytes) for r in rows],
 }).set_index("scheme")
-st.dataframe(table.style.format(precision=2, na_rep="—"), width="stretch")
+if not sel.has_activations:  # no captured inputs: a column of dashes says nothing
+    table = table.drop(columns="output SQNR (dB)")
+st.dataframe(table.style.format({"stored bits / weight (this layer)": "{:.4g}", "weight SQNR (dB)": "{:.1f}",
+                                 "output SQNR (dB)": "{:.1f}"}, na_rep="—"), width="stretch")
 st.caption(f"Layer `{sel.layer}` of {sel.source.label}. Sizes are the compressed-tensors file that "
            "llm-compressor writes for that scheme (packed codes, scales, zero points, tensors kept unquantized).")
 for name in chosen:
     for note in size_by_name[name].notes:
         st.caption(f"Size of {label(name)}: {note}")
-lab_ui.lesson_section("compare", "reading")
+step = compare.group_step_bits(lab_ui.weight(sel.source, sel.weight_name))
+lab_ui.lesson_section("compare", "reading", g64_extra="—" if step is None else f"{step:.3g}")
 
 st.subheader("The whole model")
 if not sel.has_activations:
@@ -80,11 +84,17 @@ elif st.button("Run the embedded model under each scheme", key="cmp_run") or st.
     st.session_state["cmp_ran"] = True
     with lab_ui.user_errors():
         results = {label(r.name): whole_run(r.spec) for r in usable}
+    distractors = next(iter(results.values())).distractors if results else 0
+    found = f"paraphrase found first among {distractors:,} distractors (%)"
     st.dataframe(pd.DataFrame({
         "scheme": list(results),
         "embedding cosine to fp32 (mean)": [r.cosine_mean for r in results.values()],
         "worst sentence cosine": [r.cosine_min for r in results.values()],
-        "nearest neighbour unchanged (%)": [100 * r.top1_agreement for r in results.values()],
-        "paraphrase found (%)": [100 * r.paraphrase_recall for r in results.values()],
-    }).set_index("scheme").style.format(precision=4), width="stretch")
-    st.caption("All 36 Linear layers quantized; sentence embeddings mean-pooled as sentence-transformers does.")
+        "rank correlation of pair similarities": [r.rank_correlation for r in results.values()],
+        found: [100 * r.retrieval_recall for r in results.values()],
+    }).set_index("scheme").style.format({"embedding cosine to fp32 (mean)": "{:.4f}", "worst sentence cosine": "{:.4f}",
+                                         "rank correlation of pair similarities": "{:.4f}", found: "{:.0f}"}),
+                 width="stretch")
+    st.caption("All 36 Linear layers quantized; sentence embeddings mean-pooled as sentence-transformers does. "
+               "Rank correlation: whether the model still orders sentence pairs from same meaning to unrelated "
+               "as fp32 does (1 = same order).")

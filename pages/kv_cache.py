@@ -5,7 +5,7 @@ import streamlit as st
 import lab_ui
 from quantlab.core.spec import label
 from quantlab.io import sizing
-from quantlab.lessons import kv_cache
+from quantlab.lessons import checks, kv_cache
 from quantlab.lessons.formats import GB, GIB
 from quantlab.viz import kv_cache as figures
 
@@ -35,7 +35,7 @@ def channels(layer: int, head: int) -> tuple[list[float], list[float]]:
     return k.tolist(), v.tolist()
 
 
-st.title("🗄️ KV cache")
+lab_ui.title(__file__)
 lab_ui.lesson_section("kv_cache", "intro")
 
 # -- memory against context -----------------------------------------------------------------------
@@ -60,6 +60,7 @@ st.markdown(
     f"{arch.head_dim} × 2 bytes = **{per_token:,} bytes**. "
     f"Weights at {label(scheme)}: **{sizing.format_bytes(p.weights)}**."
 )
+lab_ui.check(checks.kv_larger_than_weights, arch_name, 32768, batch)
 lab_ui.chart(figures.memory_chart, p, unit_short, f"{arch_name}, batch {batch}, weights at {label(scheme)}",
              key=(arch_name, scheme, batch, unit_short))
 

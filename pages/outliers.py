@@ -6,7 +6,7 @@ import lab_ui
 from quantlab.core import metrics
 from quantlab.core.spec import SCHEMES, QuantSpec, label, scheme_spec
 from quantlab.io import models
-from quantlab.lessons import outliers, whole_model
+from quantlab.lessons import checks, outliers, whole_model
 from quantlab.viz import outliers as figures
 
 W8A8_SCHEMES = ("w8a8-static", "w8a8")
@@ -76,7 +76,7 @@ def keep_sweep(spec: QuantSpec, alpha: float | None, calibration: str) -> whole_
 
 
 sel = lab_ui.selection()
-st.title("⚡ Outliers")
+lab_ui.title(__file__)
 lab_ui.lesson_section("outliers", "intro")
 if not sel.has_activations:
     st.info("This lesson runs on real activations, which are captured from the embedded model only: "
@@ -85,6 +85,7 @@ if not sel.has_activations:
 layer = sel.layer
 
 st.subheader("Outlier channels in the real inputs")
+lab_ui.check(checks.outlier_channel, lab_ui.activations()[layer], key=(layer,))
 with lab_ui.user_errors():
     stats = channel_stats(layer)
 c1, c2, c3 = st.columns(3)
@@ -103,6 +104,7 @@ st.subheader("W8A8 on this layer")
 mode = lab_ui.control(st.radio, "Activation scales", "out_mode", "w8a8-static", W8A8_SCHEMES,
                       format_func=label, horizontal=True)
 spec = scheme_spec(mode)
+lab_ui.check(checks.w8a8_weaker_side, *reversed(_xw(layer)), key=(layer,))
 # The weight half of W8A8 alone, so the two metrics differ only by the activations.
 weights_only = spec.with_(activations=None)
 with lab_ui.user_errors():

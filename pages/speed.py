@@ -154,8 +154,8 @@ if isinstance(timing, live.LiveTiming):
                                for name, t in timing.ms.items()]).set_index("method"), width="stretch")
 
 with st.expander("Targets quantlab's kernels were written against, on this run"):
-    st.dataframe(pd.DataFrame([{"target": t["target"], "goal (×)": t["goal"],
-                                "measured (×)": None if t["measured"] is None else round(float(t["measured"]), 2),
-                                "met": "yes" if t["met"] else "no"} for t in targets(run)]).set_index("target"),
+    goals = pd.DataFrame([{"target": t["target"], "goal (×)": t["goal"], "measured (×)": t["measured"],
+                           "met": "yes" if t["met"] else "no"} for t in targets(run)]).set_index("target")
+    st.dataframe(goals.style.format({"goal (×)": "{:g}", "measured (×)": "{:.2f}"}, na_rep="not measured"),
                  width="stretch")
     lab_ui.lesson_section("speed", "targets")

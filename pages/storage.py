@@ -9,13 +9,17 @@ from quantlab.io.models import ModelSource
 from quantlab.lessons import storage
 from quantlab.viz import storage as figures
 
-GROUPS = [32, 64, 128, 256]
 SIDEBAR = "sidebar"
 
 
 @st.cache_resource(max_entries=128, show_spinner="Sizing from shapes…")
 def report(source: ModelSource | str, spec: QuantSpec) -> sizing.SizeReport:
     return sizing.model_size(source, spec)
+
+
+@st.cache_resource(max_entries=64, show_spinner="Sizing every group size…")
+def ladder(source: ModelSource | str, spec: QuantSpec) -> storage.Ladder:
+    return storage.group_ladder(source, spec)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -38,7 +42,7 @@ presets = [s.slug for s in SCHEMES.values() if s.preset]
 scheme = lab_ui.control(c2.selectbox, "Scheme", "storage_scheme", "w4a16", presets, format_func=label)
 spec = scheme_spec(scheme)
 if spec.strategy == "group":
-    group = lab_ui.control(c3.select_slider, "Group size", "storage_g", spec.group_size, GROUPS)
+    group = lab_ui.control(c3.select_slider, "Group size", "storage_g", spec.group_size, list(storage.GROUPS))
     spec = spec.with_group_size(group)
 else:
     c3.caption(f"{label(scheme)} uses one scale per {spec.strategy}: no group size.")
@@ -68,13 +72,12 @@ with st.expander(f"All {len(rows):,} tensors"):
     st.dataframe(rows, hide_index=True, width="stretch")
 
 st.subheader("Group size and file size")
-ladder = [("channel", QuantSpec(num_bits=spec.num_bits if spec.type == "int" else 4, strategy="channel",
-                                symmetric=spec.symmetric))]
-ladder += [(f"g{g}", ladder[0][1].with_(strategy="group", group_size=g)) for g in sorted(GROUPS, reverse=True)]
 with lab_ui.user_errors():
-    ladder_reports = [report(source, s) for _, s in ladder]
-lab_ui.chart(figures.size_by_group, [name for name, _ in ladder], ladder_reports, key=(source, spec))
-lab_ui.lesson_section("storage", "groups")
+    steps = ladder(source, spec)
+lab_ui.chart(figures.size_by_group, steps.rungs, key=(source, spec))
+if steps.left_out:
+    st.caption(f"Left out: {', '.join(steps.left_out)} divide none of this model's Linear layers.")
+lab_ui.lesson_section("storage", "groups", **storage.groups_numbers(steps))
 
 st.subheader("The syllabus' numbers, measured")
 sevens = [c for c in shipped if "7b" in c or "8b" in c]

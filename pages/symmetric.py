@@ -9,9 +9,9 @@ from quantlab.lessons import symmetric
 from quantlab.viz import symmetric as figures
 
 MODES = ["both", "symmetric", "asymmetric"]
-EXAMPLES = {  # (layer, tensor) pairs worth a click: outliers, and a one-sided distribution
+EXAMPLES = {  # (layer, tensor) pairs worth a click: a one-sided distribution, outliers, a weight
+    "Skewed: post-GELU input of layer 0 output.dense": symmetric.STORY,
     "Outlier channels: input of layer 0 intermediate.dense": ("encoder.layer.0.intermediate.dense", "input"),
-    "Skewed: post-GELU input of layer 0 output.dense": ("encoder.layer.0.output.dense", "input"),
     "A weight: layer 0 query": ("encoder.layer.0.attention.self.query", "weight"),
 }
 
@@ -26,15 +26,25 @@ def by_bits(source: ModelSource, layer: str, tensor: str) -> dict[str, list[floa
     return symmetric.sqnr_by_bits(lab_ui.layer_tensor(source, layer, tensor))
 
 
-def _follow_tensor() -> None:
-    """The log axis defaults to the tensor (on for activations, off for weights) until touched."""
-    st.session_state.pop("sym_log", None)
+@st.cache_resource(max_entries=64, show_spinner=False)
+def zero_point_cost(source: ModelSource, layer: str) -> symmetric.ZeroPointCost:
+    return symmetric.zero_point_cost(lab_ui.weight(source, f"{layer}.weight"))
 
 
 def _pick(layer: str, tensor: str) -> None:
     st.session_state["layer"] = layer
     st.session_state["sym_tensor"] = tensor
-    _follow_tensor()
+
+
+def _log_follows(tensor: str) -> None:
+    """The log axis defaults to the tensor (on for activations, off for weights): whenever the
+    tensor changes (radio, story button, a layer without activations), a kept or linked log
+    choice belonged to the other tensor and is dropped. A deep link's first run keeps its own."""
+    if st.session_state.get("sym_log_for", tensor) != tensor:
+        st.session_state.pop("sym_log", None)
+        if "sym_log" in st.query_params:
+            del st.query_params["sym_log"]
+    st.session_state["sym_log_for"] = tensor
 
 
 sel = lab_ui.selection()
@@ -42,15 +52,16 @@ st.title("⚖️ Symmetric vs asymmetric")
 lab_ui.lesson_section("symmetric", "intro")
 
 c1, c2, c3 = st.columns([1.1, 1.3, 1.6])
-tensor = lab_ui.control(c1.radio, "Tensor", "sym_tensor", "weight", lab_ui.tensor_choices(sel),
-                        format_func=lab_ui.TENSORS.get, horizontal=True, on_change=_follow_tensor,
+choices = lab_ui.tensor_choices(sel)
+tensor = lab_ui.control(c1.radio, "Tensor", "sym_tensor", choices[-1], choices,
+                        format_func=lab_ui.TENSORS.get, horizontal=True,
                         help="The layer's weight matrix, or the real input it receives on sample text.")
-bits = lab_ui.control(c2.slider, "Bits", "sym_bits", 4, min_value=2, max_value=8)
+bits = lab_ui.control(c2.slider, "Bits", "sym_bits", 8, min_value=2, max_value=8)
 mode = lab_ui.control(c3.segmented_control, "Show grid", "sym_mode", "both", MODES) or "both"
 if not sel.has_activations:
     st.caption("Activations are captured from the embedded model only; this source shows weights.")
 
-with st.expander("Try a real tensor with a story", expanded=False):
+with st.expander("Try a real tensor with a story", expanded=(sel.layer, tensor) != symmetric.STORY):
     cols = st.columns(len(EXAMPLES))
     for col, (label, (layer, kind)) in zip(cols, EXAMPLES.items()):
         col.button(label, on_click=_pick, args=(layer, kind), disabled=not sel.has_activations and kind != "weight",
@@ -59,9 +70,13 @@ with st.expander("Try a real tensor with a story", expanded=False):
 with lab_ui.user_errors():
     cmp = comparison(sel.source, sel.layer, tensor, bits)
     sweep = by_bits(sel.source, sel.layer, tensor)
+    zp_cost = zero_point_cost(sel.source, sel.layer)
+    stored = (symmetric.stored_bits_by_mode(lab_ui.weight(sel.source, sel.weight_name), cmp)
+              if tensor == "weight" else None)
 
 name = f"`{sel.layer}` {lab_ui.TENSORS[tensor]}"
 st.markdown(f"**{name}** — {cmp.numel:,} values in [{cmp.x_min:.4g}, {cmp.x_max:.4g}], per-tensor scale, {bits} bits.")
+_log_follows(tensor)
 log_y = lab_ui.control(st.toggle, "Log count axis", "sym_log", tensor != "weight",
                        help="Outliers are rare: a log axis makes single values visible.")
 lab_ui.chart(figures.grid_overlay, cmp, mode in ("both", "symmetric"), mode in ("both", "asymmetric"), log_y,
@@ -79,8 +94,8 @@ for col, is_symmetric, title in ((left, True, "Symmetric: scale only"),
                   help=f"Codes no value rounds to; {m.levels_outside_data} of them lie entirely outside the data.")
 
 st.subheader("Error, side by side")
-table = metrics.comparison_table({"symmetric": cmp.symmetric.report, "asymmetric": cmp.asymmetric.report})
+table = metrics.comparison_table({"symmetric": cmp.symmetric.report, "asymmetric": cmp.asymmetric.report}, stored)
 st.dataframe(pd.DataFrame(table).set_index("metric"), width="stretch")
-lab_ui.lesson_section("symmetric", "reading")
+lab_ui.lesson_section("symmetric", "reading", **symmetric.reading_numbers(cmp))
 lab_ui.chart(figures.sqnr_vs_bits, sweep, bits, key=(sel.source, sel.layer, tensor, bits))
-lab_ui.lesson_section("symmetric", "thermometer")
+lab_ui.lesson_section("symmetric", "production", **zp_cost.numbers())

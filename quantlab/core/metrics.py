@@ -77,8 +77,12 @@ def levels_used_fraction(qt: QuantizedTensor) -> float:
     return present / (256 if qt.spec.type == "float" else qt.spec.levels)
 
 
-def bits_per_weight(spec: QuantSpec, shape: tuple[int, ...], scale_bits: int = SCALE_BITS) -> float:
-    """Storage bits per element: b + scale bits / elements-per-scale (+ zero-point bits / same)."""
+def bits_per_weight(spec: QuantSpec, shape: tuple[int, ...], scale_bits: int) -> float:
+    """The closed form b + s / g (+ b / g for a zero point), for a given scale width s.
+
+    What a real layer stores (packing into int32 words, the scale dtype of the actual weight) is
+    `quantlab.io.sizing.stored_bits_per_weight`; this formula is what the lessons explain it with.
+    """
     numel = math.prod(shape)
     n_scales = blocks.num_scales(spec, shape)
     zp_bits = 0 if spec.symmetric else spec.num_bits
@@ -93,7 +97,6 @@ class ErrorReport:
     max_abs_error: float
     clipped_fraction: float
     levels_used: float
-    bits_per_weight: float
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -110,7 +113,6 @@ def error_report(x: torch.Tensor, qt: QuantizedTensor) -> ErrorReport:
         max_abs_error=max_abs_error(x, approx),
         clipped_fraction=clipped_fraction(x, qt),
         levels_used=levels_used_fraction(qt),
-        bits_per_weight=bits_per_weight(qt.spec, tuple(x.shape)),
     )
 
 
@@ -121,16 +123,19 @@ METRIC_LABELS: dict[str, str] = {
     "max_abs_error": "max |error|",
     "clipped_fraction": "values clipped (%)",
     "levels_used": "grid levels used (%)",
-    "bits_per_weight": "bits per value incl. scale/zero point",
 }
+BITS_LABEL = "stored bits per weight (codes + scales + zero points)"
 
 
-def comparison_table(reports: dict[str, ErrorReport]) -> dict[str, list[str]]:
-    """Reports side by side, one column per scheme, formatted for display with units."""
-    table: dict[str, list[str]] = {"metric": list(METRIC_LABELS.values())}
+def comparison_table(reports: dict[str, ErrorReport],
+                     stored_bits: dict[str, float] | None = None) -> dict[str, list[str]]:
+    """Reports side by side, one column per scheme, formatted for display with units; the stored
+    bits row only where they are given (a weight's, from its real layout; activations are not stored)."""
+    table: dict[str, list[str]] = {"metric": list(METRIC_LABELS.values()) + ([BITS_LABEL] if stored_bits else [])}
     for name, r in reports.items():
         table[name] = [
             f"{r.sqnr_db:.2f}", f"{r.mse:.3e}", f"{r.cosine:.6f}", f"{r.max_abs_error:.4g}",
-            f"{100 * r.clipped_fraction:.2f}", f"{100 * r.levels_used:.1f}", f"{r.bits_per_weight:.3f}",
+            f"{100 * r.clipped_fraction:.2f}", f"{100 * r.levels_used:.1f}",
+            *([f"{stored_bits[name]:.4g}"] if stored_bits else []),
         ]
     return table

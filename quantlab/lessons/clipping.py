@@ -67,6 +67,40 @@ class CalibrationResult:
         return self.clipping_mse / total if total > 0 else 0.0
 
 
+# Where the calibration text matters: the attention-output input has no fixed outlier channel, so
+# its maximum depends on the text; a few sentences of the wrong kind leave the scale too small.
+CALIBRATION_LAYER = "encoder.layer.4.attention.output.dense"
+CALIBRATION_SENTENCES = 3
+
+
+@dataclass(frozen=True)
+class CalibrationSummary:
+    """What the lesson says about one calibration study, from its rows."""
+
+    eval_kind: str
+    best: CalibrationResult  # the static scale that did best on the evaluation text
+    worst: CalibrationResult
+    dynamic: CalibrationResult
+
+    @property
+    def spread_db(self) -> float:
+        return self.best.sqnr_db - self.worst.sqnr_db
+
+    def numbers(self) -> dict[str, str]:
+        return {"eval_kind": self.eval_kind, "best_kind": self.best.calibration, "worst_kind": self.worst.calibration,
+                "best_db": f"{self.best.sqnr_db:.1f}", "worst_db": f"{self.worst.sqnr_db:.1f}",
+                "spread_db": f"{self.spread_db:.1f}", "dynamic_db": f"{self.dynamic.sqnr_db:.1f}",
+                "gain_lo": f"{self.dynamic.sqnr_db - self.best.sqnr_db:.1f}",
+                "gain_hi": f"{self.dynamic.sqnr_db - self.worst.sqnr_db:.1f}"}
+
+
+def summarize(rows: list[CalibrationResult], eval_kind: str) -> CalibrationSummary:
+    static = [r for r in rows if r.calibration != "dynamic"]
+    dynamic = next(r for r in rows if r.calibration == "dynamic")
+    return CalibrationSummary(eval_kind, max(static, key=lambda r: r.sqnr_db), min(static, key=lambda r: r.sqnr_db),
+                              dynamic)
+
+
 def study(layer: str, eval_kind: str, spec: QuantSpec, sentences: int) -> list[CalibrationResult]:
     """One static scale per calibration text (its first `sentences` sentences), each applied to
     `eval_kind`'s activations, plus dynamic per-token quantization as the yardstick."""

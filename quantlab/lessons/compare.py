@@ -26,7 +26,7 @@ DEFAULT_CHOICE = ("w4a16", "w4a16-g64", "w8a16", "w8a8", "fp8-dynamic")
 class LayerWhatIf:
     name: str
     spec: QuantSpec
-    bits_per_weight: float
+    bits_per_weight: float  # sizing.stored_bits_per_weight: this layer's real layout, its scale dtype
     weight_sqnr_db: float
     output_sqnr_db: float | None  # X·Wᵀ error on real activations; None where none were captured
     quantizes_activations: bool
@@ -47,10 +47,21 @@ def layer_what_if(name: str, w: torch.Tensor, x: torch.Tensor | None) -> LayerWh
     if x is not None:
         out_sqnr = metrics.sqnr_db(outliers.layer_output(x, w), outliers.quantized_output(x, w, spec))
     return LayerWhatIf(
-        name=name, spec=spec, bits_per_weight=metrics.bits_per_weight(w_spec, tuple(w.shape)),
+        name=name, spec=spec,
+        bits_per_weight=sizing.stored_bits_per_weight(tuple(w.shape), sizing.torch_dtype_code(w.dtype), w_spec),
         weight_sqnr_db=metrics.sqnr_db(w, w_hat), output_sqnr_db=out_sqnr,
         quantizes_activations=spec.activations is not None,
     )
+
+
+def group_step_bits(w: torch.Tensor, coarse: int = 128, fine: int = 64) -> float | None:
+    """Bits per weight that halving the group (g128 -> g64) adds on this layer; None where either
+    group does not divide its rows."""
+    if w.shape[-1] % coarse or w.shape[-1] % fine:
+        return None
+    dtype, spec = sizing.torch_dtype_code(w.dtype), QuantSpec(num_bits=4, strategy="group", group_size=coarse)
+    return (sizing.stored_bits_per_weight(tuple(w.shape), dtype, spec.with_group_size(fine))
+            - sizing.stored_bits_per_weight(tuple(w.shape), dtype, spec))
 
 
 @dataclass(frozen=True)

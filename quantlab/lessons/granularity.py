@@ -18,7 +18,25 @@ from quantlab.core.spec import QuantSpec
 from quantlab.io import sizing
 
 GROUP_SIZES = (32, 64, 128, 256)
+CUSTOM_GROUP = 96  # not a power of two: shows that any divisor of the row works
 _MAX_HEATMAP_ROWS = 384
+
+
+def custom_default(cols: int) -> int | None:
+    """The custom group size a layer starts with: 96 where it divides the rows, otherwise the
+    largest divisor of the row length up to 96 (a 13-wide upload gets 13); None for 1-wide rows."""
+    divisors = [g for g in range(2, min(cols, CUSTOM_GROUP) + 1) if cols % g == 0]
+    return divisors[-1] if divisors else None
+
+
+def heatmap_groups(cols: int, custom_group: int | None = None) -> list[int]:
+    """Group sizes the scale heatmap can show on this layer; the whole row when none divides it."""
+    usable = sorted({g for g in (*GROUP_SIZES, custom_group) if g and cols % g == 0})
+    return usable or [cols]
+
+
+def heatmap_default(groups: list[int]) -> int:
+    return 128 if 128 in groups else groups[0]
 
 
 def granularities(custom_group: int | None = None) -> list[tuple[str, str, int | None]]:
@@ -41,16 +59,22 @@ def spec_for(bits: int, symmetric: bool, strategy: str, group: int | None) -> Qu
 class Point:
     label: str
     spec: QuantSpec
-    bits_per_weight: float  # measured: stored bytes of this layer · 8 / weights
+    bits_per_weight: float  # measured: sizing.stored_bits_per_weight, the real layout of this layer
     formula_bits: float  # b + scale bits / g (+ b / g)
     weight_sqnr_db: float
     output_sqnr_db: float | None
-    stored_bytes: int
+    weights: int
+
+    @property
+    def stored_bytes(self) -> int:
+        return round(self.bits_per_weight * self.weights / 8)
 
 
-def stored_bytes(shape: tuple[int, int], dtype: str, spec: QuantSpec) -> int:
-    layer = sizing.SourceTensor("layer.weight", shape, dtype, True)
-    return sum(t.nbytes for t in sizing.layer_layout(layer, spec) if t.kind != "shapes")
+
+
+def scale_bits(dtype: torch.dtype) -> int:
+    """Bits of one scale as compressed-tensors stores it for a weight of this dtype (its own dtype)."""
+    return 8 * sizing.DTYPE_BYTES[sizing.scale_dtype(sizing.torch_dtype_code(dtype))]
 
 
 @torch.no_grad()
@@ -59,7 +83,6 @@ def tradeoff(weight: torch.Tensor, inputs: torch.Tensor | None, custom_group: in
     """Every (bits, symmetric, granularity) candidate on this layer, quantized for real."""
     shape = (weight.shape[0], weight.shape[1])
     dtype = sizing.torch_dtype_code(weight.dtype)
-    scale_bits = 8 * sizing.DTYPE_BYTES[sizing.scale_dtype(dtype)]
     reference = inputs.to(weight.dtype) @ weight.T if inputs is not None else None
     points = []
     for bits in bits_options:
@@ -71,10 +94,9 @@ def tradeoff(weight: torch.Tensor, inputs: torch.Tensor | None, custom_group: in
                 approx = quantize(weight, spec).dequantize()
                 out_sqnr = (metrics.sqnr_db(reference, inputs.to(weight.dtype) @ approx.T)
                             if reference is not None and inputs is not None else None)
-                nbytes = stored_bytes(shape, dtype, spec)
-                points.append(Point(label, spec, 8 * nbytes / weight.numel(),
-                                    metrics.bits_per_weight(spec, shape, scale_bits),
-                                    metrics.sqnr_db(weight, approx), out_sqnr, nbytes))
+                points.append(Point(label, spec, sizing.stored_bits_per_weight(shape, dtype, spec),
+                                    metrics.bits_per_weight(spec, shape, scale_bits(weight.dtype)),
+                                    metrics.sqnr_db(weight, approx), out_sqnr, weight.numel()))
     return points
 
 
@@ -111,9 +133,26 @@ class ChannelFailure:
     def worst(self, k: int = 5) -> list[dict[str, float]]:
         order = torch.argsort(self.sqnr_coarse)[:k]
         median = self.absmax.median().item()
-        return [{"channel": int(i), "max |w|": self.absmax[i].item(), "range / median": self.absmax[i].item() / median,
+        # An all-zero matrix has no median range to compare with: NaN, shown as a dash.
+        return [{"channel": int(i), "max |w|": self.absmax[i].item(),
+                 "range / median": self.absmax[i].item() / median if median > 0 else math.nan,
                  f"SQNR {self.coarse.label} (dB)": self.sqnr_coarse[i].item(),
                  f"SQNR {self.fine.label} (dB)": self.sqnr_fine[i].item()} for i in order.tolist()]
+
+
+    def fine_range_db(self) -> tuple[float, float, float]:
+        """(lowest, median, highest) channel SQNR under the finer scales: what the prose quotes.
+        Channels that are all zero (no signal, no error) are left out; NaN when every one is."""
+        finite = self.sqnr_fine[torch.isfinite(self.sqnr_fine) & (self.absmax > 0)]
+        if not finite.numel():
+            return math.nan, math.nan, math.nan
+        return finite.min().item(), finite.median().item(), finite.max().item()
+
+
+    def numbers(self) -> dict[str, str]:
+        """What the lesson's sentence quotes: the finer scheme and its channel SQNR range."""
+        low, median, high = (("—" if math.isnan(v) else f"{v:.0f}") for v in self.fine_range_db())
+        return {"fine": self.fine.label, "low": low, "median": median, "high": high}
 
 
 def _row_sqnr(w: torch.Tensor, approx: torch.Tensor) -> torch.Tensor:
@@ -131,7 +170,14 @@ def where_tensor_fails(weight: torch.Tensor, fine: QuantSpec) -> ChannelFailure:
                           _row_sqnr(weight, quantize(weight, fine).dequantize()).float(), coarse, fine)
 
 
-def first_word(weight: torch.Tensor, spec: QuantSpec) -> packing.WordDiagram:
-    """The first eight INT4 codes of row 0, as they land in the first int32 of weight_packed."""
-    codes = quantize(weight, spec.with_(num_bits=4)).q[0, :8]
+def first_word(weight: torch.Tensor, spec: QuantSpec) -> packing.WordDiagram | None:
+    """The first eight INT4 codes of row 0, as they land in the first int32 of weight_packed
+    (per-channel scales where the spec's group does not divide the row); None when a row has
+    fewer than eight weights, so no word is full."""
+    if weight.shape[-1] < 8:
+        return None
+    spec = spec.with_(num_bits=4)
+    if spec.strategy == "group" and weight.shape[-1] % (spec.group_size or 1):
+        spec = spec.with_(strategy="channel", group_size=None)
+    codes = quantize(weight, spec).q[0, :8]
     return packing.word_diagram(codes, 4)

@@ -16,6 +16,9 @@ from quantlab.core.qparams import check_tensor, grid_range, quantize_with
 from quantlab.core.quantize import quantize
 from quantlab.core.spec import QuantSpec
 from quantlab.core.stats import Histogram, histogram
+from quantlab.io import sizing
+
+STORY = ("encoder.layer.0.output.dense", "input")  # post-GELU: one-sided, where asymmetry pays
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,6 +96,51 @@ def compare_modes(x: torch.Tensor, num_bits: int, bins: int = 160) -> ModeCompar
         example=example, hist=histogram(x, bins=bins, lo=lo, hi=hi),
         symmetric=_mode(x, sym, example, lo, hi), asymmetric=_mode(x, asym, example, lo, hi),
     )
+
+
+def stored_bits_by_mode(w: torch.Tensor, cmp: ModeComparison) -> dict[str, float]:
+    """Bits the weight `w` stores per value under each mode's spec (sizing's real layout)."""
+    dtype = sizing.scale_dtype(_dtype_code(w.dtype))
+    return {name: sizing.stored_bits_per_weight(tuple(w.shape), dtype, mode.spec)
+            for name, mode in (("symmetric", cmp.symmetric), ("asymmetric", cmp.asymmetric))}
+
+
+def reading_numbers(cmp: ModeComparison) -> dict[str, str]:
+    """The figures the lesson's reading sentence quotes, for this tensor and bit width."""
+    sym, asym = cmp.symmetric.report.sqnr_db, cmp.asymmetric.report.sqnr_db
+    return {"bits": str(cmp.symmetric.spec.num_bits), "sym_db": f"{sym:.1f}", "asym_db": f"{asym:.1f}",
+            "gain_db": f"{asym - sym:+.1f}"}
+
+
+def _dtype_code(dtype: torch.dtype) -> str:
+    try:
+        return sizing.torch_dtype_code(dtype)
+    except KeyError:
+        return "F16"  # compressed-tensors' scale dtype for anything that is not a float
+
+
+@dataclass(frozen=True)
+class ZeroPointCost:
+    """What a zero point adds on this weight at INT4: bits per weight with and without one."""
+
+    granularity: str  # "g128" where 128 divides the rows, else "per-channel"
+    scale_bits: int
+    symmetric_bits: float
+    asymmetric_bits: float
+
+    def numbers(self) -> dict[str, str]:
+        return {"granularity": self.granularity, "scale_bits": str(self.scale_bits),
+                "sym_bits": f"{self.symmetric_bits:.4g}", "asym_bits": f"{self.asymmetric_bits:.4g}"}
+
+
+def zero_point_cost(x: torch.Tensor) -> ZeroPointCost:
+    group = x.ndim == 2 and x.shape[1] % 128 == 0
+    spec = QuantSpec(num_bits=4, strategy="group" if group else "channel", group_size=128 if group else None)
+    dtype = sizing.scale_dtype(_dtype_code(x.dtype))
+    shape = tuple(x.shape) if x.ndim == 2 else (1, x.numel())
+    return ZeroPointCost("g128" if group else "per-channel", 8 * sizing.DTYPE_BYTES[dtype],
+                         sizing.stored_bits_per_weight(shape, dtype, spec),
+                         sizing.stored_bits_per_weight(shape, dtype, spec.with_(symmetric=False)))
 
 
 def derivation(cmp: ModeComparison, symmetric: bool) -> list[str]:

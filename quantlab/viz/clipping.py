@@ -33,19 +33,21 @@ def clip_curve(curve: ClipCurve, marks: dict[str, float], current: float) -> go.
                              line=dict(color="#475569", width=2), hoverinfo="skip"))
     styled(fig, "Error against the clipping ratio: rounding falls, saturation rises",
            "clipping ratio (range kept ÷ min-max range)", "mean squared error (log)", height=440)
-    fig.update_yaxes(type="log", range=[np.log10(span[0]), np.log10(span[1])])
+    # Decades only: plotly's default minor labels read "2 5 2 5" on a log axis.
+    fig.update_yaxes(type="log", range=[np.log10(span[0]), np.log10(span[1])], dtick=1, exponentformat="power")
     return fig
 
 
 def clip_histogram(hist: Histogram, lo: float, hi: float) -> go.Figure:
     """The values, with the kept range shaded: anything outside it saturates to the end level."""
     fig = go.Figure(histogram_bars(hist, name="values"))
-    fig.add_vrect(x0=lo, x1=hi, fillcolor=PALETTE["good"], opacity=0.08, line_width=0,
+    # Blue range, orange edges: no red-against-green pair.
+    fig.add_vrect(x0=lo, x1=hi, fillcolor=PALETTE["sym"], opacity=0.08, line_width=0,
                   annotation_text="kept range", annotation_position="top left")
     for x in (lo, hi):
-        fig.add_vline(x=x, line=dict(color=PALETTE["bad"], width=1.5))
+        fig.add_vline(x=x, line=dict(color=PALETTE["asym"], width=1.5))
     styled(fig, "Values and the range the grid covers", "value", "count of values (log)", height=330)
-    fig.update_yaxes(type="log")
+    fig.update_yaxes(type="log", dtick=1, exponentformat="power")
     fig.update_layout(bargap=0, showlegend=False)
     return fig
 

@@ -1,6 +1,7 @@
 """Figures of the Granularity lesson: error against stored bits, scale heatmap, per-channel failure, a packed word."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,20 +23,45 @@ def _pareto_front(xs: list[float], ys: list[float]) -> list[int]:
     return front
 
 
+LABEL_CLEARANCE = 0.05  # fraction of the plot's width/height a printed label keeps from another
+
+
+def _clear_labels(xs: list[float], ys: list[float], candidates: list[int]) -> list[int]:
+    """The candidates that can carry a label: each one far enough, in axis fractions, from those kept."""
+    finite = [(x, y) for x, y in zip(xs, ys) if math.isfinite(x) and math.isfinite(y)]
+    if not finite:
+        return []
+    span_x = (max(x for x, _ in finite) - min(x for x, _ in finite)) or 1.0
+    span_y = (max(y for _, y in finite) - min(y for _, y in finite)) or 1.0
+    kept: list[int] = []
+    for i in candidates:
+        if not (math.isfinite(xs[i]) and math.isfinite(ys[i])):
+            continue
+        if all(abs(xs[i] - xs[j]) / span_x > LABEL_CLEARANCE or abs(ys[i] - ys[j]) / span_y > LABEL_CLEARANCE
+               for j in kept):
+            kept.append(i)
+    return kept
+
+
 def pareto(points: Sequence[Point], output: bool) -> go.Figure:
     fig = go.Figure()
     value = (lambda p: p.output_sqnr_db) if output else (lambda p: p.weight_sqnr_db)
+    xs, ys = [p.bits_per_weight for p in points], [value(p) for p in points]
+    front = _pareto_front(xs, ys)
+    # Sym and asym points of one granularity sit almost on top of each other, and INT4's choices all
+    # fall within half a bit: only points on the front get a printed label, and only where it
+    # keeps clear of the labels already placed. Every point names itself on hover.
+    on_front = {id(points[i]) for i in _clear_labels(xs, ys, front)}
     families = sorted({(p.spec.num_bits, p.spec.symmetric) for p in points}, key=lambda f: (f[0], not f[1]))
     for color, (bits, sym) in zip(SERIES, families):
         group = [p for p in points if (p.spec.num_bits, p.spec.symmetric) == (bits, sym)]
         fig.add_trace(go.Scatter(
             x=[p.bits_per_weight for p in group], y=[value(p) for p in group], mode="markers+text",
-            text=[p.label for p in group], textposition="top center" if sym else "bottom center",
-            textfont=dict(size=10, color=color), name=f"INT{bits} {'sym' if sym else 'asym'}",
+            text=[p.label if id(p) in on_front else "" for p in group], customdata=[p.label for p in group],
+            textposition="top left" if sym else "bottom right",
+            textfont=dict(size=11, color=color), name=f"INT{bits} {'sym' if sym else 'asym'}",
             marker=dict(size=10, color=color, symbol="circle" if sym else "diamond"),
-            hovertemplate="%{text}: %{x:.3f} bits/weight, %{y:.2f} dB<extra></extra>"))
-    xs, ys = [p.bits_per_weight for p in points], [value(p) for p in points]
-    front = _pareto_front(xs, ys)
+            hovertemplate="%{customdata}: %{x:.3f} bits/weight, %{y:.2f} dB<extra></extra>"))
     fig.add_trace(go.Scatter(x=[xs[i] for i in front], y=[ys[i] for i in front], mode="lines", name="Pareto front",
                              line=dict(color=PALETTE["muted"], dash="dot"), hoverinfo="skip"))
     what = "layer-output SQNR on real inputs" if output else "weight SQNR"
@@ -48,22 +74,26 @@ def scale_heatmap(smap: ScaleMap, label: str) -> go.Figure:
     values = smap.values.numpy()
     # Log colour: one outlier scale would otherwise paint every other cell the same dark blue.
     fig = go.Figure(go.Heatmap(
-        z=np.log10(values), y=np.arange(values.shape[0]) * smap.rows_per_cell, customdata=values,
+        z=np.log10(np.where(values > 0, values, np.nan)),  # a zero scale (all-zero group) has no log
+        y=np.arange(values.shape[0]) * smap.rows_per_cell, customdata=values,
         colorscale="Viridis", colorbar=dict(title="log10 scale"),
         hovertemplate="channel %{y}, group %{x}: scale %{customdata:.3g}<extra></extra>"))
     fig.update_yaxes(autorange="reversed")
+    # Group indices are whole numbers: at most ~12 integer ticks, never 0.5 or 1.5.
+    fig.update_xaxes(tick0=0, dtick=max(1, math.ceil(values.shape[1] / 12)))
     return styled(fig, f"Scales of {label}: one per output channel × group of {smap.group_size}",
                   f"group index (each covers {smap.group_size} input columns)", rows, height=420)
 
 
 def channel_failure(fail: ChannelFailure) -> go.Figure:
     fig = go.Figure()
-    for sqnr, spec, color in ((fail.sqnr_coarse, fail.coarse, PALETTE["bad"]),
-                              (fail.sqnr_fine, fail.fine, PALETTE["good"])):
+    # Blue against orange, not red against green: readable with any colour vision.
+    for sqnr, spec, color in ((fail.sqnr_coarse, fail.coarse, PALETTE["asym"]),
+                              (fail.sqnr_fine, fail.fine, PALETTE["sym"])):
         fig.add_trace(go.Scattergl(x=fail.absmax.numpy(), y=sqnr.numpy(), mode="markers", name=spec.label,
                                    marker=dict(size=5, color=color, opacity=0.6),
                                    hovertemplate="max |w| %{x:.3g}: %{y:.1f} dB<extra></extra>"))
-    fig.update_xaxes(type="log")
+    fig.update_xaxes(type="log", dtick=1, exponentformat="power")  # decades only, no "2 5" labels
     return styled(fig, "Where one scale fails: each dot is an output channel",
                   "largest |weight| in the channel (log scale)", "channel SQNR (dB)", height=400)
 

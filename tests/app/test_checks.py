@@ -1,4 +1,6 @@
 """Predict-then-reveal checks in the running app: graded live, a right and a wrong answer each."""
+import pytest
+
 from quantlab.io import models
 from quantlab.lessons import checks
 from tests.app.apptest_util import run_page
@@ -40,3 +42,37 @@ def test_a_new_layer_asks_again_and_grades_on_that_layer():
     assert fresh.key != radio.key and fresh.value is None  # not answered yet on this layer
     w = models.load_tensor(models.ModelSource.embedded(), f"{other}.weight")
     assert checks.int4_levels_used(w).key == fresh.key.removeprefix("check:")
+
+
+CHECKED_PAGES = ["pages/formats.py", "pages/outliers.py", "pages/kv_cache.py"]
+
+
+def _verdicts(at) -> set[tuple[str, bool]]:
+    return {(s.value, True) for s in at.success if s.value.startswith("Right")} | \
+        {(e.value, False) for e in at.error if e.value.startswith("Measured")}
+
+
+@pytest.mark.parametrize("page", CHECKED_PAGES, ids=lambda p: p.split("/")[-1][:-3])
+def test_every_check_grades_a_right_and_a_wrong_answer(page):
+    """Each check on the page, answered with its first option: the verdict agrees with the
+    measured answer it reveals; a fresh session answering that measured answer is graded right."""
+    at = run_page(page)
+    keys = [r.key for r in at.radio if r.key and r.key.startswith("check:")]
+    assert keys, page
+    measured = {}
+    for key in keys:
+        before = _verdicts(at)
+        radio = next(r for r in at.radio if r.key == key)
+        chosen = radio.options[0]
+        _reveal(at, radio, chosen)
+        (text, right), = _verdicts(at) - before
+        measured[key] = text.split("**")[1]
+        assert right == (chosen == measured[key]) and measured[key] in radio.options
+    fresh = run_page(page)
+    for key in keys:
+        before = _verdicts(fresh)
+        _reveal(fresh, next(r for r in fresh.radio if r.key == key), measured[key])
+        (_, right), = _verdicts(fresh) - before
+        assert right
+    n = len(keys)
+    assert any(f"{n} of {n} answered, {n} right" in c.value for c in fresh.caption)

@@ -179,9 +179,10 @@ def test_metrics_closed_forms():
     assert metrics.sqnr_db(x, x) == math.inf
     assert metrics.max_abs_error(x, y) == pytest.approx(0.1)
     assert metrics.cosine(x, 2 * x) == pytest.approx(1.0)
-    # 4-bit groups of 128 with bf16 scales: 4 + 16/128 bits; asymmetric adds a 4-bit zero point per group
-    assert metrics.bits_per_weight(ql.QuantSpec.preset("W4A16"), (4096, 4096)) == pytest.approx(4.125)
-    assert metrics.bits_per_weight(ql.QuantSpec.preset("W4A16_ASYM"), (4096, 4096)) == pytest.approx(4 + 20 / 128)
+    # 4-bit groups of 128 with s-bit scales: 4 + s/128 bits; asymmetric adds a 4-bit zero point per group
+    assert metrics.bits_per_weight(ql.QuantSpec.preset("W4A16"), (4096, 4096), 16) == pytest.approx(4.125)
+    assert metrics.bits_per_weight(ql.QuantSpec.preset("W4A16"), (4096, 4096), 32) == pytest.approx(4.25)
+    assert metrics.bits_per_weight(ql.QuantSpec.preset("W4A16_ASYM"), (4096, 4096), 16) == pytest.approx(4 + 20 / 128)
 
 
 def test_clipped_and_levels_used():

@@ -48,6 +48,28 @@ def test_llama_8b_w4a16_breakdown() -> None:
     assert report.quantized_bits_per_weight() == pytest.approx(4 + 16 / 128, abs=1e-4)
 
 
+@pytest.mark.parametrize("dtype,preset,bits", [
+    ("F32", "W4A16", 4 + 32 / 128), ("BF16", "W4A16", 4 + 16 / 128), ("F32", "W4A16_ASYM", 4 + 36 / 128),
+    ("BF16", "W8A16", 8 + 16 / 128), ("F32", "W8A8", 8 + 32 / 384),
+])
+def test_stored_bits_per_weight_from_the_real_layout(dtype: str, preset: str, bits: float) -> None:
+    """The one function: the scale dtype is the weight's (fp32 MiniLM -> 32-bit scales)."""
+    assert sizing.stored_bits_per_weight((1536, 384), dtype, ql.QuantSpec.preset(preset)) == pytest.approx(bits)
+
+
+def test_stored_bits_count_the_int32_padding_of_odd_widths() -> None:
+    # 3-bit codes of a 100-wide row fill ceil(300 / 32) = 10 int32 words: 320 bits, not 300.
+    spec = ql.QuantSpec(num_bits=3, strategy="channel")
+    assert sizing.stored_bits_per_weight((2, 100), "F32", spec) == pytest.approx((320 + 32) / 100)
+    with pytest.raises(QuantlabError, match="does not divide"):
+        sizing.stored_bits_per_weight((2, 100), "F32", ql.QuantSpec.preset("W4A16"))
+
+
+def test_report_and_layer_agree_on_bits_per_weight() -> None:
+    report = sizing.model_size(models.ModelSource.embedded(), ql.QuantSpec.preset("W4A16"))
+    assert report.quantized_bits_per_weight() == pytest.approx(4.25)  # every MiniLM block Linear divides by 128
+
+
 def test_real_file_size_equals_model_compressor_output(tmp_path: Path) -> None:
     """The header arithmetic too: the predicted file is byte-for-byte as long as the real one."""
     from transformers import AutoModel

@@ -2,9 +2,10 @@
 import math
 
 import pytest
+import torch
 
 from quantlab.core.spec import label
-from quantlab.io import models
+from quantlab.io import models, sizing
 from quantlab.lessons import compare
 from tests.app.apptest_util import run_page
 
@@ -19,8 +20,13 @@ def layer():
 def test_finer_groups_cost_bits_and_buy_accuracy(layer):
     w, x = layer
     rows = {n: compare.layer_what_if(n, w, x) for n in ("w4a16-g32", "w4a16", "w4a16-tensor", "w8a16")}
-    assert rows["w4a16-g32"].bits_per_weight == pytest.approx(4.5)
-    assert rows["w4a16"].bits_per_weight == pytest.approx(4.125)
+    # fp32 MiniLM stores fp32 scales: 4 + 32/32 and 4 + 32/128, the Granularity page's own figures
+    assert rows["w4a16-g32"].bits_per_weight == pytest.approx(5.0)
+    assert rows["w4a16"].bits_per_weight == pytest.approx(4.25)
+    assert rows["w4a16"].bits_per_weight == sizing.stored_bits_per_weight(tuple(w.shape), "F32", rows["w4a16"].spec)
+    assert compare.group_step_bits(w) == pytest.approx(0.25)
+    assert compare.group_step_bits(w.to(torch.bfloat16)) == pytest.approx(0.125)
+    assert compare.group_step_bits(w[:, :96]) is None
     assert rows["w4a16-g32"].weight_sqnr_db > rows["w4a16"].weight_sqnr_db > rows["w4a16-tensor"].weight_sqnr_db
     assert rows["w8a16"].output_sqnr_db > rows["w4a16-g32"].output_sqnr_db + 15  # 4 more bits ≈ 24 dB
 
@@ -61,3 +67,21 @@ def test_page_reacts_to_schemes_and_runs_the_whole_model():
     assert not at.exception
     whole = at.dataframe[1].value
     assert whole.loc["W8A16"].iloc[0] > 0.999
+    assert any("distractors" in c for c in whole.columns)
+
+
+def test_page_tables_show_no_raw_none_or_four_decimal_percentages():
+    at = run_page("pages/compare.py")
+    at.button(key="cmp_run").click().run()
+    assert not at.exception
+    layer_table, whole = (_shown(d) for d in at.dataframe)
+    assert not {"None", "nan"} & set(layer_table.to_numpy().ravel())
+    assert layer_table.loc["W4A16 g128", "stored bits / weight (this layer)"] == "4.25"  # fp32 scales
+    assert not any(v.endswith(".0000") for v in whole.to_numpy().ravel())
+
+
+def _shown(frame):
+    """The strings a dataframe element displays (its Styler's formatted values)."""
+    import pyarrow as pa
+
+    return pa.ipc.open_stream(frame.proto.arrow_data.styler.display_values).read_all().to_pandas()

@@ -7,7 +7,7 @@ import torch
 
 import quantlab as ql
 from quantlab.core import metrics, packing
-from quantlab.io import models
+from quantlab.io import models, sizing
 from quantlab.lessons import granularity
 
 LAYER = "encoder.layer.0.intermediate.dense"
@@ -88,8 +88,8 @@ def test_measured_bits_are_the_stored_bytes_and_match_the_formula(weight, points
         zp_bytes = 0 if p.spec.symmetric else (scales * b // 8 if p.spec.strategy != "tensor" else 1)
         expected = numel * b // 8 + scales * 4 + zp_bytes
         assert p.stored_bytes == expected, p
-        assert p.stored_bytes == granularity.stored_bytes((rows, cols), "F32", p.spec)
-        assert p.bits_per_weight == 8 * p.stored_bytes / numel
+        assert p.bits_per_weight == sizing.stored_bits_per_weight((rows, cols), "F32", p.spec)  # the one function
+        assert p.bits_per_weight == pytest.approx(8 * p.stored_bytes / numel, rel=1e-12)
         assert p.formula_bits == metrics.bits_per_weight(p.spec, (rows, cols), 32)
         if (b, p.spec.symmetric, p.spec.strategy) == (4, False, "tensor"):
             # The lone per-tensor zero point is stored as a whole int8: 4 bits more than b / g counts.
@@ -161,6 +161,33 @@ def test_where_tensor_fails_known_answer():
     assert set(first) == {"channel", "max |w|", "range / median", f"SQNR {fail.coarse.label} (dB)",
                           f"SQNR {fine.label} (dB)"}
     assert first["range / median"] == pytest.approx(first["max |w|"] / fail.absmax.median().item())
+
+
+def test_an_all_zero_matrix_has_no_median_range_and_no_crash():
+    fail = granularity.where_tensor_fails(torch.zeros(4, 8), ql.QuantSpec(num_bits=4, strategy="channel"))
+    worst = fail.worst(2)
+    assert len(worst) == 2 and all(math.isnan(r["range / median"]) for r in worst)
+    assert all(math.isnan(v) for v in fail.fine_range_db())
+
+
+def test_fine_range_is_the_channels_lowest_median_and_highest(weight):
+    fail = granularity.where_tensor_fails(weight, ql.QuantSpec(num_bits=4, strategy="group", group_size=128))
+    lo, median, hi = fail.fine_range_db()
+    assert (lo, hi) == (fail.sqnr_fine.min().item(), fail.sqnr_fine.max().item())
+    assert lo < median < hi and 8 < lo < 14 and 17 < median < 21  # measured: 10.8, 19.0, 21.0 dB
+
+
+@pytest.mark.parametrize("cols,default", [(384, 96), (1536, 96), (13, 13), (64, 64), (50, 50), (100, 50), (1, None)])
+def test_custom_group_default_always_divides_and_fits(cols, default):
+    assert granularity.custom_default(cols) == default
+    if default is not None:
+        assert cols % default == 0 and 2 <= default <= cols
+
+
+def test_heatmap_groups_fall_back_to_the_whole_row():
+    assert granularity.heatmap_groups(384, 96) == [32, 64, 96, 128]
+    assert granularity.heatmap_groups(13, 13) == [13] and granularity.heatmap_groups(1) == [1]
+    assert granularity.heatmap_default([32, 64, 128]) == 128 and granularity.heatmap_default([13]) == 13
 
 
 def test_where_tensor_fails_on_the_real_layer(weight):

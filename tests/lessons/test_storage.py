@@ -69,3 +69,37 @@ def test_every_shipped_config_gives_four_consistent_claims(arch):
                                                   (89, False), (0, False)])
 def test_holds_within_ten_percent(measured, holds):
     assert storage.Claim("c", 100.0, measured, "").holds is holds
+
+
+def test_ladder_counts_the_layers_each_group_size_leaves_unquantized():
+    from quantlab.io import models
+
+    ladder = storage.group_ladder(models.ModelSource.embedded(), W4_G128)
+    by = {r.label: r for r in ladder.rungs}
+    assert list(by) == ["channel", "g256", "g128", "g64", "g32"] and not ladder.left_out
+    assert (by["g256"].unquantized, by["g256"].linear_layers) == (30, 36)
+    assert all(by[g].unquantized == 0 and by[g].note is None for g in ("channel", "g128", "g64", "g32"))
+    assert by["g256"].report.total_bytes > by["g128"].report.total_bytes
+    numbers = storage.groups_numbers(ladder)
+    assert numbers["scale_bits"] == "32" and numbers["g64_extra"] == "0.25"  # fp32 scales: 32/128
+    assert "g256" in numbers["partial"] and "30 of 36" in numbers["partial"]
+
+
+def test_ladder_leaves_out_a_group_size_that_divides_nothing(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from quantlab.io import models
+
+    f = tmp_path / "m.safetensors"
+    save_file({"model.layers.0.proj.weight": torch.randn(8, 96)}, str(f))
+    ladder = storage.group_ladder(models.ModelSource.local(f), W4_G128)
+    assert [r.label for r in ladder.rungs] == ["channel", "g32"] and ladder.left_out == ("g256", "g128", "g64")
+
+
+def test_ladder_on_mistral_is_complete_and_grows_with_smaller_groups():
+    ladder = storage.group_ladder("mistral-7b", W4_G128)
+    sizes = [r.report.total_bytes for r in ladder.rungs]
+    assert all(r.unquantized == 0 for r in ladder.rungs) and sizes == sorted(sizes)
+    assert storage.groups_numbers(ladder) == {"scale_bits": "16", "g64_extra": "0.125", "g64_growth": "+2.6%",
+                                              "partial": ""}

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import quantlab as ql
+from quantlab.core import metrics
 from quantlab.io import models
 from quantlab.lessons import symmetric
 
@@ -84,7 +85,25 @@ def test_real_weight_summary_and_worked_example(weight):
         assert mode.spec.qmin <= mode.example_code <= mode.spec.qmax
         assert mode.example_back == pytest.approx((mode.example_code - mode.zero_point) * mode.scale, rel=1e-6)
         assert abs(mode.example_back - cmp.example) <= mode.scale / 2 + 1e-7
-        assert mode.report.bits_per_weight > 4
+
+
+def test_zero_point_cost_on_the_fp32_model_uses_32_bit_scales(weight):
+    """fp32 MiniLM stores fp32 scales: g128 is 4 + 32/128 = 4.25 bits, and a zero point packed
+    eight to an int32 along the rows adds 4/128: 4.28125 (bf16-scale figures would be 4.125 / 4.156)."""
+    cost = symmetric.zero_point_cost(weight)
+    assert (cost.granularity, cost.scale_bits) == ("g128", 32)
+    assert cost.symmetric_bits == 4.25 and cost.asymmetric_bits == 4.28125
+    assert symmetric.zero_point_cost(weight.to(torch.bfloat16)).symmetric_bits == 4.125
+    # 128 does not divide 100: one scale per row, and 400 bits of codes fill 13 int32 words (416 bits)
+    narrow = symmetric.zero_point_cost(weight[:, :100])
+    assert narrow.granularity == "per-channel" and narrow.symmetric_bits == pytest.approx((416 + 32) / 100)
+
+
+def test_story_tensor_is_where_asymmetry_pays_about_one_bit():
+    x = models.activations()[symmetric.STORY[0]]
+    cmp = symmetric.compare_modes(x, 8)
+    gain = cmp.asymmetric.report.sqnr_db - cmp.symmetric.report.sqnr_db
+    assert 4 < gain < 7 and x.min().item() > -0.2  # post-GELU: one-sided
 
 
 def test_derivation_shows_the_formulas_with_this_tensors_numbers(weight):
@@ -139,3 +158,56 @@ def test_bad_tensors_are_one_line_errors():
         symmetric.compare_modes(torch.tensor([[1.0, float("nan")]]), 4)
     with pytest.raises(ql.QuantlabError, match="floating-point"):
         symmetric.compare_modes(torch.tensor([[1, 2]]), 4)
+
+
+def _page(query=None):
+    from tests.app.apptest_util import run_page
+
+    return run_page("pages/symmetric.py", query=query)
+
+
+def _text(at) -> str:
+    return " ".join(" ".join(m.value for m in at.markdown).split())
+
+
+def test_page_opens_on_an_activation_at_8_bits_and_quotes_its_numbers():
+    at = _page()
+    assert at.radio(key="sym_tensor").value == "input" and at.slider(key="sym_bits").value == 8
+    assert at.toggle(key="sym_log").value is True  # activations: log counts
+    x = models.activations()[LAYER]
+    cmp = symmetric.compare_modes(x, 8)
+    text = _text(at)
+    assert (f"symmetric scores {cmp.symmetric.report.sqnr_db:.1f} dB and asymmetric "
+            f"{cmp.asymmetric.report.sqnr_db:.1f} dB") in text
+    assert "symmetric stores 4.25 bits per weight and asymmetric 4.281" in text  # fp32 scales, g128
+    assert "{" not in text
+
+
+def test_story_button_and_radio_reset_a_log_choice_that_belonged_to_the_other_tensor():
+    at = _page()
+    at.toggle(key="sym_log").set_value(False).run()  # log off on the input: sym_log=0 in the URL
+    assert at.query_params["sym_log"] == "0"
+    story = next(b for b in at.button if b.label.startswith("Outlier channels"))  # another input
+    story.click().run()
+    assert at.toggle(key="sym_log").value is False  # same tensor kind: the learner's choice stays
+    weight = next(b for b in at.button if b.label.startswith("A weight"))
+    weight.click().run()
+    assert at.radio(key="sym_tensor").value == "weight" and at.toggle(key="sym_log").value is False
+    assert "sym_log" not in at.query_params
+    at.toggle(key="sym_log").set_value(True).run()
+    at.radio(key="sym_tensor").set_value("input").run()
+    assert at.toggle(key="sym_log").value is True and "sym_log" not in at.query_params  # input default
+
+
+def test_a_deep_link_keeps_its_own_log_choice():
+    at = _page({"sym_tensor": "input", "sym_log": "0"})
+    assert at.radio(key="sym_tensor").value == "input" and at.toggle(key="sym_log").value is False
+
+
+def test_weight_view_shows_stored_bits_from_the_real_layout():
+    at = _page({"sym_tensor": "weight", "sym_bits": "4"})
+    table = at.dataframe[0].value
+    row = table.loc[metrics.BITS_LABEL]
+    w = models.load_tensor(models.ModelSource.embedded(), f"{LAYER}.weight")
+    assert row["symmetric"] == f"{4 + 32 / w.numel():.4g}" and row["asymmetric"] == f"{4 + 40 / w.numel():.4g}"
+    assert metrics.BITS_LABEL not in list(_page().dataframe[0].value.index)  # activations are not stored

@@ -37,7 +37,10 @@ def test_pareto_one_trace_per_family_with_its_points():
     assert [t.name for t in fig.data] == ["INT4 sym", "INT4 asym", "INT8 sym", "INT8 asym", "Pareto front"]
     sym4, asym4, sym8, asym8 = fig.data[:4]
     assert list(sym4.x) == [5.0, 4.25, 4.0] and list(sym4.y) == [20.0, 18.0, 2.0]
-    assert list(sym4.text) == ["g32", "g128", "tensor"]
+    assert list(sym4.customdata) == ["g32", "g128", "tensor"]  # every point names itself on hover
+    # Printed labels: front points only (INT4 asym g128 is dominated), clear of each other.
+    # (INT4 asym g32 sits too close to INT4 sym g32 for a second label)
+    assert list(sym4.text) == ["g32", "g128", "tensor"] and list(asym4.text) == ["", ""]
     assert list(asym4.x) == [4.28, 5.125] and list(asym4.y) == [17.5, 21.7]
     assert list(sym8.y) == [42.0] and list(asym8.y) == [41.0]
     assert sym4.marker.symbol == "circle" and asym4.marker.symbol == "diamond"
@@ -74,6 +77,34 @@ def test_pareto_of_a_real_tradeoff():
     for x, y in front:  # nothing cheaper-and-better than a point of the front
         assert not any(p.bits_per_weight <= x and p.weight_sqnr_db > y for p in points)
     assert front[0][0] == min(p.bits_per_weight for p in points)  # the cheapest point starts it
+
+
+def test_pareto_labels_of_the_real_layer_never_pile_up():
+    from quantlab.io import models
+
+    layer = "encoder.layer.0.intermediate.dense"
+    points = granularity.tradeoff(models.load_tensor(models.ModelSource.embedded(), f"{layer}.weight"),
+                                  models.activation(layer), 96)
+    fig = viz_granularity.pareto(points, output=True)
+    placed = [(x, y) for t in fig.data[:-1] for x, y, text in zip(t.x, t.y, t.text) if text]
+    xs, ys = [p.bits_per_weight for p in points], [p.output_sqnr_db for p in points]
+    span_x, span_y = max(xs) - min(xs), max(ys) - min(ys)
+    assert len(placed) >= 3
+    for i, (x1, y1) in enumerate(placed):
+        for x2, y2 in placed[i + 1:]:
+            assert abs(x1 - x2) / span_x > 0.05 or abs(y1 - y2) / span_y > 0.05
+
+
+def test_scale_heatmap_ticks_are_whole_group_indices():
+    smap = granularity.ScaleMap(torch.rand(4, 3) + 0.1, 1, 128)
+    assert viz_granularity.scale_heatmap(smap, "w").layout.xaxis.dtick == 1
+    wide = granularity.ScaleMap(torch.rand(4, 48) + 0.1, 1, 32)
+    assert viz_granularity.scale_heatmap(wide, "w").layout.xaxis.dtick == 4
+
+
+def test_scale_heatmap_of_zero_scales_has_no_infinite_colour():
+    fig = viz_granularity.scale_heatmap(granularity.ScaleMap(torch.zeros(2, 2), 1, 8), "zeros")
+    assert np.isnan(np.asarray(fig.data[0].z, dtype=float)).all()
 
 
 def test_scale_heatmap_colours_log_scales_and_hovers_the_scales():

@@ -125,3 +125,28 @@ def test_floors_chart_without_a_compute_bound_batch_has_no_ridge_band():
     assert_titled(fig)
     assert not [s for s in fig.layout.shapes if s.type == "rect"]
     assert all(math.isfinite(y) for y in fig.data[0].y)
+
+
+@pytest.mark.parametrize("chosen", [1, 16, 4096, 8192])
+def test_floors_chart_x_axis_stays_within_the_batch_sizes(chosen):
+    """add_vline's annotation at x = M on a log axis once stretched the axis to 10^288."""
+    ms = tuple(2**i for i in range(14))
+    fig = viz_speed.floors_chart(4096, 4096, 3000.0, 750.0, ms, ["bf16", "w4a16"], chosen)
+    lo, hi = fig.layout.xaxis.range
+    assert math.log10(1) - 0.2 < lo and hi < math.log10(8192) + 0.2
+    for note in fig.layout.annotations:  # every label sits inside the axis, in log10 coordinates
+        if note.xref in (None, "x"):
+            assert lo <= note.x <= hi, note.text
+    label = next(a for a in fig.layout.annotations if a.text.startswith(f"M={chosen}:"))
+    assert label.x == pytest.approx(math.log10(chosen))
+
+
+def test_parity_label_sits_on_the_1x_line_and_ticks_read_as_speedups(res):
+    fig = viz_speed.speedup_chart(res, 256, 256, ["bf16", "w4a16", "torch_int4"])
+    label = next(a for a in fig.layout.annotations if a.text == "as fast as bf16")
+    assert label.yref == "y" and label.y == 0.0  # log10(1×), not 1 (which a log axis reads as 10×)
+    ticks = list(fig.layout.yaxis.ticktext)
+    assert "1×" in ticks and all(t.endswith("×") for t in ticks)
+    lo, hi = fig.layout.yaxis.range
+    assert lo <= math.log10(0.5) and hi >= math.log10(4.0)  # every measured speedup is inside
+    assert fig.layout.xaxis.range[1] < math.log10(256) + 0.2

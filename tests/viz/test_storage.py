@@ -3,6 +3,7 @@ import pytest
 
 import quantlab as ql
 from quantlab.io import models, sizing
+from quantlab.lessons import storage
 from quantlab.viz import storage as viz_storage
 from tests.viz import assert_titled
 
@@ -38,17 +39,20 @@ def test_bytes_breakdown_of_the_embedded_model():
     assert sum(t.x[0] for t in fig.data) == pytest.approx(report.total_bytes / 1e6)
 
 
+def _rung(label, report):
+    return storage.Rung(label, report.spec, report, 0)
+
+
 def test_size_by_group_stacks_the_quantized_kinds(mistral):
-    labels = ["g32", "g128", "channel"]
-    reports = [sizing.model_size("mistral-7b", W4.with_(group_size=32)), mistral,
-               sizing.model_size("mistral-7b", W4.with_(strategy="channel", group_size=None))]
-    fig = viz_storage.size_by_group(labels, reports)
+    rungs = [_rung("g32", sizing.model_size("mistral-7b", W4.with_(group_size=32))), _rung("g128", mistral),
+             _rung("channel", sizing.model_size("mistral-7b", W4.with_(strategy="channel", group_size=None)))]
+    fig = viz_storage.size_by_group(rungs)
     assert_titled(fig)
     # Symmetric INT4: packed codes and scales only (no int8 weights, no zero points, so no empty bars).
     assert [t.name for t in fig.data] == ["packed weights", "scales"]
     for trace in fig.data:
-        assert list(trace.x) == labels
-        assert list(trace.y) == pytest.approx([r.by_kind()[trace.name] / 1e6 for r in reports])
+        assert list(trace.x) == ["g32", "g128", "channel"]
+        assert list(trace.y) == pytest.approx([r.report.by_kind()[trace.name] / 1e6 for r in rungs])
     packed, scales = fig.data
     assert len(set(packed.y)) == 1  # the codes do not depend on the granularity
     assert scales.y[0] == pytest.approx(4 * scales.y[1]) and scales.y[2] < scales.y[1]
@@ -61,10 +65,23 @@ def test_size_by_group_shows_zero_points_and_int8_weights_when_present():
                         activations=ql.QuantSpec(num_bits=8, strategy="token", dynamic=True))
     reports = [sizing.model_size("mistral-7b", w8a8), sizing.model_size("mistral-7b", W4.with_(symmetric=False))]
     assert [r.format for r in reports] == ["int-quantized", "pack-quantized"]
-    fig = viz_storage.size_by_group(["W8A8 g128", "W4A16 g128"], reports)
+    fig = viz_storage.size_by_group([_rung("W8A8 g128", reports[0]), _rung("W4A16 g128", reports[1])])
     assert_titled(fig)
     by_name = {t.name: t for t in fig.data}
     assert list(by_name) == ["packed weights", "quantized weights", "scales", "zero points"]
     assert list(by_name["quantized weights"].y)[1] == 0 and list(by_name["packed weights"].y)[0] == 0
     assert by_name["quantized weights"].y[0] == pytest.approx(2 * by_name["packed weights"].y[1])
     assert all(y > 0 for y in by_name["zero points"].y)
+
+
+def test_size_by_group_annotates_g256_on_the_embedded_model_and_keeps_its_fp32_bytes():
+    """256 divides only the 1536-wide inputs of MiniLM: 30 of its 36 block Linears stay fp32."""
+    ladder = storage.group_ladder(models.ModelSource.embedded(), W4)
+    fig = viz_storage.size_by_group(ladder.rungs)
+    labels = list(fig.data[0].x)
+    assert labels[0] == "channel" and labels[2:] == ["g128", "g64", "g32"]
+    assert labels[1] == "g256<br>⚠ 30 of 36 layers stay unquantized"
+    kept = {t.name: t for t in fig.data}["Linear layers kept in full precision"]
+    heights = [sum(t.y[i] for t in fig.data) for i in range(len(labels))]
+    assert heights[1] > heights[2]  # the real g256 file is larger than g128's, and the bar says so
+    assert kept.y[1] > 10 * kept.y[2]

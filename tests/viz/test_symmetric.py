@@ -40,6 +40,13 @@ def test_grid_overlay_histogram_and_both_grids(cmp):
     assert fig.layout.yaxis.type in (None, "linear")
 
 
+def test_range_labels_sit_on_separate_rows_even_when_the_ranges_share_an_end():
+    one_sided = symmetric.compare_modes(torch.linspace(0.0, 1.0, 101).reshape(1, -1), 4, bins=10)
+    fig = viz_symmetric.grid_overlay(one_sided, show_sym=True, show_asym=True, log_y=False)
+    labels = [a for a in fig.layout.annotations if "range" in a.text]
+    assert len(labels) == 2 and len({a.y for a in labels}) == 2  # same x is fine, never the same row
+
+
 @pytest.mark.parametrize(("show_sym", "show_asym", "names"), [
     (True, False, ["symmetric grid (8 levels)"]),
     (False, True, ["asymmetric grid (8 levels)"]),
@@ -57,6 +64,7 @@ def test_grid_overlay_log_axis(cmp):
     fig = viz_symmetric.grid_overlay(cmp, show_sym=True, show_asym=False, log_y=True)
     assert_titled(fig)
     assert fig.layout.yaxis.type == "log" and "(log)" in fig.layout.yaxis.title.text
+    assert fig.layout.yaxis.dtick == 1  # decades only, never "2 5" minor labels
     # On a log axis the grid lines run from just below one count to well above the tallest bar.
     ys = [y for y in fig.data[1].y if y is not None]
     assert set(ys) == {0.8, float(cmp.hist.counts.max()) * 3}
@@ -79,3 +87,13 @@ def test_sqnr_vs_bits_from_the_lesson():
     data = symmetric.sqnr_by_bits(x, bits=range(2, 5))
     fig = viz_symmetric.sqnr_vs_bits(data, current_bits=4)
     assert list(fig.data[0].y) == data["symmetric"] and list(fig.data[1].y) == data["asymmetric"]
+
+
+def test_fine_grids_are_a_strip_above_the_bars_not_a_wall_over_them():
+    fine = symmetric.compare_modes(torch.linspace(-0.5, 1.0, 3001).reshape(1, -1), 8, bins=30)
+    for log_y in (False, True):
+        fig = viz_symmetric.grid_overlay(fine, show_sym=True, show_asym=True, log_y=log_y)
+        peak = fine.hist.counts.max()
+        bands = [sorted({y for y in t.y if y is not None}) for t in _grid_traces(fig).values()]
+        assert all(lo > peak for lo, _ in bands)  # above every bar
+        assert bands[0][1] < bands[1][0]  # symmetric strip below the asymmetric one
