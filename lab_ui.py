@@ -26,7 +26,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from quantlab.core.errors import QuantlabError
 from quantlab.io import models, uploads
-from quantlab.lessons import checks, warmup
+from quantlab.lessons import checks, symmetric, warmup
 
 ROOT = Path(__file__).resolve().parent
 T = TypeVar("T")
@@ -53,6 +53,8 @@ class Lesson:
     title: str
     icon: str
     blurb: str
+    # The layer the lesson's point shows best on: its default and where "Reset this lesson" goes.
+    story_layer: str = models.DEFAULT_LAYER
 
     @property
     def url(self) -> str:
@@ -65,7 +67,8 @@ LESSONS: list[Lesson] = [
     Lesson("pages/formats.py", "Precision formats", ":material/numbers:",
            "FP32 to FP4, INT8, INT4 and NF4 down to their bits; FP8 against INT8 on real tensors; model memory."),
     Lesson("pages/symmetric.py", "Symmetric vs asymmetric", ":material/balance:",
-           "One scale or a scale plus a zero point: which grid fits weights, which fits activations."),
+           "One scale or a scale plus a zero point: which grid fits weights, which fits activations.",
+           story_layer=symmetric.STORY[0]),
     Lesson("pages/granularity.py", "Granularity", ":material/grid_view:",
            "Per-tensor, per-channel or groups of 32-256: error on real layers against bits per weight; bit packing."),
     Lesson("pages/storage.py", "Storage & size", ":material/inventory_2:",
@@ -572,7 +575,8 @@ def sidebar(page_path: str) -> Frame:
         st.sidebar.error(str(err), icon=":material/warning:")
         source = models.ModelSource.embedded()
         layers = _layer_names(source)
-    default = models.DEFAULT_LAYER if models.DEFAULT_LAYER in layers else layers[0]
+    story = next((lesson.story_layer for lesson in LESSONS if lesson.url == page_path), models.DEFAULT_LAYER)
+    default = next((name for name in (story, models.DEFAULT_LAYER) if name in layers), layers[0])
     layer = control(st.sidebar.selectbox, "Layer", "layer", default, layers,
                     help="A Linear layer's weight matrix [out, in].")
     info = models.list_tensors(source)[f"{layer}.weight"]

@@ -26,7 +26,7 @@ def test_home_links_every_lesson():
 def test_symmetric_bits_change_the_numbers_and_the_url():
     at = _app("pages/symmetric.py")
     before = _text(at)
-    assert "16 levels" in before
+    assert "256 levels" in before  # the lesson opens at 8 bits
     at.slider(key="sym_bits").set_value(6).run()
     assert not at.exception
     after = _text(at)
@@ -34,17 +34,16 @@ def test_symmetric_bits_change_the_numbers_and_the_url():
     assert at.query_params["sym_bits"] == "6"
 
 
-def test_symmetric_activation_is_skewed_and_asymmetric_wins():
+def test_symmetric_opens_on_its_story_where_asymmetric_wins():
     at = _app("pages/symmetric.py")
-    at.selectbox(key="layer").set_value("encoder.layer.0.output.dense").run()
-    at.radio(key="sym_tensor").set_value("input").run()
-    at.slider(key="sym_bits").set_value(8).run()
-    assert not at.exception
+    # the lesson's story: the post-GELU input of output.dense at 8 bits, with nothing in the URL
+    assert at.selectbox(key="layer").value == "encoder.layer.0.output.dense"
+    assert at.radio(key="sym_tensor").value == "input" and at.slider(key="sym_bits").value == 8
+    assert not {"layer", "sym_tensor", "sym_bits"} & set(at.query_params)
     table = at.dataframe[0].value
     sqnr = table.loc[table.index[0]]
     # post-GELU values are one-sided: the symmetric grid wastes ~half its levels, about one bit (6 dB)
     assert float(sqnr["asymmetric"]) > float(sqnr["symmetric"]) + 4
-    assert at.query_params["sym_tensor"] == "input"
 
 
 def test_url_state_restores_the_view():

@@ -88,19 +88,19 @@ def test_lesson_bits_slider_changes_the_chart(server, browser_page):
     page.wait_for_url(re.compile(r"/symmetric"))
     _settle(page)
     page.wait_for_function("document.querySelectorAll('.js-plotly-plot .legendtext').length > 0", timeout=60_000)
-    assert "symmetric grid (16 levels)" in _legend(page)
+    assert "symmetric grid (256 levels)" in _legend(page)  # the lesson opens at 8 bits
 
     thumb = page.get_by_role("slider").first
     thumb.focus()
-    thumb.press("ArrowRight")
-    thumb.press("ArrowRight")
+    for _ in range(4):
+        thumb.press("ArrowLeft")
     page.wait_for_function(
-        "[...document.querySelectorAll('.js-plotly-plot .legendtext')].some(e => e.textContent.includes('64 levels'))",
+        "[...document.querySelectorAll('.js-plotly-plot .legendtext')].some(e => e.textContent.includes('16 levels'))",
         timeout=60_000,
     )
     _settle(page)
-    assert "asymmetric grid (64 levels)" in _legend(page)
-    assert "sym_bits=6" in page.url  # the view is in the address, so the link can be shared
+    assert "asymmetric grid (16 levels)" in _legend(page)
+    assert "sym_bits=4" in page.url  # the view is in the address, so the link can be shared
     assert page.locator("[data-testid='stException']").count() == 0
 
 
@@ -188,6 +188,10 @@ LINKS = {
                "speed_m": ("64", 64)},
               ("speed_origin", "select", "Architecture: llama-3.1-8b", "llama-3.1-8b",
                "Architecture: llama-3.1-8b")),
+    "gptq": ({"gptq_eval": ("code", "code"), "gptq_calib": ("general", "general")},
+             ("gptq_groups", "radio", "dynamic", "dynamic", "dynamic (scales as each group is reached)")),
+    "choose": ({"ch_hw": ("ampere", "NVIDIA Ampere (A100, A10, RTX 30)"), "ch_batch": ("64", 64)},
+               ("ch_priority", "radio", "Maximum compression", "compression", "Maximum compression")),
 }
 
 # What a keyed widget shows, read from the DOM the way a learner sees it: the slider's thumb

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save, save_file
 
-from quantlab.io import models
+import lab_ui
 from tests.app.apptest_util import APP, run_page, use_local_path
 
 ROOT = Path(APP).parent
@@ -34,8 +34,8 @@ def assert_one_line_and_the_lesson_stays(at, expected: str) -> None:
     messages = [e.value for e in at.sidebar.error]
     assert len(messages) == 1 and expected in messages[0], messages
     assert "\n" not in messages[0]
-    assert at.title  # the lesson rendered, on the embedded model
-    assert at.selectbox(key="layer").value == models.DEFAULT_LAYER
+    assert at.title  # the lesson rendered, on the embedded model, at the lesson's own layer
+    assert at.selectbox(key="layer").value == next(s.story_layer for s in lab_ui.LESSONS if s.url == "symmetric")
 
 
 def test_one_session_survives_every_hostile_path(tmp_path):

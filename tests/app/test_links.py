@@ -57,7 +57,7 @@ SCENARIOS: dict[str, list[list[Batch]]] = {
     ],
     "pages/clipping.py": [
         # the calibration section exists only for the input activation (the default tensor)
-        [["layer", "clip_bits", "clip_ratio", "clip_pct", "clip_eval", "clip_obs", "clip_sentences"]],
+        [["layer", "clip_bits", "clip_ratio", "clip_pct", "clip_eval", "clip_obs", "clip_sentences", "clip_cal_layer"]],
         [["clip_tensor"]],
     ],
     "pages/outliers.py": [
@@ -114,7 +114,9 @@ def _widgets(at: AppTest) -> dict[str, Widget]:
 
     def walk(node: Any) -> None:
         if isinstance(node, Widget):
-            if node.key and node.key not in SKIPPED_KEYS and not isinstance(node, SKIPPED_TYPES):
+            # a check's answer is the learner's own, deliberately not part of a shared link
+            if (node.key and node.key not in SKIPPED_KEYS and not node.key.startswith("check:")
+                    and not isinstance(node, SKIPPED_TYPES)):
                 found[node.key] = node
         for child in getattr(node, "children", {}).values():
             walk(child)
