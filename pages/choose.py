@@ -54,7 +54,7 @@ def model_id(arch: str) -> str:
 
 
 sel = lab_ui.selection()
-st.title("✅ Choose a scheme")
+lab_ui.title(__file__)
 lab_ui.lesson_section("choose", "intro")
 
 c1, c2, c3 = st.columns([1.4, 1.2, 1])

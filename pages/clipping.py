@@ -7,7 +7,7 @@ from quantlab.core import observers, stats
 from quantlab.core.spec import OBSERVER_LABELS, OBSERVERS, QuantSpec
 from quantlab.io import models
 from quantlab.io.models import ModelSource
-from quantlab.lessons import clipping
+from quantlab.lessons import checks, clipping
 from quantlab.viz import clipping as figures
 
 PERCENTILES = [99.0, 99.9, 99.99, 99.999]
@@ -49,7 +49,7 @@ def study(layer: str, eval_kind: str, spec: QuantSpec, sentences: int) -> list[c
 
 
 sel = lab_ui.selection()
-st.title("✂️ Clipping & saturation")
+lab_ui.title(__file__)
 lab_ui.lesson_section("clipping", "intro")
 
 tensor_options = lab_ui.tensor_choices(sel)[::-1]  # the real input first: it is where clipping pays
@@ -70,6 +70,9 @@ with lab_ui.user_errors():
     where = marks(sel.source, sel.layer, tensor, bits, percentile)
     point = at_ratio(sel.source, sel.layer, tensor, bits, ratio)
 
+shown = lab_ui.layer_tensor(sel.source, sel.layer, tensor)
+lab_ui.check(checks.clipping_helps, shown, bits, key=(sel.source, sel.layer, tensor, bits))
+lab_ui.check(checks.saturated_share, shown, key=(sel.source, sel.layer, tensor))
 st.markdown(f"**`{sel.layer}` {lab_ui.TENSORS[tensor]}**, INT{bits} symmetric, one scale for the whole tensor.")
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Total MSE at this ratio", f"{point.total_mse:.3g}")
@@ -91,11 +94,11 @@ if example is not None:
         st.info(f"x = **{example.value:.4g}** ({where_txt}) ÷ scale {example.scale:.4g} = **{example.scaled:.1f}** "
                 f"→ clamp to [−{point.qmax + 1}, {point.qmax}] → **{example.code}** → "
                 f"{example.code} × {example.scale:.4g} = "
-                f"**{example.restored:.4g}**: {example.lost:.4g} of the value is lost.", icon="✂️")
+                f"**{example.restored:.4g}**: {example.lost:.4g} of the value is lost.", icon=":material/content_cut:")
     else:
         st.success(f"Nothing saturates at ratio {ratio:.2f}: the largest value, x = {example.value:.4g} ({where_txt}), "
                    f"lands on {example.scaled:.1f} and rounds to {example.code}. Lower the ratio to see clipping.",
-                   icon="✅")
+                   icon=":material/check_circle:")
 
 if sel.has_activations and tensor != "weight":
     st.subheader("Calibration: static or dynamic scales, on which text")

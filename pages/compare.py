@@ -6,7 +6,7 @@ import lab_ui
 from quantlab.core.spec import QuantSpec, label
 from quantlab.io import sizing
 from quantlab.io.models import ModelSource
-from quantlab.lessons import compare, whole_model
+from quantlab.lessons import checks, compare, whole_model
 from quantlab.viz import compare as figures
 
 THIS_MODEL = "sidebar"
@@ -30,7 +30,7 @@ def whole_run(spec: QuantSpec) -> whole_model.WholeModelResult:
 
 
 sel = lab_ui.selection()
-st.title("🔀 What if…")
+lab_ui.title(__file__)
 lab_ui.lesson_section("compare", "intro")
 
 chosen = lab_ui.control(st.multiselect, "Schemes to compare", "cmp_schemes", list(compare.DEFAULT_CHOICE),
@@ -50,12 +50,12 @@ with lab_ui.user_errors():
 usable = [r for r in rows if r.skipped is None]
 for r in rows:
     if r.skipped:
-        st.warning(f"{label(r.name)}: {r.skipped}", icon="⚠️")
+        st.warning(f"{label(r.name)}: {r.skipped}", icon=":material/warning:")
 metric = "layer-output SQNR on real activations (dB)" if sel.has_activations else "weight SQNR (dB)"
-st.plotly_chart(figures.what_if_scatter(
-    [label(r.name) for r in usable], [r.bits_per_weight for r in usable],
-    [r.output_sqnr_db if sel.has_activations else r.weight_sqnr_db for r in usable], metric,
-), width="stretch")
+scores = {label(r.name): r.output_sqnr_db if sel.has_activations else r.weight_sqnr_db for r in usable}
+lab_ui.check(checks.best_of, scores, metric, f"`{sel.layer}`", key=(tuple(scores.items()), metric, sel.layer))
+lab_ui.chart(figures.what_if_scatter, list(scores), [r.bits_per_weight for r in usable], list(scores.values()),
+             metric, key=(sel.source, sel.layer, tuple(r.name for r in usable), sel.has_activations))
 
 table = pd.DataFrame({
     "scheme": [label(r.name) for r in rows],

@@ -30,7 +30,7 @@ def by_samples(layer: str, slug: str, args: GptqArgs, calibration: str, eval_kin
 
 
 sel = lab_ui.selection()
-st.title("🎯 GPTQ")
+lab_ui.title(__file__)
 lab_ui.lesson_section("gptq", "intro")
 if not sel.has_activations:
     st.info("GPTQ needs the layer's real inputs, which the lab captures for the embedded model: pick the "

@@ -6,7 +6,7 @@ import lab_ui
 from quantlab.core import packing
 from quantlab.core.spec import QuantSpec
 from quantlab.io.models import ModelSource
-from quantlab.lessons import granularity
+from quantlab.lessons import checks, granularity
 from quantlab.viz import granularity as figures
 
 
@@ -32,7 +32,7 @@ def word(source: ModelSource, layer: str) -> packing.WordDiagram | None:
 
 
 sel = lab_ui.selection()
-st.title("🧱 Granularity")
+lab_ui.title(__file__)
 lab_ui.lesson_section("granularity", "intro")
 
 with lab_ui.user_errors():
@@ -54,8 +54,9 @@ if not outputs_ok:
 skipped = granularity.unusable_groups(cols, custom)
 if skipped:
     c3.warning(f"Left out: g{', g'.join(map(str, skipped))} (a group size must divide this layer's {cols} "
-               "input columns).", icon="✂️")
+               "input columns).", icon=":material/content_cut:")
 
+lab_ui.check(checks.g64_beats_g128, weight, key=(sel.source, sel.layer))
 with lab_ui.user_errors():
     points = tradeoff(sel.source, sel.layer, custom, outputs_ok)
 lab_ui.chart(figures.pareto, points, metric == "output", key=(sel.source, sel.layer, custom, outputs_ok, metric))
@@ -83,6 +84,7 @@ lab_ui.chart(figures.scale_heatmap, scales(sel.source, sel.layer, heat_spec), se
 lab_ui.lesson_section("granularity", "heatmap")
 
 st.subheader("Where one scale for the whole tensor fails")
+lab_ui.check(checks.channel_gain_over_tensor, weight, key=(sel.source, sel.layer))
 fail = failure(sel.source, sel.layer, heat_spec)
 lab_ui.chart(figures.channel_failure, fail, key=(sel.source, sel.layer, heat_spec))
 st.dataframe(pd.DataFrame(fail.worst(5)).style.format(precision=4, na_rep="—"), hide_index=True, width="stretch")

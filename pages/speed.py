@@ -6,7 +6,7 @@ import torch
 import lab_ui
 from quantlab.io import models
 from quantlab.kernels import live
-from quantlab.lessons import kv_cache, speed
+from quantlab.lessons import checks, kv_cache, speed
 from quantlab.viz import speed as figures
 
 lab_ui.routed()
@@ -26,11 +26,16 @@ def preset(arch: str) -> dict[str, tuple[int, int]]:
 
 
 @st.cache_resource(show_spinner=False)
+def history(files: tuple[str, ...], card: str) -> dict[str, tuple[list[int], list[float | None]]]:
+    return speed.kernel_history([r for r in map(results, files) if r.meta["card"] == card])
+
+
+@st.cache_resource(show_spinner=False)
 def targets(name: str) -> list[dict[str, object]]:
     return speed.targets(results(name))
 
 
-st.title("🏎️ Speed")
+lab_ui.title(__file__)
 lab_ui.lesson_section("speed", "intro")
 
 files = [p.stem for p in speed.committed_results()]
@@ -54,6 +59,9 @@ st.caption(f"Measured on **{res.label}** — {res.meta['timing']}. Copy bandwidt
            + ("" if torch.cuda.is_available() else " This app runs without a GPU: these are the committed results."))
 
 shown = ("bf16", *(m for m in methods if m != "bf16"))
+left, right = st.columns(2)
+for where, batch in ((left, min(res.batch_sizes)), (right, 256 if 256 in res.batch_sizes else max(res.batch_sizes))):
+    lab_ui.check(checks.int4_faster_at, res, batch, key=(run, batch), where=where)
 lab_ui.chart(figures.speedup_chart, res, k, n, shown, key=(run, k, n, shown))
 w4_geo = [res.geomean_speedup(b, "w4a16") for b in res.batch_sizes]
 if all(g is not None for g in w4_geo):
@@ -80,9 +88,8 @@ st.markdown(
 lab_ui.lesson_section("speed", "why")
 with st.expander("How quantlab's int4 kernel gets its speed"):
     lab_ui.lesson_section("speed", "kernel")
-    same_card = [r for r in map(results, files) if r.meta["card"] == res.meta["card"]]
-    lab_ui.chart(figures.history_chart, speed.kernel_history(same_card), str(res.meta["card"]),
-                 key=(tuple(files), str(res.meta["card"])))
+    card = str(res.meta["card"])
+    lab_ui.chart(figures.history_chart, history(tuple(files), card), card, key=(tuple(files), card))
     lab_ui.lesson_section("speed", "history")
 
 # -- roofline -------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import lab_ui
 from quantlab.core.spec import SCHEMES, QuantSpec, label, scheme_spec
 from quantlab.io import export, sizing
 from quantlab.io.models import ModelSource
-from quantlab.lessons import storage
+from quantlab.lessons import checks, storage
 from quantlab.viz import storage as figures
 
 SIDEBAR = "sidebar"
@@ -28,7 +28,7 @@ def claims(arch: str) -> list[storage.Claim]:
 
 
 sel = lab_ui.selection()
-st.title("📦 Storage & size")
+lab_ui.title(__file__)
 lab_ui.lesson_section("storage", "intro")
 
 shipped = list(sizing.shipped_configs())
@@ -41,13 +41,15 @@ picked = lab_ui.control(c1.selectbox, "Model", "storage_arch", SIDEBAR, choices,
 presets = [s.slug for s in SCHEMES.values() if s.preset]
 scheme = lab_ui.control(c2.selectbox, "Scheme", "storage_scheme", "w4a16", presets, format_func=label)
 spec = scheme_spec(scheme)
-if spec.strategy == "group":
+if spec.strategy == "group" and spec.type == "int":
     group = lab_ui.control(c3.select_slider, "Group size", "storage_g", spec.group_size, list(storage.GROUPS))
     spec = spec.with_group_size(group)
 else:
-    c3.caption(f"{label(scheme)} uses one scale per {spec.strategy}: no group size.")
+    c3.caption(f"{label(scheme)} uses one scale per {spec.strategy}: no group size."
+               if spec.strategy != "group" else f"{label(scheme)} fixes its group at {spec.group_size}.")
 source: ModelSource | str = sel.source if picked == SIDEBAR else picked
 
+lab_ui.check(checks.stored_bits_at_g128, lab_ui.weight(sel.source, sel.weight_name), key=(sel.source, sel.layer))
 with lab_ui.user_errors():
     rep = report(source, spec)
 
@@ -57,7 +59,7 @@ m2.metric("Unquantized", sizing.format_bytes(rep.original_bytes), help="The same
 m3.metric("Bits per parameter", f"{rep.bits_per_weight:.3f}", help="Whole file, every tensor counted.")
 m4.metric("In quantized layers", f"{rep.quantized_bits_per_weight():.3f} bits", help="Codes + scales + zero points.")
 for note in rep.notes:
-    st.info(note, icon="✂️")
+    st.info(note, icon=":material/content_cut:")
 lab_ui.chart(figures.bytes_breakdown, rep, key=(source, spec))
 lab_ui.lesson_section("storage", "breakdown")
 
@@ -93,12 +95,13 @@ st.subheader("Take the checkpoint with you")
 lab_ui.lesson_section("storage", "download")
 static = spec.activations is not None and not spec.activations.dynamic
 if not rep.has_weights:
-    st.info("A config has shapes but no weights: pick the sidebar's model to export real tensors.", icon="ℹ️")
+    st.info("A config has shapes but no weights: pick the sidebar's model to export real tensors.",
+            icon=":material/info:")
 elif static and not sel.source.is_embedded:
     st.info("FP8 needs static activation scales, calibrated on inputs the lab captures for the embedded model "
-            "only: use FP8_DYNAMIC for your own model.", icon="ℹ️")
+            "only: use FP8_DYNAMIC for your own model.", icon=":material/info:")
 else:
     st.download_button(f"Download {spec.label} checkpoint (.zip, ~{sizing.format_bytes(rep.total_bytes)})",
                        data=lambda: export.export_zip(sel.source, spec), file_name=f"quantlab-{spec.to_url()}.zip",
-                       mime="application/zip", icon="⬇️", on_click="ignore")
+                       mime="application/zip", icon=":material/download:", on_click="ignore")
     st.caption(f"Built only when clicked. Loads with: {export.runtimes(spec)}.")

@@ -5,7 +5,7 @@ import streamlit as st
 import lab_ui
 from quantlab.core import metrics
 from quantlab.io.models import ModelSource
-from quantlab.lessons import symmetric
+from quantlab.lessons import checks, symmetric
 from quantlab.viz import symmetric as figures
 
 MODES = ["both", "symmetric", "asymmetric"]
@@ -48,7 +48,7 @@ def _log_follows(tensor: str) -> None:
 
 
 sel = lab_ui.selection()
-st.title("⚖️ Symmetric vs asymmetric")
+lab_ui.title(__file__)
 lab_ui.lesson_section("symmetric", "intro")
 
 c1, c2, c3 = st.columns([1.1, 1.3, 1.6])
@@ -74,6 +74,8 @@ with lab_ui.user_errors():
     stored = (symmetric.stored_bits_by_mode(lab_ui.weight(sel.source, sel.weight_name), cmp)
               if tensor == "weight" else None)
 
+shown = lab_ui.layer_tensor(sel.source, sel.layer, tensor)
+lab_ui.check(checks.symmetric_or_asymmetric, shown, bits, key=(sel.source, sel.layer, tensor, bits))
 name = f"`{sel.layer}` {lab_ui.TENSORS[tensor]}"
 st.markdown(f"**{name}** — {cmp.numel:,} values in [{cmp.x_min:.4g}, {cmp.x_max:.4g}], per-tensor scale, {bits} bits.")
 _log_follows(tensor)
@@ -97,5 +99,6 @@ st.subheader("Error, side by side")
 table = metrics.comparison_table({"symmetric": cmp.symmetric.report, "asymmetric": cmp.asymmetric.report}, stored)
 st.dataframe(pd.DataFrame(table).set_index("metric"), width="stretch")
 lab_ui.lesson_section("symmetric", "reading", **symmetric.reading_numbers(cmp))
+lab_ui.check(checks.asymmetric_gain, shown, 4 if bits != 4 else 6, key=(sel.source, sel.layer, tensor, bits))
 lab_ui.chart(figures.sqnr_vs_bits, sweep, bits, key=(sel.source, sel.layer, tensor, bits))
 lab_ui.lesson_section("symmetric", "production", **zp_cost.numbers())

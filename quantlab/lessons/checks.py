@@ -149,10 +149,12 @@ def channel_gain_over_tensor(w: torch.Tensor) -> Check | None:
 
 # -- storage ------------------------------------------------------------------------------------
 
-def stored_bits_at_g128(w: torch.Tensor, scale_bits: int) -> Check | None:
-    """Bits per weight of INT4 g128 with this model's scale dtype, from the real layout."""
-    if w.ndim != 2 or w.shape[1] % 128:
+def stored_bits_at_g128(w: torch.Tensor, scale_bits: int | None = None) -> Check | None:
+    """Bits per weight of INT4 g128 with scales in the weight's own dtype (compressed-tensors keeps
+    them there), from the real layout."""
+    if w.ndim != 2 or w.shape[1] % 128 or not torch.is_floating_point(w):
         return None
+    scale_bits = scale_bits or torch.finfo(w.dtype).bits
     spec = QuantSpec(num_bits=4, strategy="group", group_size=128)
     bits = spec.num_bits + blocks.num_scales(spec, tuple(w.shape)) * scale_bits / w.numel()
     options = ("exactly 4", "between 4 and 4.2", "more than 4.2")
@@ -268,3 +270,17 @@ def int4_faster_at(res: speed.Results, m: int) -> Check:
     return Check("int4-speed", f"int4-speed:{res.name}:{m}",
                  f"On the committed GPU run, batch {m}: is quantlab's W4A16 kernel faster or slower than bf16?",
                  options, answer, why)
+
+
+# -- what if: graded on the numbers the lesson has just measured ----------------------------------
+
+def best_of(scores: dict[str, float], measured: str, where: str) -> Check | None:
+    """Which of the picked schemes scores highest on `measured` (at least two to choose from)."""
+    if len(scores) < 2:
+        return None
+    ranked = sorted(scores.items(), key=lambda item: item[1], reverse=True)
+    (best, top), (second, runner_up) = ranked[0], ranked[1]
+    why = f"{best} {top:.1f} dB, then {second} {runner_up:.1f} dB ({measured}, {where})."
+    return Check("best-of-picked", f"best-of-picked:{where}:{sorted(scores.items())}",
+                 f"Of the schemes you picked, which keeps the most of {where} ({measured})?",
+                 tuple(scores), best, why)

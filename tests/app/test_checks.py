@@ -44,7 +44,8 @@ def test_a_new_layer_asks_again_and_grades_on_that_layer():
     assert checks.int4_levels_used(w).key == fresh.key.removeprefix("check:")
 
 
-CHECKED_PAGES = ["pages/formats.py", "pages/outliers.py", "pages/kv_cache.py"]
+CHECKED_PAGES = ["pages/formats.py", "pages/symmetric.py", "pages/granularity.py", "pages/storage.py",
+                 "pages/clipping.py", "pages/outliers.py", "pages/kv_cache.py", "pages/compare.py", "pages/speed.py"]
 
 
 def _verdicts(at) -> set[tuple[str, bool]]:

@@ -13,7 +13,7 @@ def _metrics(at) -> dict[str, str]:
 
 def test_clipping_ratio_moves_the_error_and_the_150_example():
     at = run_page("pages/clipping.py")
-    assert at.title[0].value.startswith("✂️")
+    assert at.title[0].value.endswith("Clipping & saturation")
     before = _metrics(at)
     example = [i.value for i in at.info]
     assert any("150.0" in text and "**127**" in text for text in example), example

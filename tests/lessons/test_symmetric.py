@@ -174,7 +174,8 @@ def test_page_opens_on_an_activation_at_8_bits_and_quotes_its_numbers():
     at = _page()
     assert at.radio(key="sym_tensor").value == "input" and at.slider(key="sym_bits").value == 8
     assert at.toggle(key="sym_log").value is True  # activations: log counts
-    x = models.activations()[LAYER]
+    assert at.selectbox(key="layer").value == symmetric.STORY[0]  # the lesson's story layer
+    x = models.activations()[symmetric.STORY[0]]
     cmp = symmetric.compare_modes(x, 8)
     text = _text(at)
     assert (f"symmetric scores {cmp.symmetric.report.sqnr_db:.1f} dB and asymmetric "
