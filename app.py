@@ -9,7 +9,9 @@ st.set_page_config(page_title="quantlab — learn quantization on real tensors",
 # Explicit st.Page entries (from the one lesson registry) switch off Streamlit's legacy
 # auto-discovery of the pages/ folder.
 page = st.navigation({
-    "Start": [st.Page("pages/home.py", title="Welcome", icon=":material/home:", default=True)],
+    "Start": [st.Page("pages/home.py", title="Welcome", icon=":material/home:", default=True),
+              st.Page("pages/glossary.py", title="Glossary", icon=":material/menu_book:",
+                      url_path=lab_ui.GLOSSARY_PAGE)],
     "Lessons": [st.Page(lesson.file, title=lesson.title, icon=lesson.icon, url_path=lesson.url)
                 for lesson in lab_ui.LESSONS],
 })

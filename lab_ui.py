@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -64,6 +65,8 @@ class Lesson:
 
 # The syllabus, in teaching order: app.py builds the navigation from it and the home page links it.
 LESSONS: list[Lesson] = [
+    Lesson("pages/intro.py", "Why and what", ":material/lightbulb:",
+           "Why models are quantized, what can be (weights, activations, KV cache), and eight real weights by hand."),
     Lesson("pages/formats.py", "Precision formats", ":material/numbers:",
            "FP32 to FP4, INT8, INT4 and NF4 down to their bits; FP8 against INT8 on real tensors; model memory."),
     Lesson("pages/symmetric.py", "Symmetric vs asymmetric", ":material/balance:",
@@ -131,11 +134,13 @@ def lesson_text(name: str, section: str, **numbers: object) -> tuple[str, str]:
     return shown.strip(), deeper.strip()
 
 
-def lesson_section(name: str, section: str, **numbers: object) -> None:
+def lesson_section(name: str, section: str, link_terms: bool = True, **numbers: object) -> None:
     """Render one section of a lesson's prose, so it can sit between charts: what to look at in
-    view, the rest folded under "Go deeper". A presenter shows the chart and its number; the
-    prose folds away under "Notes"."""
+    view, the rest folded under "Go deeper"; the first mention of each glossary term links to its
+    entry. A presenter shows the chart and its number; the prose folds away under "Notes"."""
     shown, deeper = lesson_text(name, section, **numbers)
+    if link_terms:
+        shown, deeper = link_glossary(shown), link_glossary(deeper)
     if presenting():
         with st.expander("Notes"):
             st.markdown(shown + ("\n\n" + deeper if deeper else ""))
@@ -145,6 +150,49 @@ def lesson_section(name: str, section: str, **numbers: object) -> None:
     if deeper:
         with st.expander("Go deeper"):
             st.markdown(deeper)
+
+
+# -- glossary -------------------------------------------------------------------------------------
+# assets/lessons/glossary.md holds one section per term; every lesson's prose links a term's first
+# mention (outside code, formulas and existing links) to the glossary page's anchor for it.
+GLOSSARY_PAGE = "glossary"
+_PROTECTED = re.compile(r"`[^`]*`|\$\$.*?\$\$|\$[^$]*\$|\[[^\]]*\]\([^)]*\)|^#+ .*$", re.S | re.M)
+
+
+def glossary_terms() -> list[str]:
+    return list(_lesson_sections("glossary"))
+
+
+def glossary_anchor(term: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", term.lower()).strip("-")
+
+
+@functools.lru_cache(maxsize=1)
+def _term_patterns() -> tuple[tuple[str, re.Pattern[str]], ...]:
+    return tuple((term, re.compile(rf"(?<![\w-])({re.escape(term)})(?![\w-])", re.I)) for term in glossary_terms())
+
+
+def link_glossary(text: str) -> str:
+    """`text` with the first mention of each glossary term linked to its glossary entry."""
+    if not text:
+        return text
+    pieces, last = [], 0
+    for m in _PROTECTED.finditer(text):
+        pieces += [(text[last:m.start()], True), (m.group(0), False)]
+        last = m.end()
+    pieces.append((text[last:], True))
+    linked: set[str] = set()
+    out = []
+    for piece, free in pieces:
+        if free:
+            for term, pattern in _term_patterns():
+                if term in linked:
+                    continue
+                piece, n = pattern.subn(rf"[\1](/{GLOSSARY_PAGE}#{glossary_anchor(term)})", piece, count=1)
+                if n:
+                    linked.add(term)
+        out.append(piece)
+    return "".join(out)
 
 
 # -- room, presenter, reset, link -----------------------------------------------------------------

@@ -188,6 +188,8 @@ LINKS = {
                "speed_m": ("64", 64)},
               ("speed_origin", "select", "Architecture: llama-3.1-8b", "llama-3.1-8b",
                "Architecture: llama-3.1-8b")),
+    "intro": ({"intro_row": ("7", 7)}, ("layer", "select", "encoder.layer.2.output.dense",
+                                          "encoder.layer.2.output.dense", "encoder.layer.2.output.dense")),
     "gptq": ({"gptq_eval": ("code", "code"), "gptq_calib": ("general", "general")},
              ("gptq_groups", "radio", "dynamic", "dynamic", "dynamic (scales as each group is reached)")),
     "choose": ({"ch_hw": ("ampere", "NVIDIA Ampere (A100, A10, RTX 30)"), "ch_batch": ("64", 64)},

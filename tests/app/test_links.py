@@ -80,6 +80,9 @@ SCENARIOS: dict[str, list[list[Batch]]] = {
         [["layer", "gptq_scheme", "gptq_block", "gptq_damp", "gptq_actorder", "gptq_groups", "gptq_eval",
           "gptq_calib", "gptq_sentences"]],
     ],
+    "pages/intro.py": [
+        [["layer", "intro_row"]],
+    ],
     "pages/choose.py": [
         [["layer", "ch_priority", "ch_hw", "ch_arch", "ch_floor", "ch_batch", "ch_context"]],
     ],
