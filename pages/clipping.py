@@ -79,7 +79,8 @@ m1.metric("Total MSE at this ratio", f"{point.total_mse:.3g}")
 m2.metric("…of which clipping", f"{point.clipping_share:.1%}")
 m3.metric("Values saturated", f"{point.clipped_fraction:.3%}")
 m4.metric("Best ratio for this tensor", f"{sweep.best_ratio:.2f}")
-lab_ui.chart(figures.clip_curve, sweep, where, ratio, key=(sel.source, sel.layer, tensor, bits, percentile, ratio))
+lab_ui.chart(figures.clip_curve, sweep, where, ratio, key=(sel.source, sel.layer, tensor, bits, percentile, ratio),
+             headline=("Best clipping ratio for this tensor", f"{sweep.best_ratio:.2f}"))
 lab_ui.lesson_section("clipping", "curve")
 lab_ui.chart(figures.clip_histogram, histogram(sel.source, sel.layer, tensor), point.range_lo, point.range_hi,
              key=(sel.source, sel.layer, tensor, bits, ratio))

@@ -92,7 +92,8 @@ c1, c2, c3 = st.columns(3)
 c1.metric("Largest channel", f"#{stats.top_channel}: {stats.absmax[stats.top_channel]:.3g}")
 c2.metric("Median channel's max", f"{stats.median:.3g}")
 c3.metric("Ratio", f"{stats.ratio:.1f}×")
-lab_ui.chart(figures.channel_absmax, stats, layer, key=(layer,))
+lab_ui.chart(figures.channel_absmax, stats, layer, key=(layer,),
+             headline=(f"Channel {stats.top_channel} ÷ the median channel", f"{stats.ratio:.1f}×"))
 ratios = all_ratios()
 lab_ui.chart(figures.outlier_ratios, list(ratios), list(ratios.values()), layer, key=(layer,))
 with lab_ui.user_errors():

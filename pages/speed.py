@@ -62,7 +62,10 @@ shown = ("bf16", *(m for m in methods if m != "bf16"))
 left, right = st.columns(2)
 for where, batch in ((left, min(res.batch_sizes)), (right, 256 if 256 in res.batch_sizes else max(res.batch_sizes))):
     lab_ui.check(checks.int4_faster_at, res, batch, key=(run, batch), where=where)
-lab_ui.chart(figures.speedup_chart, res, k, n, shown, key=(run, k, n, shown))
+one_token = res.speedup(k, n, min(res.batch_sizes), "w4a16")
+lab_ui.chart(figures.speedup_chart, res, k, n, shown, key=(run, k, n, shown),
+             headline=None if one_token is None else (f"W4A16 over bf16 at batch {min(res.batch_sizes)}",
+                                                      f"{one_token:.2f}×"))
 w4_geo = [res.geomean_speedup(b, "w4a16") for b in res.batch_sizes]
 if all(g is not None for g in w4_geo):
     w4_low, w4_low_m = min(zip(w4_geo, res.batch_sizes))

@@ -82,7 +82,9 @@ _log_follows(tensor)
 log_y = lab_ui.control(st.toggle, "Log count axis", "sym_log", tensor != "weight",
                        help="Outliers are rare: a log axis makes single values visible.")
 lab_ui.chart(figures.grid_overlay, cmp, mode in ("both", "symmetric"), mode in ("both", "asymmetric"), log_y,
-             key=(sel.source, sel.layer, tensor, bits, mode, log_y))
+             key=(sel.source, sel.layer, tensor, bits, mode, log_y),
+             headline=("SQNR, symmetric → asymmetric",
+                       f"{cmp.symmetric.report.sqnr_db:.1f} → {cmp.asymmetric.report.sqnr_db:.1f} dB"))
 
 left, right = st.columns(2)
 for col, is_symmetric, title in ((left, True, "Symmetric: scale only"),

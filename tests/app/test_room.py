@@ -94,3 +94,10 @@ def test_presenter_steps_through_the_lesson_one_chart_at_a_time():
 
     linked = run_page("pages/clipping.py", query={"present": "1", "step": str(len(charts))})
     assert linked.get("plotly_chart")[0].proto.spec == charts[-1]  # a link opens on its step
+
+
+def test_a_presented_chart_carries_its_key_number():
+    headline = "Best clipping ratio for this tensor"
+    shown = run_page("pages/clipping.py", query={"present": "1"})
+    assert headline in [m.label for m in shown.metric]  # step 1: the clipping curve and its number
+    assert headline not in [m.label for m in run_page("pages/clipping.py").metric]
