@@ -17,22 +17,27 @@ from compressed_tensors.quantization import (
     QuantizationStatus,
     apply_quantization_config,
 )
-from compressed_tensors.quantization.utils import calculate_qparams
+from compressed_tensors.quantization.utils import calculate_qparams, generate_gparam
 
 import quantlab as ql
 
+SCALE_DTYPES = {"e4m3": torch.float8_e4m3fn, "e8m0": torch.uint8}
+
 
 def ct_args(spec: ql.QuantSpec, static_activation: bool = False) -> QuantizationArgs:
-    extra = {"observer": "static_minmax"} if static_activation else {}
+    extra: dict[str, object] = {"observer": "static_minmax"} if static_activation else {}
+    if spec.scale_dtype is not None:
+        extra["scale_dtype"] = SCALE_DTYPES[spec.scale_dtype]
     return QuantizationArgs(num_bits=spec.num_bits, type=spec.type, symmetric=spec.symmetric,
                             strategy=spec.strategy, group_size=spec.group_size, dynamic=spec.dynamic, **extra)
 
 
 def ct_scheme(spec: ql.QuantSpec) -> QuantizationScheme:
     acts = spec.activations
+    # NVFP4's "local" activations calibrate their global scale, as static ones calibrate their scale.
     return QuantizationScheme(
         targets=["Linear"], weights=ct_args(spec),
-        input_activations=ct_args(acts, static_activation=not acts.dynamic) if acts is not None else None,
+        input_activations=ct_args(acts, static_activation=acts.dynamic is not True) if acts is not None else None,
     )
 
 
@@ -42,6 +47,7 @@ def weight_minmax(w: torch.Tensor, args: QuantizationArgs) -> tuple[torch.Tensor
         return lo.reshape(1), hi.reshape(1)
     if args.strategy == "channel":
         return w.amin(dim=1, keepdim=True), w.amax(dim=1, keepdim=True)
+    # group and tensor_group
     g = w.reshape(w.shape[0], -1, args.group_size)
     return g.amin(dim=-1), g.amax(dim=-1)
 
@@ -55,7 +61,13 @@ def calibrate(model: torch.nn.Module, spec: ql.QuantSpec, ignore: list[str],
         scheme = getattr(module, "quantization_scheme", None)
         if scheme is None:
             continue
-        scale, zp = calculate_qparams(*weight_minmax(module.weight, scheme.weights), scheme.weights)
+        global_scale = None
+        if hasattr(module, "weight_global_scale"):  # NVFP4: llm-compressor's global scale over the whole weight
+            lo, hi = torch.aminmax(module.weight)
+            global_scale = generate_gparam(lo.reshape(1), hi.reshape(1))
+            module.weight_global_scale.data.copy_(global_scale)
+        scale, zp = calculate_qparams(*weight_minmax(module.weight, scheme.weights), scheme.weights,
+                                      global_scale=global_scale)
         module.weight_scale.data.copy_(scale)
         if zp is not None and hasattr(module, "weight_zero_point"):
             module.weight_zero_point.data.copy_(zp)
@@ -64,6 +76,10 @@ def calibrate(model: torch.nn.Module, spec: ql.QuantSpec, ignore: list[str],
             lo, hi = torch.aminmax(inputs[name])
             a_scale, _ = calculate_qparams(lo.reshape(1), hi.reshape(1), scheme.input_activations)
             module.input_scale.data.copy_(a_scale)
+        if hasattr(module, "input_global_scale"):
+            assert inputs is not None, "NVFP4 activations need captured inputs for their global scale"
+            lo, hi = torch.aminmax(inputs[name])
+            module.input_global_scale.data.copy_(generate_gparam(lo.reshape(1), hi.reshape(1)))
         module.quantization_status = QuantizationStatus.FROZEN
 
 

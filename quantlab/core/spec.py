@@ -322,6 +322,14 @@ def _int_weights(bits: int, group_size: int | None = 128, symmetric: bool = True
     return QuantSpec(num_bits=bits, symmetric=symmetric, strategy="group", group_size=group_size)
 
 
+def _fp4(strategy: Strategy, group_size: int, scale_dtype: ScaleDtype) -> QuantSpec:
+    return QuantSpec(num_bits=4, type="float", strategy=strategy, group_size=group_size, scale_dtype=scale_dtype)
+
+
+_NVFP4 = _fp4("tensor_group", NVFP4_GROUP, "e4m3")
+_MXFP4 = _fp4("group", MX_GROUP, "e8m0")
+_MXFP8 = QuantSpec(num_bits=8, type="float", strategy="group", group_size=MX_GROUP, scale_dtype="e8m0")
+_FP8_PER_TOKEN = QuantSpec(num_bits=8, type="float", strategy="token", dynamic=True)
 _W8A8_DYNAMIC = QuantSpec(num_bits=8, strategy="channel",
                           activations=QuantSpec(num_bits=8, strategy="token", dynamic=True))
 
@@ -349,9 +357,19 @@ SCHEMES: dict[str, Scheme] = {s.slug: s for s in (
     Scheme("fp8", "FP8 (static per-tensor)", "FP8 weights and activations, one calibrated scale each",
            QuantSpec(num_bits=8, type="float", activations=QuantSpec(num_bits=8, type="float")), "FP8"),
     Scheme("fp8-dynamic", "FP8 dynamic", "FP8 weights per channel, activations scaled per token at run time",
-           QuantSpec(num_bits=8, type="float", strategy="channel",
-                     activations=QuantSpec(num_bits=8, type="float", strategy="token", dynamic=True)),
-           "FP8_DYNAMIC"),
+           QuantSpec(num_bits=8, type="float", strategy="channel", activations=_FP8_PER_TOKEN), "FP8_DYNAMIC"),
+    Scheme("nvfp4a16", "NVFP4 (weights)", "FP4 weights, an E4M3 scale per 16 under one FP32 global scale",
+           _NVFP4, "NVFP4A16"),
+    Scheme("nvfp4", "NVFP4", "FP4 weights and activations; activation group scales per batch, global scale calibrated",
+           _NVFP4.with_(activations=_NVFP4.with_(dynamic="local")), "NVFP4"),
+    Scheme("mxfp4a16", "MXFP4 (weights)", "FP4 weights, a power-of-two E8M0 scale per 32", _MXFP4, "MXFP4A16"),
+    Scheme("mxfp4", "MXFP4", "FP4 weights and activations, E8M0 scales per 32 (activations per batch)",
+           _MXFP4.with_(activations=_MXFP4.with_(dynamic=True)), "MXFP4"),
+    Scheme("mxfp8a16", "MXFP8 (weights)", "FP8 weights, a power-of-two E8M0 scale per 32", _MXFP8, "MXFP8A16"),
+    Scheme("mxfp8", "MXFP8", "FP8 weights and activations, E8M0 scales per 32 (activations per batch)",
+           _MXFP8.with_(activations=_MXFP8.with_(dynamic=True)), "MXFP8"),
+    Scheme("w4afp8", "W4AFP8", "4-bit integer weights in groups of 128, FP8 activations per token",
+           _int_weights(4).with_(activations=_FP8_PER_TOKEN), "W4AFP8"),
 )}
 
 # llm-compressor's presets under their own names (compressed_tensors.quantization.quant_scheme).

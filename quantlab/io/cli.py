@@ -3,20 +3,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from quantlab.core.errors import QuantlabError
-from quantlab.core.spec import SCHEMES, QuantSpec, scheme_spec
+from quantlab.core.spec import PRESETS, SCHEMES, QuantSpec, scheme_spec
 from quantlab.io import sizing
 
 DESCRIPTION = """\
 Quantization what-ifs on real models, without a GPU.
 
   quantlab size llama-3.1-8b --scheme W4A16              size a shipped architecture (no download)
+  quantlab size llama-3.1-8b --scheme NVFP4A16           FP4 weights, an FP8 scale per 16 (Blackwell's format)
   quantlab size ./my-model --scheme W4A16 --group-size 64 size your own checkpoint (headers only)
   quantlab export embedded ./minilm-w4 --scheme W4A16    write a real compressed-tensors checkpoint
 
-Schemes: {schemes} (or llm-compressor's preset names: W4A16, W4A16_ASYM, W8A16, W8A8, FP8, FP8_DYNAMIC).
+Schemes: {schemes} (or llm-compressor's preset names: {presets}).
 """
 
 
@@ -78,11 +79,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
+# A subcommand defined above this layer (e.g. `whatif` in quantlab.lessons.whatif, which needs the
+# lessons' computations): it adds its parser, with `run` as a default, to the subparsers it is given.
+# io must not import lessons, so the higher layer hands its commands in instead.
+Command = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+
+def parser(extra: Sequence[Command] = ()) -> argparse.ArgumentParser:
     schemes = ", ".join(s.slug for s in SCHEMES.values() if s.spec is not None)
-    p = argparse.ArgumentParser(prog="quantlab", description=DESCRIPTION.format(schemes=schemes),
+    p = argparse.ArgumentParser(prog="quantlab", description=DESCRIPTION.format(schemes=schemes,
+                                                                                presets=", ".join(PRESETS)),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True, metavar="{size,export}")
+    sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--scheme", default="w4a16", metavar="SCHEME",
@@ -115,11 +123,14 @@ def parser() -> argparse.ArgumentParser:
     exp.add_argument("out_dir", metavar="OUT_DIR")
     common(exp)
     exp.set_defaults(run=cmd_export)
+    for add in extra:
+        add(sub)
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, extra: Sequence[Command] = ()) -> int:
+    """Run one subcommand; a QuantlabError becomes one line on stderr and exit code 2."""
+    args = parser(extra).parse_args(argv)
     try:
         return args.run(args)
     except QuantlabError as err:

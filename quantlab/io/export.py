@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 from quantlab.core import packing
 from quantlab.core.errors import QuantlabError
 from quantlab.core.observers import calibrate
+from quantlab.core.qparams import FP8_DTYPE, global_scale
 from quantlab.core.quantize import quantize
 from quantlab.core.spec import QuantSpec
 from quantlab.io import models, sizing
@@ -44,6 +45,14 @@ RUNTIMES = {
                                "asymmetric zero points",
     ("int-quantized", True): "transformers (with compressed-tensors installed) and vLLM",
     ("float-quantized", True): "transformers (with compressed-tensors installed) and vLLM",
+    # transformers decompresses FP4/MX weights to bf16 whatever the model's dtype: an fp32 model
+    # (MiniLM) loaded in fp32 fails with a dtype mismatch in its first matmul.
+    ("nvfp4-pack-quantized", True): "vLLM, and transformers (with compressed-tensors installed) loading it "
+                                    "with dtype=torch.bfloat16, the dtype it decompresses to",
+    ("mxfp4-pack-quantized", True): "transformers (with compressed-tensors installed) loading it with "
+                                    "dtype=torch.bfloat16, the dtype it decompresses to; vLLM depending on its version",
+    ("mxfp8-quantized", True): "transformers (with compressed-tensors installed) loading it with "
+                               "dtype=torch.bfloat16, the dtype it decompresses to; vLLM depending on its version",
 }
 
 
@@ -78,8 +87,11 @@ def quantization_config(spec: QuantSpec, ignore: Sequence[str]) -> dict[str, obj
 def compress_weight(weight: torch.Tensor, spec: QuantSpec) -> dict[str, torch.Tensor]:
     """One Linear weight -> its stored tensors, by local name (weight_packed, weight_scale, ...)."""
     qt = quantize(weight, spec)
+    fmt = sizing.storage_format(spec)
     out: dict[str, torch.Tensor] = {}
-    if sizing.storage_format(spec) == "pack-quantized":
+    if fmt.endswith("fp4-pack-quantized"):
+        out["weight_packed"] = packing.pack_fp4(qt.q)
+    elif fmt == "pack-quantized":
         out["weight_packed"] = packing.pack(qt.q, spec.num_bits)
         out["weight_shape"] = torch.tensor(weight.shape)
         if qt.zero_point is not None and spec.strategy in ("group", "channel"):
@@ -87,7 +99,16 @@ def compress_weight(weight: torch.Tensor, spec: QuantSpec) -> dict[str, torch.Te
             out["weight_zero_point"] = packing.pack(qt.zero_point, spec.num_bits, dim=-2)
     else:
         out["weight"] = qt.q
-    out["weight_scale"] = qt.scale
+    # Microscaling scales are stored as the 8-bit numbers they already are: E4M3 bytes (NVFP4) or
+    # E8M0 exponent bytes (MX); every other scale stays in the weight's dtype.
+    if spec.scale_dtype == "e4m3":
+        out["weight_scale"] = qt.scale.to(FP8_DTYPE)
+    elif spec.scale_dtype == "e8m0":
+        out["weight_scale"] = packing.e8m0_bytes(qt.scale)
+    else:
+        out["weight_scale"] = qt.scale
+    if qt.global_scale is not None:
+        out["weight_global_scale"] = qt.global_scale
     if qt.zero_point is not None and "weight_zero_point" not in out:
         out["weight_zero_point"] = qt.zero_point
     return out
@@ -96,17 +117,22 @@ def compress_weight(weight: torch.Tensor, spec: QuantSpec) -> dict[str, torch.Te
 @torch.no_grad()
 def input_qparams(source: models.ModelSource, layers: Sequence[str], spec: QuantSpec,
                   kind: str = "general") -> dict[str, dict[str, torch.Tensor]]:
-    """Static activation scales from the real inputs of each layer on calibration text."""
+    """Calibrated activation parameters from the real inputs of each layer on calibration text:
+    a static scale (and zero point), or the global scale of NVFP4's "local" activations, whose
+    group scales are observed at run time under it."""
     acts = spec.activations
-    assert acts is not None and not acts.dynamic
+    assert acts is not None and acts.dynamic is not True
     if not source.is_embedded:
         raise QuantlabError(
-            "static activation scales need calibration inputs, which the lab captures for the embedded "
-            "model only: use FP8_DYNAMIC or a weight-only scheme for this model"
+            "calibrated activation scales need calibration inputs, which the lab captures for the embedded "
+            "model only: use FP8_DYNAMIC, MXFP8 or a weight-only scheme (W4A16, NVFP4A16) for this model"
         )
     captured = models.activations(kind)
     out: dict[str, dict[str, torch.Tensor]] = {}
     for layer in layers:
+        if acts.dynamic == "local":
+            out[layer] = {"input_global_scale": global_scale(captured[layer], acts)}
+            continue
         scale, zp = calibrate(captured[layer], acts)
         out[layer] = {"input_scale": scale} | ({"input_zero_point": zp} if zp is not None else {})
     return out
@@ -130,7 +156,7 @@ def compressed_tensors(source: models.ModelSource, spec: QuantSpec, ignore: Sequ
     chosen = {t.name: t for t in plan.quantized}
     acts = spec.activations
     static = (input_qparams(source, [t.layer for t in plan.quantized], spec, kind)
-              if acts is not None and not acts.dynamic else {})
+              if acts is not None and acts.dynamic is not True else {})
     files = {info.file for info in models.list_tensors(source).values()}
     out: dict[str, torch.Tensor] = {}
     for file in sorted(files):

@@ -114,6 +114,11 @@ class PackedLinear:
         `weight_zero_point` packed along the output dim, `weight_shape`'s second entry)."""
         if spec.type != "int" or spec.num_bits not in KERNEL_BITS:
             raise QuantlabError(f"the kernels take 4- or 8-bit integer weights, not {spec.label}")
+        if spec.activations is not None:
+            # They expand weights to the 16-bit activations: W4AFP8's FP8 (or W8A8's INT8) inputs
+            # would silently be computed unquantized.
+            raise QuantlabError(f"the kernels are weight-only (16-bit activations): {spec.label} with "
+                                f"{spec.activations.label} activations needs a quantized-activation matmul")
         if spec.strategy not in ("group", "channel"):
             raise QuantlabError(f"the kernels take group-wise or per-channel scales, not strategy {spec.strategy!r}")
         n = weight_packed.shape[0]
@@ -134,7 +139,8 @@ class PackedLinear:
         """Pack a `QuantizedTensor` exactly as quantlab's export writes it, then load it."""
         spec = qt.spec
         if spec.type != "int":
-            raise QuantlabError("FP8 weights go through `fp8_linear`, not the integer kernels")
+            raise QuantlabError(f"{spec.label} weights are not integer codes: per-channel FP8 goes through "
+                                "`fp8_linear`; the FP4 and MX formats have no kernel here")
         words = packing.pack(qt.q, spec.num_bits)
         zp = None if qt.zero_point is None else packing.pack(qt.zero_point, spec.num_bits, dim=-2)
         return cls.from_compressed(words, qt.scale, zp, qt.q.shape[1], spec, dtype)

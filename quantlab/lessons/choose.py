@@ -51,11 +51,17 @@ INT4_NAIVE_BYTES_PER_WEIGHT = 0.5
 
 
 def capability(slug: str) -> str:
-    """Which row of the hardware matrix a scheme needs."""
+    """Which row of the hardware matrix a scheme needs: what its weights are expanded to or its
+    matmul computes in. FP4 weights (NVFP4, MXFP4) take the FP4 row with or without FP4
+    activations; FP8 activations the FP8 matmul even under INT4 weights (W4AFP8's kernels expand
+    the INT4 codes to FP8 for the FP8 tensor cores)."""
     spec = scheme_spec(slug)
-    if spec.type == "float":
+    acts = spec.activations
+    if spec.type == "float" and spec.num_bits == 4:
+        return "fp4"
+    if spec.type == "float" or (acts is not None and acts.type == "float"):
         return "fp8-matmul"
-    if spec.activations is not None:
+    if acts is not None:
         return "int8-matmul"
     return "int4-weight" if spec.num_bits == 4 else "int8-weight"
 

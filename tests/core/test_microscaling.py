@@ -15,15 +15,11 @@ from compressed_tensors.quantization.utils import calculate_qparams, generate_gp
 from quantlab.core import qparams
 from quantlab.core.errors import QuantlabError
 from quantlab.core.quantize import fake_quantize, quantize
-from quantlab.core.spec import QuantSpec
+from quantlab.core.spec import QuantSpec, scheme_spec
 
-NVFP4 = QuantSpec(num_bits=4, type="float", strategy="tensor_group", group_size=16, scale_dtype="e4m3")
-MXFP4 = QuantSpec(num_bits=4, type="float", strategy="group", group_size=32, scale_dtype="e8m0")
-MXFP8 = QuantSpec(num_bits=8, type="float", strategy="group", group_size=32, scale_dtype="e8m0")
-SPECS = {"NVFP4A16": NVFP4, "MXFP4A16": MXFP4, "MXFP8A16": MXFP8}
-ACTIVATIONS = {"NVFP4": NVFP4.with_(dynamic="local"), "MXFP4": MXFP4.with_(dynamic=True),
-               "MXFP8": MXFP8.with_(dynamic=True),
-               "W4AFP8": QuantSpec(num_bits=8, type="float", strategy="token", dynamic=True)}
+# The registry's own specs, so what is tested against compressed-tensors is what the lab applies.
+SPECS = {name: scheme_spec(name) for name in ("NVFP4A16", "MXFP4A16", "MXFP8A16")}
+NVFP4, MXFP4, MXFP8 = SPECS["NVFP4A16"], SPECS["MXFP4A16"], SPECS["MXFP8A16"]
 SHAPES = [(16, 64), (384, 1536), (7, 96), (1, 32), (130, 160)]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
@@ -106,7 +102,8 @@ def test_activation_fake_quantization_matches_compressed_tensors(preset):
 
     from quantlab.core.observers import quantize_activation
 
-    acts = ACTIVATIONS[preset]
+    acts = scheme_spec(preset).activations
+    assert acts is not None
     args = preset_name_to_scheme(preset, ["Linear"]).input_activations
     x = _weight((24, 128), torch.bfloat16, seed=11)
     module = torch.nn.Linear(128, 8)

@@ -19,10 +19,52 @@ def test_every_registered_scheme_round_trips_through_its_slug():
 
 
 def test_presets_come_from_the_registry_under_compressed_tensors_names():
-    assert set(ql.PRESETS) == {"W4A16", "W4A16_ASYM", "W8A16", "W8A8", "FP8", "FP8_DYNAMIC"}
+    assert set(ql.PRESETS) == {"W4A16", "W4A16_ASYM", "W8A16", "W8A8", "FP8", "FP8_DYNAMIC", "NVFP4A16", "NVFP4",
+                               "MXFP4A16", "MXFP4", "MXFP8A16", "MXFP8", "W4AFP8"}
     for name, spec in ql.PRESETS.items():
         assert specs.scheme(name).spec == spec  # the CLI's W4A16_ASYM is the URL's w4a16-asym
     assert len({specs.scheme(s).label for s in specs.SCHEMES}) == len(specs.SCHEMES)
+
+
+@pytest.mark.parametrize("preset", sorted(ql.PRESETS))
+def test_registered_presets_are_compressed_tensors_own(preset):
+    import torch
+    from compressed_tensors.quantization import preset_name_to_scheme
+
+    theirs = preset_name_to_scheme(preset, ["Linear"])
+    scale_dtypes = {torch.float8_e4m3fn: "e4m3", torch.uint8: "e8m0", None: None}
+    ours = ql.PRESETS[preset]
+    for args, spec in ((theirs.weights, ours), (theirs.input_activations, ours.activations)):
+        if args is None:
+            assert spec is None
+            continue
+        assert spec is not None
+        assert (spec.num_bits, spec.type, spec.strategy, spec.group_size, spec.symmetric, spec.dynamic,
+                spec.scale_dtype) == (args.num_bits, args.type, args.strategy, args.group_size, args.symmetric,
+                                      args.dynamic, scale_dtypes[args.scale_dtype])
+
+
+def test_what_iterates_the_registry_takes_every_entry():
+    """The CLI, the hardware matrix and the kernels each answer for every scheme: a row, or one line."""
+    import torch
+
+    from quantlab.io import cli
+    from quantlab.kernels.layout import PackedLinear
+    from quantlab.lessons import choose, hardware
+
+    assert all(p in cli.parser().format_help() for p in ql.PRESETS)
+    w = torch.randn(32, 256)
+    for slug, scheme in specs.SCHEMES.items():
+        if scheme.spec is None:
+            continue
+        assert choose.capability(slug) in hardware.CAPABILITIES
+        spec = scheme.spec
+        if spec.type == "float" or spec.activations is not None:
+            with pytest.raises(QuantlabError) as err:
+                PackedLinear.from_quantized(ql.quantize(w, spec))
+            assert "\n" not in str(err.value)
+    assert {choose.capability(s) for s in ("nvfp4", "nvfp4a16", "mxfp4", "mxfp4a16")} == {"fp4"}
+    assert choose.capability("w4afp8") == "fp8-matmul"  # its matmul runs in FP8, not INT8
 
 
 @given(bits=st.integers(2, 8), symmetric=st.booleans(), group=st.sampled_from([None, 16, 32, 96, 128]),

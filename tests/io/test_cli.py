@@ -23,6 +23,13 @@ def test_size_prints_the_breakdown(capsys) -> None:
     assert "224 Linear layers quantized" in out and "lm_head" in out
 
 
+def test_size_of_an_nvfp4_checkpoint(capsys) -> None:
+    code, out, _ = run(capsys, "size", "llama-3.1-8b", "--scheme", "nvfp4a16")
+    assert code == 0 and "nvfp4-pack-quantized" in out
+    assert "3,489,660,928" in out and "436,207,616" in out  # two codes per byte, one E4M3 byte per 16
+    assert "global scales" in out and "4.500 in the quantized layers" in out
+
+
 def test_group_size_option_doubles_the_scales(capsys) -> None:
     _, out, _ = run(capsys, "size", "llama-3.1-8b", "--group-size", "64")
     assert "218,103,808" in out and "INT4 sym g64" in out
@@ -62,3 +69,30 @@ def test_export_writes_a_checkpoint(capsys, tmp_path: Path) -> None:
     assert config["quantization_config"]["format"] == "int-quantized"
     code, _, err = run(capsys, "export", "embedded", str(tmp_path / "w8"))
     assert code == 2 and "already exists" in err
+
+
+def test_a_higher_layer_can_add_a_subcommand(capsys) -> None:
+    """How `whatif` (in quantlab.lessons, which io may not import) joins the command."""
+    def add(sub) -> None:
+        p = sub.add_parser("hello", help="say hello")
+        p.add_argument("--fail", action="store_true")
+
+        def run_hello(args) -> int:
+            if args.fail:
+                raise cli.QuantlabError("no hello today")
+            print("hello")
+            return 0
+
+        p.set_defaults(run=run_hello)
+
+    assert run_extra(capsys, add, "hello") == (0, "hello\n", "")
+    assert run_extra(capsys, add, "hello", "--fail") == (2, "", "quantlab: error: no hello today\n")
+    with pytest.raises(SystemExit):
+        cli.main(["--help"], extra=(add,))
+    assert "{size,export,hello}" in capsys.readouterr().out
+
+
+def run_extra(capsys: pytest.CaptureFixture[str], add: cli.Command, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv), extra=(add,))
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -16,7 +16,9 @@ from quantlab.io import export, models
 
 ct_reference = pytest.importorskip("tests.ct_reference")
 
-PRESETS = ["W4A16", "W4A16_ASYM", "W8A16", "W8A8", "FP8"]
+PRESETS = ["W4A16", "W4A16_ASYM", "W8A16", "W8A8", "FP8", "NVFP4A16", "NVFP4", "MXFP4A16", "MXFP4", "MXFP8A16",
+           "MXFP8", "W4AFP8"]
+MICROSCALING = ["NVFP4A16", "NVFP4", "MXFP4A16", "MXFP8A16"]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[export
         spec = ql.QuantSpec.preset(name)
         ours = export.save_compressed(models.ModelSource.embedded(), root / name, spec)
         model = AutoModel.from_pretrained(models.embedded_model_dir(), dtype=torch.float32)
-        static = spec.activations is not None and not spec.activations.dynamic
+        # Static activations calibrate their scale, NVFP4's "local" ones their global scale.
+        static = spec.activations is not None and spec.activations.dynamic is not True
         theirs = ct_reference.write_reference(model, spec, ["pooler.dense"], root / f"ref-{name}",
                                               models.activations() if static else None)
         out[name] = (ours, theirs)
@@ -117,6 +120,44 @@ def test_transformers_loads_export_and_matches_simulation(exported, name: str) -
         full = models.embedded_model()[0](**batch).last_hidden_state
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(got, full, atol=1e-3)  # it really runs quantized
+
+
+@pytest.mark.parametrize("name,stored", [
+    ("NVFP4A16", {"weight_packed": (torch.uint8, (384, 192)), "weight_scale": (torch.float8_e4m3fn, (384, 24)),
+                  "weight_global_scale": (torch.float32, (1,))}),
+    ("NVFP4", {"weight_packed": (torch.uint8, (384, 192)), "weight_scale": (torch.float8_e4m3fn, (384, 24)),
+               "weight_global_scale": (torch.float32, (1,)), "input_global_scale": (torch.float32, (1,))}),
+    ("MXFP4A16", {"weight_packed": (torch.uint8, (384, 192)), "weight_scale": (torch.uint8, (384, 12))}),
+    ("MXFP8A16", {"weight": (torch.float8_e4m3fn, (384, 384)), "weight_scale": (torch.uint8, (384, 12))}),
+    # 4-bit codes, but one int8 per weight on disk: int-quantized does not pack.
+    ("W4AFP8", {"weight": (torch.int8, (384, 384)), "weight_scale": (torch.float32, (384, 3))}),
+])
+def test_new_formats_store_what_compressed_tensors_names(exported, name: str, stored: dict) -> None:
+    ours, _ = exported[name]
+    layer = "encoder.layer.0.attention.self.query"
+    with safe_open(ours.path / "model.safetensors", "pt") as fh:
+        got = {k.removeprefix(f"{layer}."): fh.get_tensor(k) for k in fh.keys() if k.startswith(f"{layer}.")}
+    assert {k: (v.dtype, tuple(v.shape)) for k, v in got.items() if k != "bias"} == stored
+    fmt = json.loads((ours.path / "config.json").read_text())["quantization_config"]["format"]
+    assert fmt == ours.report.format
+
+
+@pytest.mark.parametrize("name", MICROSCALING)
+def test_transformers_decompresses_microscaling_to_our_dequantized_weights(exported, name: str) -> None:
+    """transformers decompresses FP4/MX weights to bf16 (so an fp32 model loads with dtype=bfloat16)."""
+    from transformers import AutoModel
+
+    ours, _ = exported[name]
+    loaded = AutoModel.from_pretrained(ours.path, add_pooling_layer=False, dtype=torch.bfloat16).eval()
+    with torch.no_grad():
+        loaded(input_ids=torch.tensor([[101, 102]]))  # compressed layers decompress on their first call
+    base, _ = models.embedded_model()
+    spec = ql.QuantSpec.preset(name)
+    for layer in ("encoder.layer.0.attention.self.query", "encoder.layer.5.output.dense"):
+        got = loaded.get_submodule(layer).weight
+        want = ql.fake_quantize(base.get_submodule(layer).weight.data, spec)
+        assert torch.equal(got, want.to(torch.bfloat16)), layer
+    assert "bfloat16" in export.runtimes(spec)
 
 
 def test_transformers_refuses_packed_asymmetric_zero_points(exported) -> None:

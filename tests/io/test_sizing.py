@@ -24,15 +24,21 @@ def _meta_model(name: str) -> torch.nn.Module:
         return cls._from_config(config, dtype=config.dtype)
 
 
+MICROSCALING_AND_W4AFP8 = ["NVFP4A16", "NVFP4", "MXFP4A16", "MXFP8A16", "W4AFP8"]
+ARCHS = ["llama-3.1-8b", "qwen2.5-7b", "mistral-7b"]
+
+
 @pytest.mark.parametrize("arch,preset", [("llama-3.1-8b", "W4A16"), ("qwen2.5-7b", "W8A8"),
-                                         ("mistral-7b", "FP8_DYNAMIC")])
+                                         ("mistral-7b", "FP8_DYNAMIC")]
+                         + [(arch, preset) for arch in ARCHS for preset in MICROSCALING_AND_W4AFP8])
 def test_config_sizing_equals_model_compressor_bytes(arch: str, preset: str) -> None:
-    """ModelCompressor on a meta-device model gives the exact tensors llm-compressor would save."""
+    """ModelCompressor on a meta-device model gives the exact tensors llm-compressor would save
+    (its FP4 and MX compressors have meta paths too)."""
     spec = ql.QuantSpec.preset(preset)
     reference = ct_reference.meta_compressed_bytes(_meta_model(arch), spec, ["lm_head"])
     report = sizing.model_size(arch, spec)
     assert report.total_bytes - report.header_bytes == reference
-    assert abs(report.total_bytes - reference) / reference < 0.01
+    assert abs(report.total_bytes - reference) / reference < 0.001  # the header is all that differs
 
 
 def test_llama_8b_w4a16_breakdown() -> None:
@@ -48,9 +54,23 @@ def test_llama_8b_w4a16_breakdown() -> None:
     assert report.quantized_bits_per_weight() == pytest.approx(4 + 16 / 128, abs=1e-4)
 
 
+def test_llama_8b_nvfp4_breakdown() -> None:
+    report = sizing.model_size("llama-3.1-8b", ql.QuantSpec.preset("NVFP4A16"))
+    kinds = report.by_kind()
+    linear = 32 * (2 * 4096 * 4096 + 2 * 1024 * 4096 + 3 * 4096 * 14336)
+    assert report.format == "nvfp4-pack-quantized"
+    assert kinds["packed weights"] == linear // 2  # two E2M1 codes per byte
+    assert kinds["scales"] == linear // 16  # one E4M3 byte per 16 weights
+    assert kinds["global scales"] == 32 * 7 * 4  # one FP32 per layer
+    assert report.quantized_bits_per_weight() == pytest.approx(4.5)
+
+
 @pytest.mark.parametrize("dtype,preset,bits", [
     ("F32", "W4A16", 4 + 32 / 128), ("BF16", "W4A16", 4 + 16 / 128), ("F32", "W4A16_ASYM", 4 + 36 / 128),
     ("BF16", "W8A16", 8 + 16 / 128), ("F32", "W8A8", 8 + 32 / 384),
+    # Microscaling scales are 8-bit numbers whatever the weight's dtype; W4AFP8's codes are int8 on disk.
+    ("F32", "NVFP4A16", 4 + 8 / 16), ("BF16", "NVFP4", 4 + 8 / 16), ("F32", "MXFP4A16", 4 + 8 / 32),
+    ("F16", "MXFP8A16", 8 + 8 / 32), ("BF16", "W4AFP8", 8 + 16 / 128), ("F32", "W4AFP8", 8 + 32 / 128),
 ])
 def test_stored_bits_per_weight_from_the_real_layout(dtype: str, preset: str, bits: float) -> None:
     """The one function: the scale dtype is the weight's (fp32 MiniLM -> 32-bit scales)."""
@@ -65,18 +85,32 @@ def test_stored_bits_count_the_int32_padding_of_odd_widths() -> None:
         sizing.stored_bits_per_weight((2, 100), "F32", ql.QuantSpec.preset("W4A16"))
 
 
-def test_report_and_layer_agree_on_bits_per_weight() -> None:
-    report = sizing.model_size(models.ModelSource.embedded(), ql.QuantSpec.preset("W4A16"))
-    assert report.quantized_bits_per_weight() == pytest.approx(4.25)  # every MiniLM block Linear divides by 128
+def test_microscaling_group_sizes_are_compressed_tensors_own() -> None:
+    with pytest.raises(QuantlabError, match="does not divide"):
+        sizing.stored_bits_per_weight((2, 40), "BF16", ql.QuantSpec.preset("NVFP4A16"))
+    # compressed-tensors picks its FP4 compressor by group size: NVFP4 in 32s would get MX scales.
+    with pytest.raises(QuantlabError, match="groups of 16 only"):
+        sizing.storage_format(ql.QuantSpec.preset("NVFP4A16").with_(group_size=32))
 
 
-def test_real_file_size_equals_model_compressor_output(tmp_path: Path) -> None:
+@pytest.mark.parametrize("preset,bits", [("W4A16", 4.25), ("NVFP4", 4.5), ("MXFP4A16", 4.25), ("MXFP8A16", 8.25)])
+def test_report_and_layer_agree_on_bits_per_weight(preset: str, bits: float) -> None:
+    spec = ql.QuantSpec.preset(preset)
+    report = sizing.model_size(models.ModelSource.embedded(), spec)
+    assert report.quantized_bits_per_weight() == pytest.approx(bits)  # every MiniLM block Linear divides by 128
+    assert report.quantized_bits_per_weight() == sizing.stored_bits_per_weight((1536, 384), "F32", spec)
+
+
+@pytest.mark.parametrize("preset", ["W4A16_ASYM", "NVFP4", "MXFP4A16", "MXFP8A16", "W4AFP8"])
+def test_real_file_size_equals_model_compressor_output(tmp_path: Path, preset: str) -> None:
     """The header arithmetic too: the predicted file is byte-for-byte as long as the real one."""
     from transformers import AutoModel
 
-    spec = ql.QuantSpec.preset("W4A16_ASYM")
+    spec = ql.QuantSpec.preset(preset)
     model = AutoModel.from_pretrained(models.embedded_model_dir(), dtype=torch.float32)
-    ref = ct_reference.write_reference(model, spec, ["pooler.dense"], tmp_path / "ref")
+    calibrated = spec.activations is not None and spec.activations.dynamic is not True
+    ref = ct_reference.write_reference(model, spec, ["pooler.dense"], tmp_path / "ref",
+                                       models.activations() if calibrated else None)
     checkpoint = sizing.load_checkpoint(models.ModelSource.embedded())
     # transformers drops the position_ids buffer on save; size the tensors it keeps.
     kept = tuple(t for t in checkpoint.tensors if t.name != "embeddings.position_ids")
