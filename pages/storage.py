@@ -45,8 +45,8 @@ if spec.strategy == "group" and spec.type == "int":
     group = lab_ui.control(c3.select_slider, "Group size", "storage_g", spec.group_size, list(storage.GROUPS))
     spec = spec.with_group_size(group)
 else:
-    c3.caption(f"{label(scheme)} uses one scale per {spec.strategy}: no group size."
-               if spec.strategy != "group" else f"{label(scheme)} fixes its group at {spec.group_size}.")
+    c3.caption(f"{label(scheme)} fixes its group at {spec.group_size}." if spec.group_size
+               else f"{label(scheme)} uses one scale per {spec.strategy}: no group size.")
 source: ModelSource | str = sel.source if picked == SIDEBAR else picked
 
 lab_ui.check(checks.stored_bits_at_g128, lab_ui.weight(sel.source, sel.weight_name), key=(sel.source, sel.layer))

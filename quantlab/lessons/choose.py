@@ -92,7 +92,7 @@ def layer_error(slug: str, w: torch.Tensor, x: torch.Tensor | None, dtype: str) 
     out = None
     if x is not None:
         out = metrics.sqnr_db(outliers.layer_output(x, w), outliers.quantized_output(x, w, spec))
-    bits = sizing.stored_bits_per_weight(tuple(w.shape), dtype, spec.with_(activations=None))
+    bits = sizing.stored_bits_per_weight(tuple(w.shape), dtype, spec)  # W4AFP8 stores int8 codes
     return LayerError(slug, metrics.sqnr_db(w, w_hat), out, bits)
 
 

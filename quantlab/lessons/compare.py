@@ -18,7 +18,8 @@ from quantlab.lessons import outliers
 
 # The schemes people actually ask about, as registry slugs (labels come from the registry).
 CANDIDATES: tuple[str, ...] = ("w4a16-g32", "w4a16-g64", "w4a16", "w4a16-g256", "w4a16-asym", "w4a16-channel",
-                               "w4a16-tensor", "w8a16", "w8a16-channel", "w8a8", "fp8", "fp8-dynamic")
+                               "w4a16-tensor", "w8a16", "w8a16-channel", "w8a8", "fp8", "fp8-dynamic",
+                               "nvfp4a16", "mxfp4a16", "mxfp8a16", "w4afp8")
 DEFAULT_CHOICE = ("w4a16", "w4a16-g64", "w8a16", "w8a8", "fp8-dynamic")
 
 
@@ -48,7 +49,7 @@ def layer_what_if(name: str, w: torch.Tensor, x: torch.Tensor | None) -> LayerWh
         out_sqnr = metrics.sqnr_db(outliers.layer_output(x, w), outliers.quantized_output(x, w, spec))
     return LayerWhatIf(
         name=name, spec=spec,
-        bits_per_weight=sizing.stored_bits_per_weight(tuple(w.shape), sizing.torch_dtype_code(w.dtype), w_spec),
+        bits_per_weight=sizing.stored_bits_per_weight(tuple(w.shape), sizing.torch_dtype_code(w.dtype), spec),
         weight_sqnr_db=metrics.sqnr_db(w, w_hat), output_sqnr_db=out_sqnr,
         quantizes_activations=spec.activations is not None,
     )

@@ -14,10 +14,14 @@ import torch
 
 from quantlab.core import metrics, packing
 from quantlab.core.quantize import quantize
-from quantlab.core.spec import QuantSpec
+from quantlab.core.spec import QuantSpec, scheme_spec
+from quantlab.core.spec import label as scheme_label
 from quantlab.io import sizing
 
 GROUP_SIZES = (32, 64, 128, 256)
+# Block formats with 8-bit scales (E4M3 or E8M0), drawn beside the integer grids.
+MICROSCALING: tuple[str, ...] = ("nvfp4a16", "mxfp4a16", "mxfp8a16")
+MICROSCALE_BITS = 8
 CUSTOM_GROUP = 96  # not a power of two: shows that any divisor of the row works
 _MAX_HEATMAP_ROWS = 384
 
@@ -80,23 +84,31 @@ def scale_bits(dtype: torch.dtype) -> int:
 @torch.no_grad()
 def tradeoff(weight: torch.Tensor, inputs: torch.Tensor | None, custom_group: int | None = None,
              bits_options: tuple[int, ...] = (4, 8)) -> list[Point]:
-    """Every (bits, symmetric, granularity) candidate on this layer, quantized for real."""
+    """Every (bits, symmetric, granularity) candidate on this layer, quantized for real, and the
+    microscaling formats (NVFP4, MXFP4, MXFP8) beside them."""
     shape = (weight.shape[0], weight.shape[1])
     dtype = sizing.torch_dtype_code(weight.dtype)
     reference = inputs.to(weight.dtype) @ weight.T if inputs is not None else None
+
+    def point(label: str, spec: QuantSpec, formula_scale_bits: int) -> Point:
+        approx = quantize(weight, spec).dequantize().to(weight.dtype)
+        out_sqnr = (metrics.sqnr_db(reference, inputs.to(weight.dtype) @ approx.T)
+                    if reference is not None and inputs is not None else None)
+        return Point(label, spec, sizing.stored_bits_per_weight(shape, dtype, spec),
+                     metrics.bits_per_weight(spec, shape, formula_scale_bits),
+                     metrics.sqnr_db(weight, approx), out_sqnr, weight.numel())
+
     points = []
     for bits in bits_options:
         for symmetric in (True, False):
             for label, strategy, group in granularities(custom_group):
                 if group is not None and shape[1] % group:
                     continue  # reported by `unusable_groups`
-                spec = spec_for(bits, symmetric, strategy, group)
-                approx = quantize(weight, spec).dequantize()
-                out_sqnr = (metrics.sqnr_db(reference, inputs.to(weight.dtype) @ approx.T)
-                            if reference is not None and inputs is not None else None)
-                points.append(Point(label, spec, sizing.stored_bits_per_weight(shape, dtype, spec),
-                                    metrics.bits_per_weight(spec, shape, scale_bits(weight.dtype)),
-                                    metrics.sqnr_db(weight, approx), out_sqnr, weight.numel()))
+                points.append(point(label, spec_for(bits, symmetric, strategy, group), scale_bits(weight.dtype)))
+    for slug in MICROSCALING:
+        spec = scheme_spec(slug)
+        if spec.group_size is not None and shape[1] % spec.group_size == 0:
+            points.append(point(scheme_label(slug), spec, MICROSCALE_BITS))
     return points
 
 

@@ -43,6 +43,14 @@ def _clear_labels(xs: list[float], ys: list[float], candidates: list[int]) -> li
     return kept
 
 
+def _family(p: Point) -> tuple[str, int, str]:
+    """Integer grids by width and symmetry; the microscaling formats (FP4/FP8 values with 8-bit
+    block scales) as one family of their own."""
+    if p.spec.scale_dtype is not None:
+        return ("microscaling", 0, "")
+    return ("INT", p.spec.num_bits, "sym" if p.spec.symmetric else "asym")
+
+
 def pareto(points: Sequence[Point], output: bool) -> go.Figure:
     fig = go.Figure()
     value = (lambda p: p.output_sqnr_db) if output else (lambda p: p.weight_sqnr_db)
@@ -52,15 +60,16 @@ def pareto(points: Sequence[Point], output: bool) -> go.Figure:
     # fall within half a bit: only points on the front get a printed label, and only where it
     # keeps clear of the labels already placed. Every point names itself on hover.
     on_front = {id(points[i]) for i in _clear_labels(xs, ys, front)}
-    families = sorted({(p.spec.num_bits, p.spec.symmetric) for p in points}, key=lambda f: (f[0], not f[1]))
-    for color, (bits, sym) in zip(SERIES, families):
-        group = [p for p in points if (p.spec.num_bits, p.spec.symmetric) == (bits, sym)]
+    families = sorted({_family(p) for p in points}, key=lambda f: (f[0] != "INT", f[1], f[2] != "sym"))
+    for color, family in zip(SERIES, families):
+        group = [p for p in points if _family(p) == family]
+        marker = {"sym": "circle", "asym": "diamond"}.get(family[2], "square")
         fig.add_trace(go.Scatter(
             x=[p.bits_per_weight for p in group], y=[value(p) for p in group], mode="markers+text",
             text=[p.label if id(p) in on_front else "" for p in group], customdata=[p.label for p in group],
-            textposition="top left" if sym else "bottom right",
-            textfont=dict(size=11, color=color), name=f"INT{bits} {'sym' if sym else 'asym'}",
-            marker=dict(size=10, color=color, symbol="circle" if sym else "diamond"),
+            textposition="bottom right" if family[2] == "asym" else "top left",
+            textfont=dict(size=11, color=color), name=" ".join(str(f) for f in family).replace("INT ", "INT"),
+            marker=dict(size=10, color=color, symbol=marker),
             hovertemplate="%{customdata}: %{x:.3f} bits/weight, %{y:.2f} dB<extra></extra>"))
     fig.add_trace(go.Scatter(x=[xs[i] for i in front], y=[ys[i] for i in front], mode="lines", name="Pareto front",
                              line=dict(color=PALETTE["muted"], dash="dot"), hoverinfo="skip"))

@@ -27,7 +27,8 @@ def points(weight):
 
 
 def _family(points, bits, sym):
-    return {p.label: p for p in points if (p.spec.num_bits, p.spec.symmetric) == (bits, sym)}
+    return {p.label: p for p in points
+            if (p.spec.type, p.spec.num_bits, p.spec.symmetric) == ("int", bits, sym)}
 
 
 def test_candidates_and_unusable_groups():
@@ -44,15 +45,25 @@ def test_candidates_and_unusable_groups():
 
 
 def test_tradeoff_covers_every_usable_candidate(weight, points):
-    assert len(points) == 2 * 2 * len(ORDER)  # bits × sym/asym × granularities (g256 left out)
+    # bits × sym/asym × granularities (g256 left out), then NVFP4, MXFP4 and MXFP8 on the same layer
+    assert len(points) == 2 * 2 * len(ORDER) + len(granularity.MICROSCALING)
     for bits in (4, 8):
         for sym in (True, False):
             assert sorted(_family(points, bits, sym)) == sorted(ORDER)
     assert all(p.label != "g256" for p in points)
     rows = weight[:32]  # which candidates run depends on the input dimension only
     with_custom = granularity.tradeoff(rows, None, custom_group=96, bits_options=(4,))
-    assert {p.label for p in with_custom} == set(ORDER) | {"g96"}
-    assert {p.label for p in granularity.tradeoff(rows, None, custom_group=100, bits_options=(4,))} == set(ORDER)
+    micro = {"NVFP4 (weights)", "MXFP4 (weights)", "MXFP8 (weights)"}
+    assert {p.label for p in with_custom} == set(ORDER) | {"g96"} | micro
+    odd = granularity.tradeoff(rows, None, custom_group=100, bits_options=(4,))
+    assert {p.label for p in odd} == set(ORDER) | micro
+
+
+def test_nvfp4_beats_int4_at_the_same_stored_bits_on_the_real_layer(points):
+    by_label = {p.label: p for p in points}
+    nvfp4, g64 = by_label["NVFP4 (weights)"], _family(points, 4, True)["g64"]
+    assert nvfp4.bits_per_weight == g64.bits_per_weight == 4.5  # E4M3 per 16 against fp32 per 64
+    assert nvfp4.output_sqnr_db > g64.output_sqnr_db
 
 
 @pytest.mark.parametrize("bits", [4, 8])
@@ -82,6 +93,10 @@ def test_measured_bits_are_the_stored_bytes_and_match_the_formula(weight, points
     rows, cols = weight.shape
     for p in points:
         b, g = p.spec.num_bits, p.spec.group_size
+        if p.spec.scale_dtype is not None:  # microscaling: one 8-bit scale per block, whatever the dtype
+            assert p.stored_bytes == numel * b // 8 + rows * cols // g, p
+            assert p.formula_bits == metrics.bits_per_weight(p.spec, (rows, cols), 8) == b + 8 / g
+            continue
         scales = {"tensor": 1, "channel": rows, "group": rows * cols // (g or 1)}[p.spec.strategy]
         # Codes (4-bit packed eight to an int32, 8-bit as int8), float32 scales (the weight's dtype),
         # int8-sized zero points unless packed too.
@@ -105,7 +120,7 @@ def test_without_inputs_there_is_no_output_sqnr(weight, points):
     assert all(p.output_sqnr_db is None for p in bare)
     assert all(p.output_sqnr_db is not None and math.isfinite(p.output_sqnr_db) for p in points)
     same = {(p.label, p.spec.symmetric): p.weight_sqnr_db for p in points if p.spec.num_bits == 4}
-    assert all(same[(p.label, p.spec.symmetric)] == p.weight_sqnr_db for p in bare)
+    assert all(same[(p.label, p.spec.symmetric)] == p.weight_sqnr_db for p in bare if p.spec.num_bits == 4)
 
 
 def test_scale_map_pools_real_scales_to_a_few_hundred_rows(weight):

@@ -166,3 +166,11 @@ def test_word_bits_shows_the_packed_word_bit_by_bit():
     assert diagram.hex in fig.layout.title.text and f"{diagram.word:,}" in fig.layout.title.text
     assert fig.layout.xaxis.type == "category"
     assert diagram.word == packing.pack(codes.reshape(1, 8), 4)[0, 0].item()
+
+
+def test_microscaling_formats_are_a_family_of_their_own():
+    nvfp4 = ql.QuantSpec.preset("NVFP4A16")
+    fig = viz_granularity.pareto([*POINTS, _point("NVFP4 (weights)", nvfp4, 4.5, 19.5, 17.0)], output=False)
+    names = [t.name for t in fig.data]
+    assert names[:4] == ["INT4 sym", "INT4 asym", "INT8 sym", "INT8 asym"] and names[4] == "microscaling"
+    assert list(fig.data[4].customdata) == ["NVFP4 (weights)"] and fig.data[4].marker.symbol == "square"
