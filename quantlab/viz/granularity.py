@@ -51,6 +51,11 @@ def _family(p: Point) -> tuple[str, int, str]:
     return ("INT", p.spec.num_bits, "sym" if p.spec.symmetric else "asym")
 
 
+def _family_name(family: tuple[str, int, str]) -> str:
+    kind, bits, mode = family
+    return f"INT{bits} {mode}" if kind == "INT" else kind
+
+
 def pareto(points: Sequence[Point], output: bool) -> go.Figure:
     fig = go.Figure()
     value = (lambda p: p.output_sqnr_db) if output else (lambda p: p.weight_sqnr_db)
@@ -68,7 +73,7 @@ def pareto(points: Sequence[Point], output: bool) -> go.Figure:
             x=[p.bits_per_weight for p in group], y=[value(p) for p in group], mode="markers+text",
             text=[p.label if id(p) in on_front else "" for p in group], customdata=[p.label for p in group],
             textposition="bottom right" if family[2] == "asym" else "top left",
-            textfont=dict(size=11, color=color), name=" ".join(str(f) for f in family).replace("INT ", "INT"),
+            textfont=dict(size=11, color=color), name=_family_name(family),
             marker=dict(size=10, color=color, symbol=marker),
             hovertemplate="%{customdata}: %{x:.3f} bits/weight, %{y:.2f} dB<extra></extra>"))
     fig.add_trace(go.Scatter(x=[xs[i] for i in front], y=[ys[i] for i in front], mode="lines", name="Pareto front",
