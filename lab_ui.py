@@ -590,13 +590,23 @@ def _source_from_sidebar() -> models.ModelSource:
             except QuantlabError as err:
                 st.sidebar.error(str(err), icon=":material/warning:")
     elif choice == "upload":
-        up = st.sidebar.file_uploader("A .safetensors file", type=["safetensors"], key="source_upload")
+        up = st.sidebar.file_uploader("A .safetensors file", key="source_upload",
+                                      type=["safetensors", *(s.lstrip(".") for s in models.PICKLE_SUFFIXES)])
         if up is not None:
             try:
                 return _session_uploads().add(up.file_id, up.name, up.getvalue())
             except QuantlabError as err:
                 st.sidebar.error(str(err), icon=":material/warning:")
     return models.ModelSource.embedded()
+
+
+LAYER_LABEL_CHARS = 30  # what the sidebar's box shows before it cuts
+
+
+def layer_label(name: str) -> str:
+    """A layer as the sidebar shows it: the end of a long name, which is the part that tells
+    layers apart (…0.intermediate.dense, not encoder.layer.0.interm…)."""
+    return name if len(name) <= LAYER_LABEL_CHARS else "…" + name[-(LAYER_LABEL_CHARS - 1):]
 
 
 def _layer_names(source: models.ModelSource) -> list[str]:
@@ -625,7 +635,7 @@ def sidebar(page_path: str) -> Frame:
         layers = _layer_names(source)
     story = next((lesson.story_layer for lesson in LESSONS if lesson.url == page_path), models.DEFAULT_LAYER)
     default = next((name for name in (story, models.DEFAULT_LAYER) if name in layers), layers[0])
-    layer = control(st.sidebar.selectbox, "Layer", "layer", default, layers,
+    layer = control(st.sidebar.selectbox, "Layer", "layer", default, layers, format_func=layer_label,
                     help="A Linear layer's weight matrix [out, in].")
     info = models.list_tensors(source)[f"{layer}.weight"]
     st.sidebar.caption(f"{source.label} · `{layer}` · {info.shape[0]}×{info.shape[1]} {info.dtype} · "

@@ -21,11 +21,13 @@ def study(layer: str, slug: str, args: GptqArgs, calibration: str, sentences: in
 
 @st.cache_resource(max_entries=32, show_spinner="Calibrating GPTQ on every sample text…")
 def by_text(layer: str, slug: str, args: GptqArgs, sentences: int, eval_kind: str) -> list[gptq.CalibrationPoint]:
+    lab_ui.spend_heavy_run("GPTQ on every calibration text")
     return gptq.calibration_study(layer, scheme_spec(slug), args, sentences, eval_kind)
 
 
 @st.cache_resource(max_entries=32, show_spinner="Calibrating GPTQ on more and more text…")
 def by_samples(layer: str, slug: str, args: GptqArgs, calibration: str, eval_kind: str) -> list[gptq.CalibrationPoint]:
+    lab_ui.spend_heavy_run("GPTQ on more and more text")
     return gptq.samples_curve(layer, scheme_spec(slug), args, calibration, eval_kind)
 
 
@@ -76,15 +78,18 @@ lab_ui.chart(figures.column_errors, result.columns, key=(sel.layer, slug, args, 
 lab_ui.lesson_section("gptq", "columns", **numbers)
 
 st.subheader("Which calibration text")
+# The block size changes how fast GPTQ runs, not what it computes: the ten-run sweeps below share
+# one result across block sizes instead of recomputing it for each.
+sweep_args = gptq.sweep_args(args)
 with lab_ui.user_errors():
-    rows = by_text(sel.layer, slug, args, sentences, eval_kind)
-    curve = by_samples(sel.layer, slug, args, calibration, eval_kind)
-lab_ui.chart(figures.calibration_bars, rows, eval_kind, key=(sel.layer, slug, args, sentences, eval_kind))
+    rows = by_text(sel.layer, slug, sweep_args, sentences, eval_kind)
+    curve = by_samples(sel.layer, slug, sweep_args, calibration, eval_kind)
+lab_ui.chart(figures.calibration_bars, rows, eval_kind, key=(sel.layer, slug, sweep_args, sentences, eval_kind))
 rtn_db = rows[-1].output_db
 lab_ui.lesson_section("gptq", "calibration", eval_kind=eval_kind,
                       same_db=f"{next(r.output_db for r in rows if r.calibration == eval_kind):.1f}",
                       others_db=f"{rows[0].output_db:.1f}", rtn_db=f"{rtn_db:.1f}")
-lab_ui.chart(figures.samples_curve, curve, rtn_db, key=(sel.layer, slug, args, calibration, eval_kind))
+lab_ui.chart(figures.samples_curve, curve, rtn_db, key=(sel.layer, slug, sweep_args, calibration, eval_kind))
 lab_ui.lesson_section("gptq", "samples", few_tokens=f"{curve[0].tokens:,}", few_db=f"{curve[0].output_db:.1f}",
                       many_tokens=f"{curve[-1].tokens:,}", many_db=f"{curve[-1].output_db:.1f}")
 lab_ui.lesson_section("gptq", "takeaways")

@@ -210,6 +210,14 @@ def _copy_companions(src: Path, dst: Path) -> None:
             shutil.copy2(item, dst / item.name)
 
 
+def _publish_permissions(folder: Path) -> None:
+    """mkdtemp makes the staging folder private (0700); the finished checkpoint gets the usual
+    permissions of a folder of files (0755 / 0644), as `save_pretrained` would leave it."""
+    for path in folder.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    folder.chmod(0o755)
+
+
 def save_compressed(source: models.ModelSource | str | os.PathLike[str], out_dir: str | os.PathLike[str],
                     spec: QuantSpec, ignore: Sequence[str] | None = None, kind: str = "general") -> ExportResult:
     """Quantize `source` with `spec` and write a compressed-tensors checkpoint folder at `out_dir`."""
@@ -227,6 +235,7 @@ def save_compressed(source: models.ModelSource | str | os.PathLike[str], out_dir
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         _copy_companions(Path(src.path), tmp)
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+        _publish_permissions(tmp)
         tmp.rename(out)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -35,6 +35,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 DEFAULT_LAYER = "encoder.layer.0.intermediate.dense"
 MAX_UPLOAD_BYTES = 200 * 2**20
+# Offered by the uploader only so that picking one gets the reason it is refused.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 # What a header may claim before quantlab reads it. Real checkpoints set the scale (counts from
 # their architectures, ~130 bytes of header JSON per tensor): Llama-3.1-8B has 291 tensors; a
@@ -124,6 +126,9 @@ class ModelSource:
         """Validate uploaded bytes as safetensors and keep them in `folder`, named by content
         (quantlab.io.uploads gives each session its own folder)."""
         name = shown(name)  # the browser sends any file name, newlines included
+        if Path(name).suffix.lower() in PICKLE_SUFFIXES:
+            raise QuantlabError(f"{name}: pickle checkpoints are never loaded here (unpickling runs code); "
+                                "convert it to .safetensors, e.g. save_pretrained(folder, safe_serialization=True)")
         if len(data) > MAX_UPLOAD_BYTES:
             raise QuantlabError(
                 f"{name} is {len(data) / 2**20:.0f} MiB; uploads are capped at {MAX_UPLOAD_BYTES // 2**20} MiB"

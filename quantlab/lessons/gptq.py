@@ -10,7 +10,7 @@ loss (a 384-wide Hessian from a few hundred tokens describes those tokens, not t
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -141,6 +141,12 @@ def _gptq_point(w: torch.Tensor, x_eval: torch.Tensor, ref: torch.Tensor, x: tor
                 args: gptq.GptqArgs, calibration: str, sentences: int) -> CalibrationPoint:
     ours = gptq.gptq(w, gptq.hessian(x), spec, args).dequantize().to(w.dtype)
     return CalibrationPoint(calibration, sentences, x.shape[0], sqnr_db(ref, layer_output(x_eval, ours)))
+
+
+def sweep_args(args: gptq.GptqArgs) -> gptq.GptqArgs:
+    """The arguments a calibration sweep runs with: the block size only batches the feedback
+    (the same result up to float rounding), so every block size shares the default's sweep."""
+    return replace(args, block_size=gptq.GptqArgs().block_size)
 
 
 def calibration_study(layer: str, spec: QuantSpec, args: gptq.GptqArgs, sentences: int,

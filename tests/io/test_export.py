@@ -78,6 +78,9 @@ def test_companion_files_are_copied_but_no_weights(exported) -> None:
     names = {p.name for p in ours.files}
     assert {"tokenizer.json", "vocab.txt", "modules.json", "config.json", "model.safetensors"} <= names
     assert [p for p in ours.files if p.suffix == ".safetensors"] == [ours.path / "model.safetensors"]
+    # readable by whoever serves it, not only by the user who exported it (the staging folder is 0700)
+    assert ours.path.stat().st_mode & 0o777 == 0o755
+    assert {p.stat().st_mode & 0o777 for p in ours.files} == {0o644}
 
 
 def _simulated(spec: ql.QuantSpec) -> torch.nn.Module:

@@ -167,3 +167,9 @@ def test_activations_are_captured_once_however_many_ask_at_once(monkeypatch):
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(lambda _: models.activations("science"), range(4)))
     assert len(runs) == 1 and all(r is results[0] for r in results)
+
+
+def test_a_pickle_upload_is_refused_with_the_reason(tmp_path):
+    with pytest.raises(QuantlabError, match="pickle checkpoints are never loaded") as info:
+        models.ModelSource.from_upload("pytorch_model.bin", b"\x80\x02 whatever", tmp_path)
+    assert "\n" not in str(info.value) and not list(tmp_path.iterdir())

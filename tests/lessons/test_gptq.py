@@ -55,3 +55,9 @@ def test_more_calibration_tokens_help_on_held_out_text():
     assert [p.sentences for p in curve] == list(gptq.SAMPLE_COUNTS)
     assert curve[-1].output_db > curve[0].output_db
     assert all(a.tokens < b.tokens for a, b in zip(curve, curve[1:]))
+
+
+def test_sweeps_share_one_result_across_block_sizes():
+    from quantlab.core.gptq import GptqArgs
+
+    assert gptq.sweep_args(GptqArgs(block_size=16, dampening=0.05)) == GptqArgs(dampening=0.05)
