@@ -78,18 +78,22 @@ lab_ui.chart(figures.column_errors, result.columns, key=(sel.layer, slug, args, 
 lab_ui.lesson_section("gptq", "columns", **numbers)
 
 st.subheader("Which calibration text")
-# The block size changes how fast GPTQ runs, not what it computes: the ten-run sweeps below share
-# one result across block sizes instead of recomputing it for each.
-sweep_args = gptq.sweep_args(args)
-with lab_ui.user_errors():
-    rows = by_text(sel.layer, slug, sweep_args, sentences, eval_kind)
-    curve = by_samples(sel.layer, slug, sweep_args, calibration, eval_kind)
-lab_ui.chart(figures.calibration_bars, rows, eval_kind, key=(sel.layer, slug, sweep_args, sentences, eval_kind))
-rtn_db = rows[-1].output_db
-lab_ui.lesson_section("gptq", "calibration", eval_kind=eval_kind,
-                      same_db=f"{next(r.output_db for r in rows if r.calibration == eval_kind):.1f}",
-                      others_db=f"{rows[0].output_db:.1f}", rtn_db=f"{rtn_db:.1f}")
-lab_ui.chart(figures.samples_curve, curve, rtn_db, key=(sel.layer, slug, sweep_args, calibration, eval_kind))
-lab_ui.lesson_section("gptq", "samples", few_tokens=f"{curve[0].tokens:,}", few_db=f"{curve[0].output_db:.1f}",
-                      many_tokens=f"{curve[-1].tokens:,}", many_db=f"{curve[-1].output_db:.1f}")
+# Ten more GPTQ runs (every text, then more and more of it): on request, so that moving a control
+# above costs one GPTQ run, not eleven, when a room shares the server.
+if lab_ui.control(st.toggle, "Compare calibration texts and amounts (10 more GPTQ runs, a few seconds)",
+                  "gptq_sweep", False):
+    # The block size changes how fast GPTQ runs, not what it computes: the sweeps share one result
+    # across block sizes instead of recomputing it for each.
+    sweep_args = gptq.sweep_args(args)
+    with lab_ui.user_errors():
+        rows = by_text(sel.layer, slug, sweep_args, sentences, eval_kind)
+        curve = by_samples(sel.layer, slug, sweep_args, calibration, eval_kind)
+    lab_ui.chart(figures.calibration_bars, rows, eval_kind, key=(sel.layer, slug, sweep_args, sentences, eval_kind))
+    rtn_db = rows[-1].output_db
+    lab_ui.lesson_section("gptq", "calibration", eval_kind=eval_kind,
+                          same_db=f"{next(r.output_db for r in rows if r.calibration == eval_kind):.1f}",
+                          others_db=f"{rows[0].output_db:.1f}", rtn_db=f"{rtn_db:.1f}")
+    lab_ui.chart(figures.samples_curve, curve, rtn_db, key=(sel.layer, slug, sweep_args, calibration, eval_kind))
+    lab_ui.lesson_section("gptq", "samples", few_tokens=f"{curve[0].tokens:,}", few_db=f"{curve[0].output_db:.1f}",
+                          many_tokens=f"{curve[-1].tokens:,}", many_db=f"{curve[-1].output_db:.1f}")
 lab_ui.lesson_section("gptq", "takeaways")

@@ -78,7 +78,7 @@ SCENARIOS: dict[str, list[list[Batch]]] = {
     ],
     "pages/gptq.py": [
         [["layer", "gptq_scheme", "gptq_block", "gptq_damp", "gptq_actorder", "gptq_groups", "gptq_eval",
-          "gptq_calib", "gptq_sentences"]],
+          "gptq_calib", "gptq_sentences", "gptq_sweep"]],
     ],
     "pages/intro.py": [
         [["layer", "intro_row"]],
