@@ -40,7 +40,7 @@ st.subheader("Eight real weights, quantized by hand")
 with lab_ui.user_errors():
     weight_rows = lab_ui.weight(sel.source, sel.weight_name).shape[0]
 row = lab_ui.control(st.slider, "Output row of the sidebar's layer", "intro_row", 0, min_value=0,
-                     max_value=weight_rows - 1)
+                     max_value=weight_rows - 1) if weight_rows > 1 else 0
 with lab_ui.user_errors():
     h = by_hand(sel.source, sel.layer, row)
 lab_ui.lesson_section("intro", "hand", absmax=h.absmax, scale=h.scale)
