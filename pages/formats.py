@@ -25,6 +25,11 @@ def duel(source: ModelSource, layer: str, tensor: str, strategy: str) -> formats
     return formats_lesson.fp8_vs_int8(lab_ui.layer_tensor(source, layer, tensor), strategy)
 
 
+@st.cache_resource(max_entries=64, show_spinner=False)
+def block_scales(source: ModelSource, layer: str) -> formats_lesson.BlockScales:
+    return formats_lesson.block_scales(lab_ui.weight(source, f"{layer}.weight"))
+
+
 @st.cache_resource(show_spinner=False)
 def ffn_numbers() -> dict[str, float]:
     return formats_lesson.ffn_numbers()
@@ -100,6 +105,21 @@ for col, (tensor, d) in zip(st.columns(max(len(duels), 1)), duels.items()):
 if not sel.has_activations:
     st.caption("Activations are captured from the embedded model only; this source shows the weight.")
 lab_ui.lesson_section("formats", "duel", **ffn_numbers())
+
+# -- microscaling: a scale per block -----------------------------------------------------------
+st.subheader("FP4 needs a scale per block: NVFP4 and MXFP4")
+try:
+    blocks = block_scales(sel.source, sel.layer)
+except QuantlabError as err:  # rows that 32 does not divide have no MX blocks
+    st.info(str(err), icon=":material/info:")
+else:
+    lab_ui.chart(figures.block_scale_chart, blocks, key=(sel.source, sel.layer),
+                 headline=("NVFP4 against MXFP4 on this layer",
+                           f"{blocks.sqnr_db['NVFP4']:.1f} vs {blocks.sqnr_db['MXFP4']:.1f} dB"))
+    lab_ui.lesson_section("formats", "microscaling", nv_db=blocks.sqnr_db["NVFP4"], mx_db=blocks.sqnr_db["MXFP4"],
+                          int_db=blocks.sqnr_db.get("INT4 g128", float("nan")), nv_bits=blocks.bits["NVFP4"],
+                          mx_bits=blocks.bits["MXFP4"], int_bits=blocks.bits.get("INT4 g128", float("nan")),
+                          gs=blocks.global_scale, mx_over=blocks.mx_over_ideal, below=blocks.below_e4m3_normal)
 
 # -- model memory ---------------------------------------------------------------------------------
 st.subheader("Model memory calculator")

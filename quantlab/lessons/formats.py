@@ -9,9 +9,9 @@ import torch
 from quantlab.core.errors import QuantlabError
 from quantlab.core.formats import FORMATS
 from quantlab.core.metrics import sqnr_db
-from quantlab.core.quantize import fake_quantize
-from quantlab.core.spec import QuantSpec
-from quantlab.io import models
+from quantlab.core.quantize import fake_quantize, quantize
+from quantlab.core.spec import QuantSpec, scheme_spec
+from quantlab.io import models, sizing
 from quantlab.lessons import outliers
 
 FP8_VS_INT8 = {"INT8": QuantSpec(num_bits=8, type="int"), "FP8 E4M3": QuantSpec(num_bits=8, type="float")}
@@ -138,3 +138,59 @@ def weight_memory(params: float, with_scales: bool = True) -> list[MemoryRow]:
         bits = f.storage_bits if with_scales else float(f.bits)
         rows.append(MemoryRow(f.label, bits, params * bits / 8, params * (bits - f.bits) / 8))
     return rows
+
+
+# -- microscaling: a scale per small block, itself stored in 8 bits --------------------------------
+
+E4M3_MIN_NORMAL = 2.0**-6
+
+@dataclass(frozen=True)
+class BlockScales:
+    """The first blocks of one row under NVFP4 and MXFP4, and the whole layer's error under each.
+
+    `ideal` is the scale each block would want (its max|x| / 6, FP4's largest value); NVFP4 stores
+    it rounded to E4M3 after multiplying by the global scale, MXFP4 replaces it by a power of two
+    (E8M0: an exponent byte, no mantissa), 2^(floor(log2 max) - 2) after rounding the max, which
+    lands up to 2x above the ideal: the block keeps headroom and gets a coarser grid."""
+
+    row: int
+    ideal_nvfp4: tuple[float, ...]  # per 16-value block
+    nvfp4: tuple[float, ...]  # the effective scale, E4M3 value / global scale
+    ideal_mxfp4: tuple[float, ...]  # per 32-value block
+    mxfp4: tuple[float, ...]
+    global_scale: float
+    below_e4m3_normal: float  # share of the layer's 16-block ideal scales below E4M3's 2^-6
+    sqnr_db: dict[str, float]  # NVFP4, MXFP4, INT4 g128 on the whole matrix
+    bits: dict[str, float]  # stored bits per weight: 4 + 8/16, 4 + 8/32, 4 + scale bits/128
+
+    @property
+    def mx_over_ideal(self) -> float:
+        """Median factor by which MXFP4's power-of-two scale exceeds the block's ideal scale: how
+        much coarser its grid is than the block needs."""
+        ratios = sorted(s / i for i, s in zip(self.ideal_mxfp4, self.mxfp4) if s > 0 and i > 0)
+        return ratios[len(ratios) // 2] if ratios else 1.0
+
+
+@torch.no_grad()
+def block_scales(weight: torch.Tensor, row: int = 0, blocks: int = 16) -> BlockScales:
+    if weight.ndim != 2 or weight.shape[1] % 32:
+        raise QuantlabError(f"microscaling blocks need rows whose length divides by 32; this matrix is "
+                            f"{tuple(weight.shape)}")
+    nv_spec, mx_spec, int_spec = scheme_spec("nvfp4a16"), scheme_spec("mxfp4a16"), scheme_spec("w4a16")
+    nv, mx = quantize(weight, nv_spec), quantize(weight, mx_spec)
+    assert nv.global_scale is not None
+    gs = float(nv.global_scale)
+    top = weight[row].float().abs()
+    ideal_nv = top.reshape(-1, 16).amax(dim=1)[:blocks] / 6
+    ideal_mx = top.reshape(-1, 32).amax(dim=1)[: blocks // 2] / 6
+    specs = {"NVFP4": nv_spec, "MXFP4": mx_spec, "INT4 g128": int_spec}
+    usable = {name: spec for name, spec in specs.items() if weight.shape[1] % (spec.group_size or 1) == 0}
+    dtype = sizing.torch_dtype_code(weight.dtype)
+    every_ideal = weight.float().abs().reshape(-1, 16).amax(dim=1) / 6
+    return BlockScales(
+        row=row, ideal_nvfp4=tuple(ideal_nv.tolist()), nvfp4=tuple((nv.scale[row, :blocks].float() / gs).tolist()),
+        ideal_mxfp4=tuple(ideal_mx.tolist()), mxfp4=tuple(mx.scale[row, : blocks // 2].float().tolist()),
+        global_scale=gs, below_e4m3_normal=float((every_ideal < E4M3_MIN_NORMAL).float().mean()),
+        sqnr_db={name: sqnr_db(weight, fake_quantize(weight, spec)) for name, spec in usable.items()},
+        bits={name: sizing.stored_bits_per_weight(tuple(weight.shape), dtype, spec) for name, spec in usable.items()},
+    )

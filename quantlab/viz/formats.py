@@ -160,3 +160,19 @@ def memory_table(params: float) -> list[dict[str, object]]:
     """Rows of the memory calculator: bytes of `params` weights in every format, in GB and GiB."""
     return [{"format": r.format, "bits per parameter": r.bits_per_param, "GB (10⁹ B)": r.gb, "GiB (2³⁰ B)": r.gib}
             for r in formats_lesson.weight_memory(params)]
+
+
+def block_scale_chart(b: formats_lesson.BlockScales) -> go.Figure:
+    """The scale each block wants against what NVFP4 and MXFP4 store for it, on one row."""
+    fig = go.Figure()
+    nv_x = list(range(len(b.ideal_nvfp4)))
+    mx_x = [2 * i + 0.5 for i in range(len(b.ideal_mxfp4))]  # a 32-block spans two 16-blocks
+    fig.add_trace(go.Scatter(x=nv_x, y=list(b.ideal_nvfp4), mode="markers", name="ideal per 16 (max|x| ÷ 6)",
+                             marker=dict(color=PALETTE["muted"], size=9, symbol="line-ew-open", line=dict(width=3))))
+    fig.add_trace(go.Scatter(x=nv_x, y=list(b.nvfp4), mode="markers", name="NVFP4: E4M3 scale ÷ global scale",
+                             marker=dict(color=SERIES[0], size=8)))
+    fig.add_trace(go.Scatter(x=mx_x, y=list(b.mxfp4), mode="markers", name="MXFP4: power of two (E8M0) per 32",
+                             marker=dict(color=SERIES[1], size=10, symbol="square")))
+    fig.update_yaxes(type="log")
+    return styled(fig, f"Block scales of row {b.row}: NVFP4 tracks each block, MXFP4 snaps to powers of two",
+                  "block of 16 values along the row", "scale (log)", height=360)

@@ -6,6 +6,7 @@ import torch
 
 import quantlab as ql
 from quantlab.core import formats, metrics
+from quantlab.core.errors import QuantlabError
 from quantlab.io import models
 from quantlab.lessons import formats as formats_lesson
 
@@ -126,3 +127,15 @@ def test_weight_memory_one_row_per_format():
     bare = formats_lesson.weight_memory(1e9, with_scales=False)
     assert [r.bits_per_param for r in bare] == [float(f.bits) for f in formats.FORMATS.values()]
     assert math.isclose(sum(r.scale_bytes for r in bare), 0.0)
+
+
+def test_block_scales_show_nvfp4_tracking_and_mxfp4_snapping_on_the_real_layer():
+    w = models.load_tensor(models.ModelSource.embedded(), f"{models.DEFAULT_LAYER}.weight")
+    b = formats_lesson.block_scales(w)
+    assert b.sqnr_db["NVFP4"] > b.sqnr_db["MXFP4"] and b.bits == {"NVFP4": 4.5, "MXFP4": 4.25, "INT4 g128": 4.25}
+    assert all(math.log2(s) == round(math.log2(s)) for s in b.mxfp4)  # powers of two
+    nv_error = max(abs(s / i - 1) for s, i in zip(b.nvfp4, b.ideal_nvfp4))
+    assert nv_error < 0.07  # E4M3's 3 mantissa bits: within half a step of 1/8
+    assert 1 < b.mx_over_ideal <= 2 and 0 < b.below_e4m3_normal < 1
+    with pytest.raises(QuantlabError, match="divides by 32"):
+        formats_lesson.block_scales(w[:, :48])

@@ -2,6 +2,7 @@
 import math
 
 import pytest
+import torch
 
 from quantlab.core import formats
 from quantlab.lessons import formats as formats_lesson
@@ -102,3 +103,12 @@ def test_memory_table_7b():
     assert rows["FP16"]["bits per parameter"] == 16
     assert rows["FP16"]["GB (10⁹ B)"] == pytest.approx(14.0)
     assert rows["FP16"]["GiB (2³⁰ B)"] == pytest.approx(14e9 / 2**30)
+
+
+def test_block_scale_chart_draws_ideal_nvfp4_and_mxfp4_scales():
+    w = torch.randn(8, 128, generator=torch.Generator().manual_seed(0))
+    b = formats_lesson.block_scales(w)
+    fig = viz_formats.block_scale_chart(b)
+    assert_titled(fig)
+    assert [len(t.y) for t in fig.data] == [len(b.ideal_nvfp4), len(b.nvfp4), len(b.mxfp4)]
+    assert fig.layout.yaxis.type == "log"
