@@ -6,6 +6,7 @@ The engine (`quantlab`) never imports Streamlit; this module is the only bridge.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
 import threading
@@ -28,6 +29,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 from quantlab.core.errors import QuantlabError
 from quantlab.io import models, uploads
 from quantlab.lessons import checks, symmetric, warmup
+from quantlab.viz import style
 
 ROOT = Path(__file__).resolve().parent
 T = TypeVar("T")
@@ -397,11 +399,18 @@ def chart(build: Callable[..., go.Figure], *args: object, key: tuple | None = No
     `headline` is the chart's key number (label, value), shown large above it for a presenter."""
     if presenting() and not _presented_now():
         return
-    figure = _figure((build.__module__, build.__qualname__, *(args if key is None else key)), build, args)
+    cache_key = (build.__module__, build.__qualname__, *(args if key is None else key))
+    figure = _figure(cache_key, build, args)
     target = where or st
     if presenting() and headline:
         target.metric(*headline)
     target.plotly_chart(figure, width="stretch")
+    if not presenting():
+        # Built only when clicked (a callable): a rerun sends a button, not the data.
+        target.download_button("Data (CSV)", data=functools.partial(style.figure_csv, figure),
+                               file_name=f"{build.__name__}.csv", mime="text/csv", on_click="ignore",
+                               key=f"csv:{hashlib.sha1(repr(cache_key).encode()).hexdigest()[:12]}",
+                               type="tertiary", icon=":material/download:")
 
 
 # -- URL state ------------------------------------------------------------------------------------

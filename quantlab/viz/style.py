@@ -4,6 +4,8 @@ Pages never style figures themselves; they call these so every lesson reads the 
 """
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Sequence
 
 import plotly.graph_objects as go
@@ -76,3 +78,27 @@ def range_band(lo: float, hi: float, color: str, label: str) -> dict:
 
 
 
+
+
+def figure_csv(fig: go.Figure) -> str:
+    """The numbers a figure draws, one row per point: trace, x, y (and z for a heatmap's cells).
+    What a learner downloads beside a chart, so its data can be checked or re-plotted elsewhere."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["trace", "x", "y", "z"])
+    for i, trace in enumerate(fig.data):
+        name = trace.name if getattr(trace, "name", None) else f"trace {i}"
+        z = getattr(trace, "z", None)
+        if z is not None:
+            xs = trace.x if trace.x is not None else range(len(z[0]))
+            ys = trace.y if trace.y is not None else range(len(z))
+            for y, row in zip(ys, z):
+                writer.writerows([name, x, y, v] for x, v in zip(xs, row))
+            continue
+        xs, ys = getattr(trace, "x", None), getattr(trace, "y", None)
+        if xs is None and ys is None:
+            continue
+        xs = xs if xs is not None else range(len(ys))
+        ys = ys if ys is not None else [None] * len(xs)
+        writer.writerows([name, x, y, None] for x, y in zip(xs, ys))
+    return out.getvalue()

@@ -101,3 +101,11 @@ def test_a_presented_chart_carries_its_key_number():
     shown = run_page("pages/clipping.py", query={"present": "1"})
     assert headline in [m.label for m in shown.metric]  # step 1: the clipping curve and its number
     assert headline not in [m.label for m in run_page("pages/clipping.py").metric]
+
+
+def test_every_chart_offers_its_data_as_csv_except_to_a_presenter():
+    at = run_page("pages/clipping.py")
+    charts, buttons = at.get("plotly_chart"), at.get("download_button")
+    assert len(charts) >= 3 and len([b for b in buttons if b.proto.label == "Data (CSV)"]) == len(charts)
+    shown = run_page("pages/clipping.py", query={"present": "1"})
+    assert not [b for b in shown.get("download_button") if b.proto.label == "Data (CSV)"]
