@@ -27,6 +27,10 @@ STEPS: tuple[tuple[str, Callable[[], object]], ...] = (
     # whole-model cosine; a different pick only means that run is computed on first request.
     ("the whole model at W4A16 asym", lambda: whole_model.run(scheme_spec("w4a16-asym"))),
     ("FP8 on real keys and values", choose.fp8_kv_attention_db),
+    # Last, once the default views are ready: the Outliers lesson's scheme menu, so the first
+    # learners who try another scheme for the whole model find it computed (about a second each).
+    *((f"the whole model at {slug}", (lambda slug=slug: whole_model.run(scheme_spec(slug))))
+      for slug in whole_model.SCHEMES),
 )
 
 

@@ -243,11 +243,16 @@ def _describe(spec: QuantSpec, smooth_alpha: float | None, calibration: str, kee
     return text
 
 
-@lru_cache(maxsize=32)
-@torch.no_grad()
 def run(spec: QuantSpec, smooth_alpha: float | None = None, calibration: str = "general",
         keep_fp: tuple[str, ...] = ()) -> WholeModelResult:
-    """Quantize every Linear per `spec` and measure the model against fp32 (cached per process)."""
+    """Quantize every Linear per `spec` and measure the model against fp32 (cached per process,
+    one entry per run however its arguments are spelled: the warm-up and the pages share it)."""
+    return _run(spec, smooth_alpha, calibration, tuple(keep_fp))
+
+
+@lru_cache(maxsize=32)
+@torch.no_grad()
+def _run(spec: QuantSpec, smooth_alpha: float | None, calibration: str, keep_fp: tuple[str, ...]) -> WholeModelResult:
     ref = reference()
     index()  # built once per process, so `seconds` is what a change of scheme costs
     model, tokenizer = models.embedded_model()

@@ -86,3 +86,12 @@ def test_keep_curve_costs_bytes_in_steps_and_ends_better():
     assert curve.extra_bytes[0] == 0 and np.all(np.diff(curve.extra_bytes) > 0)
     assert curve.cosine_mean[-1] > curve.cosine_mean[0]
     assert curve.rank_correlation[-1] > curve.rank_correlation[0]
+
+
+def test_one_cache_entry_per_run_however_the_arguments_are_spelled():
+    from quantlab.core.spec import scheme_spec
+
+    spec = scheme_spec("w8a16")
+    first = wm.run(spec)
+    assert wm.run(spec, None, "general", ()) is first  # the Outliers page's spelling
+    assert wm.run(spec, calibration="general", keep_fp=[]) is first
