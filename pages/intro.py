@@ -37,10 +37,9 @@ st.dataframe(pd.DataFrame({"scheme": [label(slug) for slug, _ in intro.NOTATION]
              hide_index=True, width="stretch")
 
 st.subheader("Eight real weights, quantized by hand")
-with lab_ui.user_errors():
-    weight_rows = lab_ui.weight(sel.source, sel.weight_name).shape[0]
-row = lab_ui.control(st.slider, "Output row of the sidebar's layer", "intro_row", 0, min_value=0,
-                     max_value=weight_rows - 1) if weight_rows > 1 else 0
+# No max_value: a bound that followed the layer's row count would make Streamlit treat the widget
+# as a new one (and reset it) whenever the sidebar's layer changes; by_hand clamps instead.
+row = lab_ui.control(st.number_input, "Output row of the sidebar's layer", "intro_row", 0, min_value=0, step=1)
 with lab_ui.user_errors():
     h = by_hand(sel.source, sel.layer, row)
 lab_ui.lesson_section("intro", "hand", absmax=h.absmax, scale=h.scale)
@@ -50,5 +49,5 @@ st.dataframe(pd.DataFrame({
     "code × s": [s.restored for s in h.steps], "error": [s.error for s in h.steps],
 }).style.format("{:.5f}", subset=["x (weight)", "code × s", "error"]).format("{:.3f}", subset=["x ÷ s"])
              .format("{:.0f}", subset=["rounded"]), hide_index=True, width="stretch")
-st.caption(f"`{sel.layer}`, row {row}, input columns 0–7, {sel.source.label}.")
+st.caption(f"`{sel.layer}`, row {h.row}, input columns 0–{len(h.steps) - 1}, {sel.source.label}.")
 lab_ui.lesson_section("intro", "sqnr", signal=h.signal, noise=h.noise, sqnr=h.sqnr_db)

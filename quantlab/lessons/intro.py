@@ -36,6 +36,7 @@ class HandStep:
 
 @dataclass(frozen=True)
 class ByHand:
+    row: int
     values: tuple[float, ...]
     absmax: float
     scale: float
@@ -49,7 +50,9 @@ class ByHand:
 
 @torch.no_grad()
 def by_hand(weight: torch.Tensor, row: int = 0) -> ByHand:
-    """The first eight weights of one output row, quantized to INT4 with one symmetric scale."""
+    """The first eight weights of one output row (the last row for a larger number), quantized to
+    INT4 with one symmetric scale."""
+    row = min(row, weight.shape[0] - 1)
     x = weight[row, :HAND_COUNT].float()
     lo, hi = torch.aminmax(x)
     scale, zp = calculate_qparams(lo.reshape(1), hi.reshape(1), HAND_SPEC)
@@ -60,8 +63,8 @@ def by_hand(weight: torch.Tensor, row: int = 0) -> ByHand:
                   for v, d, c, r in zip(x, scaled, qt.q, restored))
     signal = float((x.double() ** 2).sum())
     noise = float(((restored - x).double() ** 2).sum())
-    return ByHand(tuple(float(v) for v in x), float(x.abs().max()), float(scale), HAND_SPEC.qmin, HAND_SPEC.qmax, steps,
-                  metrics.sqnr_db(x, restored), signal, noise)
+    return ByHand(row, tuple(float(v) for v in x), float(x.abs().max()), float(scale), HAND_SPEC.qmin,
+                  HAND_SPEC.qmax, steps, metrics.sqnr_db(x, restored), signal, noise)
 
 
 @dataclass(frozen=True)

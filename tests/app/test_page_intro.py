@@ -7,7 +7,7 @@ from tests.app.apptest_util import markdown_text, run_page
 
 def test_intro_shows_the_hand_calculation_of_the_chosen_row():
     at = run_page("pages/intro.py")
-    at.slider(key="intro_row").set_value(5).run()
+    at.number_input(key="intro_row").set_value(5).run()
     assert not at.exception and at.query_params["intro_row"] == "5"
     h = intro.by_hand(models.load_tensor(models.ModelSource.embedded(), f"{models.DEFAULT_LAYER}.weight"), 5)
     text = markdown_text(at)

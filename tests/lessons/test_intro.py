@@ -39,3 +39,8 @@ def test_memory_motive_is_the_sized_file_not_a_product():
     assert m.w4a16_bytes == sizing.model_size("llama-3.1-8b", scheme_spec("w4a16")).total_bytes
     assert m.w4a16_bytes > m.naive_int4_bytes and m.bf16_bytes == 2 * m.params
     assert m.kv_bytes == 2 * 32 * 8 * 128 * 2 * 32768  # K and V, 32 layers, 8 KV heads, head_dim 128, bf16
+
+
+def test_a_row_beyond_the_matrix_is_its_last_row():
+    w = _weight()
+    assert intro.by_hand(w, row=10**6).row == w.shape[0] - 1
