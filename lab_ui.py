@@ -174,6 +174,7 @@ def _term_patterns() -> tuple[tuple[str, re.Pattern[str]], ...]:
     return tuple((term, re.compile(rf"(?<![\w-])({re.escape(term)})(?![\w-])", re.I)) for term in glossary_terms())
 
 
+@functools.lru_cache(maxsize=1024)  # pure, and asked for every section of every rerun
 def link_glossary(text: str) -> str:
     """`text` with the first mention of each glossary term linked to its glossary entry."""
     if not text:

@@ -68,11 +68,6 @@ class UploadStore:
         with self._lock:
             return sum(s.bytes_held for s in self._sessions)
 
-    @property
-    def sessions_holding(self) -> int:
-        with self._lock:
-            return sum(1 for s in self._sessions if s.bytes_held)
-
     def close(self) -> None:
         self._remove_root()
 

@@ -14,7 +14,7 @@ import torch
 
 from quantlab.core import blocks, metrics
 from quantlab.core.errors import QuantlabError
-from quantlab.core.qparams import calculate_qparams, quantize_with
+from quantlab.core.qparams import QuantizedTensor, calculate_qparams, quantize_with
 from quantlab.core.quantize import fake_quantize, quantize
 from quantlab.core.spec import QuantSpec
 from quantlab.lessons import kv_cache, speed
@@ -42,6 +42,23 @@ def _sqnr(x: torch.Tensor, spec: QuantSpec) -> float:
     return metrics.sqnr_db(x, fake_quantize(x, spec))
 
 
+def _winner(a: float, b: float, options: tuple[str, str, str]) -> str:
+    """options[0] when `a` is higher by at least TIE_DB, options[1] when `b` is, else options[2]."""
+    return options[2] if abs(a - b) < TIE_DB else options[0] if a > b else options[1]
+
+
+def _band(value: float, low: float, high: float, options: tuple[str, str, str]) -> str:
+    """options[0] below `low`, options[1] up to `high`, options[2] above it."""
+    return options[0] if value < low else options[1] if value <= high else options[2]
+
+
+def _clipped(x: torch.Tensor, spec: QuantSpec, ratio: float) -> QuantizedTensor:
+    """`x` quantized with one scale for `ratio` × its min-max range: values beyond it saturate."""
+    lo, hi = torch.aminmax(x)
+    scale, zp = calculate_qparams(ratio * lo.reshape(1), ratio * hi.reshape(1), spec)
+    return quantize_with(x, scale, zp, spec)
+
+
 def _signature(x: torch.Tensor) -> str:
     """A short fingerprint of the data a check was asked on (shape and two moments)."""
     xf = x.float()
@@ -65,7 +82,7 @@ def int8_or_fp8(x: torch.Tensor, strategy: str = "tensor") -> Check | None:
     int8 = _sqnr(x, QuantSpec(num_bits=8, strategy=strategy))  # type: ignore[arg-type]
     fp8 = _sqnr(x, QuantSpec(num_bits=8, type="float", strategy=strategy))  # type: ignore[arg-type]
     options = ("INT8", "FP8 E4M3", "about the same")
-    answer = options[2] if abs(int8 - fp8) < TIE_DB else options[0] if int8 > fp8 else options[1]
+    answer = _winner(int8, fp8, options)
     why = (f"INT8 {int8:.1f} dB, FP8 {fp8:.1f} dB: FP8 spends its levels logarithmically, so it wins when most values "
            "are small next to the largest; INT8's even grid wins when they are spread across the range.")
     return Check(f"int8-or-fp8:{strategy}", f"int8-or-fp8:{strategy}:{_signature(x)}",
@@ -96,7 +113,7 @@ def symmetric_or_asymmetric(x: torch.Tensor, bits: int) -> Check | None:
     sym = _sqnr(x, QuantSpec(num_bits=bits))
     asym = _sqnr(x, QuantSpec(num_bits=bits, symmetric=False))
     options = ("symmetric", "asymmetric", f"within {TIE_DB} dB")
-    answer = options[2] if abs(sym - asym) < TIE_DB else options[0] if sym > asym else options[1]
+    answer = _winner(sym, asym, options)
     lo, hi = x.min().item(), x.max().item()
     why = (f"symmetric {sym:.1f} dB, asymmetric {asym:.1f} dB on values in [{lo:.3g}, {hi:.3g}]: the zero point pays "
            "off when the range is lopsided around 0.")
@@ -109,7 +126,7 @@ def asymmetric_gain(x: torch.Tensor, bits: int) -> Check | None:
         return None
     gain = _sqnr(x, QuantSpec(num_bits=bits, symmetric=False)) - _sqnr(x, QuantSpec(num_bits=bits))
     options = ("less than 1 dB", "1 to 3 dB", "more than 3 dB")
-    answer = options[0] if gain < 1 else options[1] if gain <= 3 else options[2]
+    answer = _band(gain, 1, 3, options)
     why = (f"the zero point buys {gain:+.2f} dB here; one extra bit would buy about 6 dB, so a lopsided range can "
            "be worth most of a bit.")
     return Check("asym-gain", f"asym-gain:{bits}:{_signature(x)}",
@@ -139,7 +156,7 @@ def channel_gain_over_tensor(w: torch.Tensor) -> Check | None:
         return None
     gain = _sqnr(w, QuantSpec(num_bits=4, strategy="channel")) - _sqnr(w, QuantSpec(num_bits=4))
     options = ("less than 3 dB", "3 to 10 dB", "more than 10 dB")
-    answer = options[0] if gain < 3 else options[1] if gain <= 10 else options[2]
+    answer = _band(gain, 3, 10, options)
     why = (f"one scale per output row instead of one for the matrix: {gain:+.1f} dB; rows whose largest weight is "
            "far below the matrix's largest gain the most.")
     return Check("channel-vs-tensor", f"channel-vs-tensor:{_signature(w)}",
@@ -169,9 +186,7 @@ def stored_bits_at_g128(w: torch.Tensor, scale_bits: int | None = None) -> Check
 # -- clipping -----------------------------------------------------------------------------------
 
 def _clipped_sqnr(x: torch.Tensor, spec: QuantSpec, ratio: float) -> float:
-    lo, hi = torch.aminmax(x)
-    scale, zp = calculate_qparams(ratio * lo.reshape(1), ratio * hi.reshape(1), spec)
-    return metrics.sqnr_db(x, quantize_with(x, scale, zp, spec).dequantize())
+    return metrics.sqnr_db(x, _clipped(x, spec, ratio).dequantize())
 
 
 def clipping_helps(x: torch.Tensor, bits: int) -> Check | None:
@@ -195,11 +210,9 @@ def saturated_share(x: torch.Tensor, ratio: float = 0.8) -> Check | None:
     if not _usable(x):
         return None
     spec = QuantSpec(num_bits=8)
-    lo, hi = torch.aminmax(x)
-    scale, zp = calculate_qparams(ratio * lo.reshape(1), ratio * hi.reshape(1), spec)
-    share = metrics.clipped_fraction(x, quantize_with(x, scale, zp, spec))
+    share = metrics.clipped_fraction(x, _clipped(x, spec, ratio))
     options = ("less than 0.1 %", "0.1 % to 1 %", "more than 1 %")
-    answer = options[0] if share < 1e-3 else options[1] if share <= 1e-2 else options[2]
+    answer = _band(share, 1e-3, 1e-2, options)
     why = (f"{share:.3%} of the values lie beyond {ratio:.0%} of the largest |value| and saturate: heavy tails are "
            "rare, which is why clipping them can be cheap.")
     return Check("saturated-share", f"saturated-share:{ratio}:{_signature(x)}",
@@ -233,8 +246,7 @@ def w8a8_weaker_side(w: torch.Tensor, x: torch.Tensor) -> Check | None:
     weight_only = metrics.sqnr_db(y, x.float() @ fake_quantize(w, QuantSpec(num_bits=8, strategy="channel")).float().T)
     act_only = metrics.sqnr_db(y, fake_quantize(x, QuantSpec(num_bits=8)).float() @ w.float().T)
     options = ("the weights", "the activations", "about the same")
-    answer = (options[2] if abs(weight_only - act_only) < TIE_DB
-              else options[0] if weight_only < act_only else options[1])
+    answer = _winner(act_only, weight_only, options)  # the side whose error leaves less signal
     why = (f"quantizing only the weights (per channel) keeps {weight_only:.1f} dB of the output, only the activations "
            f"(per tensor) {act_only:.1f} dB.")
     return Check("w8a8-side", f"w8a8-side:{_signature(w)}:{_signature(x)}",

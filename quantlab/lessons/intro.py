@@ -37,7 +37,6 @@ class HandStep:
 @dataclass(frozen=True)
 class ByHand:
     row: int
-    values: tuple[float, ...]
     absmax: float
     scale: float
     qmin: int
@@ -63,8 +62,8 @@ def by_hand(weight: torch.Tensor, row: int = 0) -> ByHand:
                   for v, d, c, r in zip(x, scaled, qt.q, restored))
     signal = float((x.double() ** 2).sum())
     noise = float(((restored - x).double() ** 2).sum())
-    return ByHand(row, tuple(float(v) for v in x), float(x.abs().max()), float(scale), HAND_SPEC.qmin,
-                  HAND_SPEC.qmax, steps, metrics.sqnr_db(x, restored), signal, noise)
+    return ByHand(row, float(x.abs().max()), float(scale), HAND_SPEC.qmin, HAND_SPEC.qmax, steps,
+                  metrics.sqnr_db(x, restored), signal, noise)
 
 
 @dataclass(frozen=True)
