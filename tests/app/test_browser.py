@@ -80,6 +80,14 @@ def _legend(page) -> str:
         "[...document.querySelectorAll('.js-plotly-plot .legendtext')].map(e => e.textContent).join(' | ')")
 
 
+def _wait_for_legend(page, text: str) -> str:
+    """Charts render one by one: wait until the one named by `text` is drawn, not just any chart."""
+    page.wait_for_function(
+        "t => [...document.querySelectorAll('.js-plotly-plot .legendtext')].some(e => e.textContent.includes(t))",
+        arg=text, timeout=60_000)
+    return _legend(page)
+
+
 def test_lesson_bits_slider_changes_the_chart(server, browser_page):
     page = browser_page
     page.goto(server, timeout=120_000)
@@ -87,17 +95,13 @@ def test_lesson_bits_slider_changes_the_chart(server, browser_page):
     page.get_by_role("link", name=re.compile("Symmetric vs asymmetric")).first.click()
     page.wait_for_url(re.compile(r"/symmetric"))
     _settle(page)
-    page.wait_for_function("document.querySelectorAll('.js-plotly-plot .legendtext').length > 0", timeout=60_000)
-    assert "symmetric grid (256 levels)" in _legend(page)  # the lesson opens at 8 bits
+    assert "symmetric grid (256 levels)" in _wait_for_legend(page, "levels)")  # the lesson opens at 8 bits
 
     thumb = page.get_by_role("slider").first
     thumb.focus()
     for _ in range(4):
         thumb.press("ArrowLeft")
-    page.wait_for_function(
-        "[...document.querySelectorAll('.js-plotly-plot .legendtext')].some(e => e.textContent.includes('16 levels'))",
-        timeout=60_000,
-    )
+    _wait_for_legend(page, "16 levels")
     _settle(page)
     assert "asymmetric grid (16 levels)" in _legend(page)
     assert "sym_bits=4" in page.url  # the view is in the address, so the link can be shared
@@ -108,8 +112,7 @@ def test_deep_link_on_fresh_page_restores_state(server, browser_page):
     page = browser_page
     page.goto(f"{server}/symmetric?layer=encoder.layer.0.output.dense&sym_tensor=input&sym_bits=3", timeout=120_000)
     _settle(page)
-    page.wait_for_function("document.querySelectorAll('.js-plotly-plot .legendtext').length > 0", timeout=60_000)
-    assert "(8 levels)" in _legend(page)
+    assert "(8 levels)" in _wait_for_legend(page, "levels)")
     sidebar = page.locator("[data-testid='stSidebar']").inner_text()
     assert "encoder.layer.0.output.dense" in sidebar
 
