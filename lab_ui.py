@@ -5,6 +5,7 @@ The engine (`quantlab`) never imports Streamlit; this module is the only bridge.
 """
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import os
@@ -27,7 +28,7 @@ from streamlit.runtime import Runtime
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from quantlab.core.errors import QuantlabError
-from quantlab.io import models, uploads
+from quantlab.io import captures, models, sizing, uploads
 from quantlab.lessons import checks, symmetric, warmup
 from quantlab.viz import style
 
@@ -394,10 +395,12 @@ def _figure(key: tuple, _build: Callable[..., go.Figure], _args: tuple) -> go.Fi
 
 
 def chart(build: Callable[..., go.Figure], *args: object, key: tuple | None = None,
-          where: DeltaGenerator | None = None, headline: tuple[str, str] | None = None) -> None:
+          where: DeltaGenerator | None = None, headline: tuple[str, str] | None = None,
+          code: str | None = None) -> None:
     """Draw `build(*args)`, cached under `key`: the small inputs (slugs, layer, controls) that decide
     the figure. Without a key the arguments themselves are the key, so they must be small values.
-    `headline` is the chart's key number (label, value), shown large above it for a presenter."""
+    `headline` is the chart's key number (label, value), shown large above it for a presenter;
+    `code` the quantlab calls behind its numbers (quantlab.lessons.snippets), folded under it."""
     if presenting() and not _presented_now():
         return
     cache_key = (build.__module__, build.__qualname__, *(args if key is None else key))
@@ -407,11 +410,24 @@ def chart(build: Callable[..., go.Figure], *args: object, key: tuple | None = No
         target.metric(*headline)
     target.plotly_chart(figure, width="stretch")
     if not presenting():
+        # The data and the code behind it share one row under the chart: two lines folded to one.
+        row = target.container(horizontal=True, vertical_alignment="top")
         # Built only when clicked (a callable): a rerun sends a button, not the data.
-        target.download_button("Data (CSV)", data=functools.partial(style.figure_csv, figure),
-                               file_name=f"{build.__name__}.csv", mime="text/csv", on_click="ignore",
-                               key=f"csv:{hashlib.sha1(repr(cache_key).encode()).hexdigest()[:12]}",
-                               type="tertiary", icon=":material/download:")
+        row.download_button("Data (CSV)", data=functools.partial(style.figure_csv, figure),
+                            file_name=f"{build.__name__}.csv", mime="text/csv", on_click="ignore",
+                            key=f"csv:{hashlib.sha1(repr(cache_key).encode()).hexdigest()[:12]}",
+                            type="tertiary", icon=":material/download:")
+        if code:
+            show_code(row, code)
+
+
+CODE_LABEL = "Show the code"
+
+
+def show_code(where: DeltaGenerator, code: str) -> None:
+    """A chart's snippet, copyable, folded so that it costs one line until a learner opens it."""
+    with where.expander(CODE_LABEL, icon=":material/code:"):
+        st.code(code, language="python", wrap_lines=True)
 
 
 # -- URL state ------------------------------------------------------------------------------------
@@ -506,13 +522,20 @@ class Selection:
 
     @property
     def has_activations(self) -> bool:
-        """Real inputs exist for the embedded model's Linear layers (not for its embedding tables)."""
-        return self.source.is_embedded and self.layer in _embedded_linears()
+        """Real inputs exist for this layer: a Linear of the embedded model or of a local causal LM
+        that ran on the sample text (not an embedding table, not a weights-only file)."""
+        return self.layer in captured_layers(self.source)
 
 
-@functools.lru_cache(maxsize=1)
-def _embedded_linears() -> frozenset[str]:
-    return frozenset(models.linear_names(models.embedded_model()[0]))
+def captured_layers(source: models.ModelSource) -> frozenset[str]:
+    """The layers whose real inputs the lab has for this source (none for weights-only sources, or
+    when a decoder cannot be loaded here: the sidebar says why)."""
+    if not captures.available(source):
+        return frozenset()
+    try:
+        return frozenset(activations(source))
+    except QuantlabError:
+        return frozenset()
 
 
 @st.cache_resource(show_spinner="Loading tensor…", max_entries=64)
@@ -521,9 +544,27 @@ def weight(source: models.ModelSource, name: str) -> torch.Tensor:
     return models.load_tensor(source, name)
 
 
-@st.cache_resource(show_spinner="Running the model on sample text to capture real activations…")
-def activations(kind: str = "general") -> dict[str, torch.Tensor]:
-    return models.activations(kind)
+@st.cache_resource(show_spinner="Running the model on sample text to capture real activations…", max_entries=16)
+def activations(source: models.ModelSource | None = None, kind: str = "general") -> dict[str, torch.Tensor]:
+    """Every Linear's real input on a shipped text: the embedded model's, or a local causal LM's."""
+    return captures.inputs(source, kind)
+
+
+ACTIVATIONS_FROM = "the embedded model or a local causal-LM folder"
+
+
+def weights_only_note(sel: Selection) -> None:
+    """One line where a lesson falls back to weights because this source has no real inputs."""
+    if not sel.has_activations:
+        st.caption(f"Real activations come from {ACTIVATIONS_FROM}; {sel.source.label} shows weights here.")
+
+
+def require_activations(sel: Selection, lesson: str) -> None:
+    """Stop a lesson that has nothing to show without real inputs, saying where to get them."""
+    if not sel.has_activations:
+        st.info(f"{lesson} runs on a layer's real inputs, which the lab captures for {ACTIVATIONS_FROM}: pick "
+                "one of those and one of its Linear layers in the sidebar.", icon=":material/info:")
+        st.stop()
 
 
 # Which tensor of a layer a lesson looks at: slug -> label.
@@ -537,19 +578,27 @@ def tensor_choices(sel: Selection) -> list[str]:
 
 def layer_tensor(source: models.ModelSource, layer: str, tensor: str) -> torch.Tensor:
     """The layer's weight matrix ("weight"), or the real input it receives on the sample text
-    ("input"; captured for the embedded model only)."""
+    ("input"; captured for the embedded model and local causal LMs)."""
     if tensor == "weight":
         return weight(source, f"{layer}.weight")
-    return activations()[layer]
+    return activations(source)[layer]
 
 
 @st.cache_resource(show_spinner=False)
 def _warm_up() -> threading.Thread:
     """Compute what the default views need in the background, once per process, while the first
     visitor reads the welcome page (see quantlab.lessons.warmup)."""
-    thread = threading.Thread(target=warmup.warm_default_views, name="quantlab-warm-up", daemon=True)
+    stop = threading.Event()
+    thread = threading.Thread(target=warmup.warm_default_views, kwargs={"stop": stop}, name="quantlab-warm-up",
+                              daemon=True)
     thread.start()
+    atexit.register(_finish_warm_up, thread, stop)
     return thread
+
+
+def _finish_warm_up(thread: threading.Thread, stop: threading.Event) -> None:
+    stop.set()
+    thread.join(timeout=120)
 
 
 UPLOAD_SWEEP_S = 10.0
@@ -601,12 +650,18 @@ def _source_from_sidebar() -> models.ModelSource:
                 st.sidebar.error(str(err), icon=":material/warning:")
     elif choice == "upload":
         up = st.sidebar.file_uploader("A .safetensors file", key="source_upload",
-                                      type=["safetensors", *(s.lstrip(".") for s in models.PICKLE_SUFFIXES)])
+                                      type=["safetensors", *(s.lstrip(".") for s in models.PICKLE_SUFFIXES)],
+                                      help=f"One file up to {models.MAX_UPLOAD_BYTES // 2**20} MiB. A sharded model "
+                                           "or a causal LM with its tokenizer: use a local folder instead.")
         if up is not None:
             try:
-                return _session_uploads().add(up.file_id, up.name, up.getvalue())
+                source = _session_uploads().add(up.file_id, up.name, up.getvalue())
             except QuantlabError as err:
                 st.sidebar.error(str(err), icon=":material/warning:")
+            else:
+                if note := models.shard_note(up.name):
+                    st.sidebar.info(note, icon=":material/info:")
+                return source
     return models.ModelSource.embedded()
 
 
@@ -619,8 +674,34 @@ def layer_label(name: str) -> str:
     return name if len(name) <= LAYER_LABEL_CHARS else "…" + name[-(LAYER_LABEL_CHARS - 1):]
 
 
+def _natural(name: str) -> list[object]:
+    """layers.2 before layers.10: block numbers sort as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
 def _layer_names(source: models.ModelSource) -> list[str]:
-    return [models.layer_name(t.name) for t in models.list_layers(source)]
+    return sorted((models.layer_name(t.name) for t in models.list_layers(source)), key=_natural)
+
+
+def _default_layer(source: models.ModelSource, layers: list[str], story: str) -> str:
+    """The lesson's story layer on the embedded model; elsewhere the first layer a scheme would
+    quantize (a Llama checkpoint lists lm_head first, the one layer the recipes keep)."""
+    blocked = any(sizing.in_scope(name) for name in layers)
+    return next((name for name in (story, models.DEFAULT_LAYER) if name in layers), None) or next(
+        (name for name in layers if sizing.in_scope(name, blocked=blocked)), layers[0])
+
+
+def _capture_note(source: models.ModelSource) -> None:
+    """For a local causal LM: how long capturing its activations took, or why it could not run."""
+    if source.is_embedded or not captures.available(source):
+        return
+    try:
+        layers = activations(source)
+        seconds = captures.capture_seconds(source)
+    except QuantlabError as err:
+        st.sidebar.error(f"Weights only: {err}", icon=":material/warning:")
+        return
+    st.sidebar.caption(f"Real activations: {len(layers)} Linear inputs captured on sample text in {seconds:.1f} s.")
 
 
 def sidebar(page_path: str) -> Frame:
@@ -644,12 +725,13 @@ def sidebar(page_path: str) -> Frame:
         source = models.ModelSource.embedded()
         layers = _layer_names(source)
     story = next((lesson.story_layer for lesson in LESSONS if lesson.url == page_path), models.DEFAULT_LAYER)
-    default = next((name for name in (story, models.DEFAULT_LAYER) if name in layers), layers[0])
+    default = _default_layer(source, layers, story)
     layer = control(st.sidebar.selectbox, "Layer", "layer", default, layers, format_func=layer_label,
                     help="A Linear layer's weight matrix [out, in].")
     info = models.list_tensors(source)[f"{layer}.weight"]
     st.sidebar.caption(f"{source.label} · `{layer}` · {info.shape[0]}×{info.shape[1]} {info.dtype} · "
                        f"{info.numel:,} weights")
+    _capture_note(source)
     st.session_state["selection"] = Selection(source, layer)
     st.sidebar.button("Reset this lesson", on_click=_reset_lesson, icon=":material/restart_alt:", key="reset_lesson",
                       help="Back to the lesson's defaults and its story layer.")

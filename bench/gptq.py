@@ -89,7 +89,7 @@ def main() -> None:
     import quantlab as ql
     from quantlab.core import gptq
     from quantlab.io import models
-    from quantlab.lessons.clipping import token_counts
+    from quantlab.io.captures import token_counts
 
     capture = _capture()
     spec = ql.QuantSpec.preset("W4A16")
@@ -116,7 +116,7 @@ def main() -> None:
             h_theirs = torch.zeros(w.shape[1], w.shape[1])
             n = torch.zeros(())
             start = 0
-            for count in token_counts("general"):
+            for count in token_counts(None, "general"):
                 module = torch.nn.Linear(w.shape[1], w.shape[0], bias=False)
                 accumulate_hessian(x[start:start + count][None], module, h_theirs, n)
                 start += count

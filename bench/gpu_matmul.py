@@ -127,6 +127,32 @@ def rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
     return ((y.double() - ref).norm() / ref.norm()).item()
 
 
+def max_abs_err(y: torch.Tensor, ref: torch.Tensor) -> float:
+    return (y.double() - ref).abs().max().item()
+
+
+# max |y - ref| over max |ref| that a bf16 output may show: its rounding is 2^-9 of each value, and
+# the fp32 accumulation order differs from the reference's
+MAX_ABS_TOL = 1e-2
+
+
+def dispatch_checks(x_k: int, layer: PackedLinear, ms: list[int]) -> list[dict[str, object]]:
+    """quantlab's W4A16 dispatch at every timed M against float64 x @ dequantize(W).T: relative and
+    max abs error (a fresh x per M)."""
+    w = ops.dequantize(layer, torch.bfloat16).double()
+    out = []
+    for m in ms:
+        x = torch.randn(m, x_k, dtype=torch.bfloat16, device="cuda")
+        ref = x.double() @ w.T
+        y = ops.matmul(x, layer)
+        row = {"K": x_k, "N": layer.out_features, "M": m, "path": ops.default_config(m, layer).path,
+               "rel_err": rel_err(y, ref), "max_abs_err": max_abs_err(y, ref), "ref_max_abs": ref.abs().max().item()}
+        row["ok"] = bool(torch.isfinite(y).all()) and row["max_abs_err"] <= MAX_ABS_TOL * row["ref_max_abs"]
+        out.append(row)
+    del w
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
@@ -134,6 +160,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="two shapes and M in 1, 16, 256, 4096")
     ap.add_argument("--sweep", action="store_true", help="also time each W4A16 path on its own")
     ap.add_argument("--tag", default="", help="label stored with the results (kernel version)")
+    ap.add_argument("--date", default="", help="the run's date as stored and in the file name (default: today)")
     ap.add_argument("--tune", action="store_true", help="first time every launch variant of W4A16 on three shapes")
     ap.add_argument("--tune-only", action="store_true", help="stop after --tune")
     ap.add_argument("--tune-shapes", type=int, nargs="+", default=[0, 1, 2], help="indices into SHAPES")
@@ -150,13 +177,13 @@ def main() -> None:
     l2 = getattr(props, "L2_cache_size", 50 * 2**20)
     meta = {"card": torch.cuda.get_device_name(0), "sms": props.multi_processor_count, "l2_bytes": l2,
             "torch": torch.__version__, "triton": triton.__version__, "tag": args.tag,
-            "date": dt.date.today().isoformat(), "timing": "median of 9 CUDA-graph replays, weights rotated past 3x L2"}
+            "date": args.date or dt.date.today().isoformat(), "timing": "median of 9 CUDA-graph replays, weights rotated past 3x L2"}
     meta.update(ceilings())
     gem = gemlite_setup()
     if gem:
         meta["gemlite"] = gem
     print(json.dumps(meta), flush=True)
-    rows, checks = [], []
+    rows, checks, dchecks = [], [], []
     torch.manual_seed(0)
     tuning = tune(l2, [SHAPES[i] for i in args.tune_shapes], args.tune_ms, args.tune_preset,
                   args.tune_match) if args.tune else []
@@ -184,6 +211,9 @@ def main() -> None:
         if gem:
             checks[-1]["gemlite"] = rel_err(gl4(x), x.double() @ i4_qt.dequantize().double().T)
         print("check", json.dumps(checks[-1]), flush=True)
+        dchecks += dispatch_checks(k, w4, ms)
+        bad = [c for c in dchecks if c["K"] == k and c["N"] == n and not c["ok"]]
+        print(f"dispatch checks K={k} N={n}: worst max-abs {max(c['max_abs_err'] / c['ref_max_abs'] for c in dchecks if c['K'] == k and c['N'] == n):.2e} of max|ref|, {len(bad)} failed", flush=True)
         methods = {
             "bf16": (w, lambda x, wt: F.linear(x, wt), w.numel() * 2),
             "torch_int4": ((i4, i4_sz), lambda x, p: torch.ops.aten._weight_int4pack_mm(x, p[0], 128, p[1]), w4.nbytes),
@@ -218,11 +248,11 @@ def main() -> None:
                              "tflops": flops / t / 1e9, "gbps": nbytes / t / 1e6,
                              "pct_copy_bw": 100 * nbytes / t / 1e6 / meta["copy_gbps"]})
             del clones
-        save(args.out, meta, checks, rows, tuning)  # after each shape, so a cut-off run keeps what it measured
+        save(args.out, meta, checks, rows, tuning, dchecks)  # after each shape, so a cut-off run keeps what it measured
         print(f"shape K={k} N={n} done", flush=True)
         del w, w4, w8, f8, i4, gl4, methods
         torch.cuda.empty_cache()
-    print(speed.summary_table(save(args.out, meta, checks, rows, tuning)))
+    print(speed.summary_table(save(args.out, meta, checks, rows, tuning, dchecks)))
 
 
 def write_plots(results: Path, out: Path) -> Path:
@@ -242,10 +272,12 @@ def write_plots(results: Path, out: Path) -> Path:
     return target
 
 
-def save(out: Path, meta: dict, checks: list, rows: list, tuning: list) -> dict:
+def save(out: Path, meta: dict, checks: list, rows: list, tuning: list, dispatch: list | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{meta['card'].replace(' ', '_')}_{meta['date']}{'_' + meta['tag'] if meta['tag'] else ''}"
     result = {"meta": meta, "checks": checks, "rows": rows, "tuning": tuning}
+    if dispatch:
+        result["dispatch_checks"] = dispatch
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
     return result
 
@@ -255,6 +287,28 @@ def tune_variants(m: int, bits: int, k: int, l2: int) -> dict[str, ops.Config]:
     (every path that could serve it)."""
     c = ops.Config
     out: dict[str, ops.Config] = {}
+    if m >= 64:
+        # v9: the per-tile kernel, pre-scaled, with the S operands of a tile rotating over NACC
+        # accumulators, so that a dot does not feed the next and Triton leaves it in flight
+        grid2 = [(128, 64, 8, 3, 4), (128, 64, 8, 3, 2)] + ([(64, 64, 4, 3, 2), (128, 64, 8, 3, 1)] if m <= 64
+                                                              else [(128, 128, 8, 2, 2)])
+        for bn, bm, nw, st, nacc in grid2:
+            for sk in (1, 2, 4) if m <= 64 else (1, 2) if m <= 256 else (1,):
+                out[f"nacc{nacc} bn{bn} bm{bm} w{nw} st{st} split{sk}"] = c(
+                    "mma", block_m=bm, block_n=bn, num_warps=nw, num_stages=st, split_k=sk, pre_scale=True, nacc=nacc)
+        # v9: one operand per step with the weight tile read once and held in registers (HOLD), so
+        # each step's dot is issued asynchronously and the next step's dequantization overlaps it
+        # (block_n, block_m, warps, stages, splits)
+        grid = {64: [(64, 64, 4, 4, (1, 2, 4)), (128, 64, 8, 4, (1, 2))],
+                128: [(128, 128, 8, 3, (1, 2)), (128, 128, 8, 4, (1, 2)), (64, 128, 4, 4, (1, 2)),
+                      (128, 64, 8, 4, (1, 2))],
+                256: [(128, 256, 8, 3, (1, 2)), (128, 256, 8, 4, (1, 2)), (128, 128, 8, 4, (1, 2)),
+                      (64, 256, 4, 4, (1,))]}.get(m, [(128, 256, 8, 3, (1,)), (128, 256, 8, 4, (1,)),
+                                                     (128, 128, 8, 4, (1,))])
+        for bn, bm, nw, st, splits in grid:
+            for sk in splits:
+                out[f"hold bn{bn} bm{bm} w{nw} st{st} split{sk}"] = c("mma", block_m=bm, block_n=bn, num_warps=nw,
+                                                                       num_stages=st, split_k=sk, flat=True, hold=True)
     if bits == 8 and m <= 16:  # 8-bit tiles are twice the bytes: fewer programs fit, so fewer stages
         return {f"mma bm16 bn64 w4 split{sk} st{st}{' tma' * tma}": c("mma", block_m=16, split_k=sk, num_stages=st,
                                                                        tma=tma)
@@ -338,18 +392,23 @@ def tune(l2: int, shapes: list[tuple[int, int]], ms: list[int], preset: str = "W
             base = live.time_gpu([lambda x=x, d=d: F.linear(x, d) for x, d in zip(xs, dense)])
             ref = xs[0].double() @ ops.dequantize(layer, torch.bfloat16).double().T
             best = None
-            for name, cfg in tune_variants(m, spec.num_bits, k, l2).items():
+            variants = {"ship": ops.default_config(m, layer), **tune_variants(m, spec.num_bits, k, l2)}
+            for name, cfg in variants.items():
                 if not re.search(match, name):
                     continue
                 try:
-                    err = rel_err(ops.matmul(xs[0], layer, cfg), ref)
+                    y = ops.matmul(xs[0], layer, cfg)
+                    err, abs_err = rel_err(y, ref), max_abs_err(y, ref)
                     t = live.time_gpu([lambda x=x, c=c, cfg=cfg: ops.matmul(x, c, cfg) for x, c in zip(xs, clones)],
                                       target_ms=2.0, replays=7)
                 except Exception as e:  # a config that does not compile or fit is skipped, noted
                     print(f"tune skip K={k} N={n} M={m} {name}: {str(e).splitlines()[0][:160]}", flush=True)
                     continue
                 out.append({"K": k, "N": n, "M": m, "preset": preset, "variant": name,
-                            "config": dataclasses.asdict(cfg), "ms": t, "bf16_ms": base, "rel_err": err})
+                            "config": dataclasses.asdict(cfg), "ms": t, "bf16_ms": base, "rel_err": err,
+                            "max_abs_err": abs_err, "ref_max_abs": ref.abs().max().item()})
+                print(f"  K={k} N={n} M={m} {name}: {t * 1e3:.1f} us ({base / t:.2f}x), rel {err:.1e}, "
+                      f"max-abs {abs_err / out[-1]['ref_max_abs']:.1e} of max|ref|", flush=True)
                 if best is None or t < best[1]:
                     best = (name, t)
             if best:

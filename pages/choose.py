@@ -7,7 +7,7 @@ from quantlab.core.errors import QuantlabError
 from quantlab.core.spec import scheme_spec
 from quantlab.io import models, sizing
 from quantlab.io.models import ModelSource
-from quantlab.lessons import choose, hardware, kv_cache, recipes, speed, whole_model
+from quantlab.lessons import checks, choose, hardware, kv_cache, recipes, snippets, speed, whole_model
 from quantlab.viz import choose as figures
 
 BATCHES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
@@ -17,7 +17,7 @@ CONTEXTS = [1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072]
 @st.cache_resource(max_entries=128, show_spinner="Quantizing the layer under every candidate…")
 def layer_errors(source: ModelSource, layer: str, with_activations: bool) -> dict[str, choose.LayerError]:
     w = lab_ui.weight(source, f"{layer}.weight")
-    x = lab_ui.activations()[layer] if with_activations else None
+    x = lab_ui.activations(source)[layer] if with_activations else None
     dtype = models.list_tensors(source)[f"{layer}.weight"].dtype
     return {slug: choose.layer_error(slug, w, x, dtype) for slug in choose.CANDIDATES}
 
@@ -44,8 +44,8 @@ def fp8_kv_db() -> float:
 
 
 @st.cache_resource(max_entries=64, show_spinner="Calibrating static scales on more and more sentences…")
-def calibration(layer: str) -> choose.CalibrationSize:
-    return choose.calibration_size(layer)
+def calibration(source: ModelSource, layer: str) -> choose.CalibrationSize:
+    return choose.calibration_size(layer, source=source)
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
@@ -78,7 +78,7 @@ with lab_ui.user_errors():
     errors = layer_errors(sel.source, sel.layer, sel.has_activations)
     sizes = file_sizes(arch)
     # Every candidate's whole-model run costs seconds on a shared CPU: on request only, then cached.
-    everyone = sel.has_activations and st.session_state.get("ch_whole", False)
+    everyone = sel.source.is_embedded and st.session_state.get("ch_whole", False)
     cosines = {s: whole_cosine(s) for s, e in errors.items() if e.skipped is None} if everyone else None
     mem = choose.memory(arch, context, batch, fp8_kv_db())
     rows = choose.evidence(errors, sizes, choose.speedups(res, batch), hw, cosines)
@@ -87,14 +87,14 @@ with lab_ui.user_errors():
     rec = choose.recommend(rows, priority, hw, floor, metric, mem, batch, timed_batch, str(res.meta["card"]))
 pick = next(r for r in rows if r.slug == rec.slug)
 whole = ""
-if sel.has_activations:
+if sel.source.is_embedded and sel.has_activations:
     with lab_ui.user_errors():
         whole = f" Whole embedded model at {pick.label}: embedding cosine to fp32 {whole_cosine(pick.slug):.4f}."
 st.success(f"**{pick.label}**" + (" + FP8 KV cache" if rec.kv_fp8 else "") + f" — {rec.reason}{whole}",
            icon=":material/checklist:")
 if not sel.has_activations:
     st.caption(f"{sel.source.label} gives weights only: errors are weight SQNR; layer-output SQNR, whole-model "
-               "quality and the calibration check need the embedded model's real activations.")
+               "quality and the calibration check need real activations (the embedded model or a local causal LM).")
 
 # -- recipes -----------------------------------------------------------------------------------------------
 st.subheader("Recipes")
@@ -111,23 +111,27 @@ t3.code(rcp.export, language="bash")
 
 # -- evidence ----------------------------------------------------------------------------------------------
 st.subheader("The evidence")
+lab_ui.check(checks.fastest_kernel, res, batch, key=(res.name, batch))
 lab_ui.chart(figures.evidence_scatter, rows, rec.slug, metric, arch, hardware.HARDWARE[hw],
-             key=(sel.source, sel.layer, arch, hw, batch, rec.slug))
+             key=(sel.source, sel.layer, arch, hw, batch, rec.slug),
+             code=snippets.choose_evidence(sel.source, sel.layer, sel.has_activations, arch, res.name, batch, hw))
 lab_ui.lesson_section("choose", "evidence")
 evidence = pd.DataFrame(choose.table(rows, metric, hw)).set_index("scheme")
 st.dataframe(evidence.style.format(precision=3, na_rep="—", thousands=","), width="stretch")
-if sel.has_activations and not everyone:
+if sel.source.is_embedded and sel.has_activations and not everyone:
     st.button("Add whole-model quality for every candidate", key="ch_whole_run",
               on_click=lambda: st.session_state.update(ch_whole=True))
 st.download_button("Download this table (CSV)", evidence.to_csv().encode(), f"choose-{sel.layer}-{arch}-{hw}.csv",
                    "text/csv", key="ch_csv", icon=":material/download:")
 st.caption(f"Layer `{sel.layer}` of {sel.source.label}; sizes of the {arch} checkpoint compressed-tensors writes; "
            f"speed: geomean over the {res.label} run's shapes at batch {timed_batch}.")
+lab_ui.check(checks.weights_or_kv, mem, pick.label, pick.file.total_bytes, key=(arch, context, batch, rec.slug))
 bf16 = kv_cache.weight_bytes(arch, "bf16")
 bars = [("bf16 + 16-bit KV", bf16, mem.kv16_bytes), (f"{pick.label} + 16-bit KV", pick.file.total_bytes,
                                                      mem.kv16_bytes),
         (f"{pick.label} + FP8 KV", pick.file.total_bytes, mem.kv8_bytes)]
-lab_ui.chart(figures.memory_bars, mem, bars, key=(arch, context, batch, rec.slug))
+lab_ui.chart(figures.memory_bars, mem, bars, key=(arch, context, batch, rec.slug),
+             code=snippets.choose_memory(arch, context, batch, rec.slug))
 
 # -- the syllabus, checked -----------------------------------------------------------------------------------
 st.subheader("The syllabus' table, checked")
@@ -168,10 +172,11 @@ lab_ui.lesson_section(
 )
 if sel.has_activations:
     with lab_ui.user_errors():
-        cal = calibration(sel.layer)
+        cal = calibration(sel.source, sel.layer)
     lab_ui.lesson_section(
         "choose", "calibration", calib_sentences=" / ".join(map(str, cal.sentences)), calib_text=cal.calibration,
         calib_db=" / ".join(f"{v:.2f}" for v in cal.static_db), eval_text=cal.evaluation,
         dynamic_db=f"{cal.dynamic_db:.2f}")
 else:
-    st.caption("“More calibration data always helps” is measured on real activations: pick the embedded model.")
+    st.caption("“More calibration data always helps” is measured on real activations: pick the embedded model "
+               "or a local causal LM.")

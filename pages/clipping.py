@@ -7,7 +7,7 @@ from quantlab.core import observers, stats
 from quantlab.core.spec import OBSERVER_LABELS, OBSERVERS, QuantSpec
 from quantlab.io import models
 from quantlab.io.models import ModelSource
-from quantlab.lessons import checks, clipping
+from quantlab.lessons import checks, clipping, snippets
 from quantlab.viz import clipping as figures
 
 PERCENTILES = [99.0, 99.9, 99.99, 99.999]
@@ -44,8 +44,9 @@ def at_ratio(source: ModelSource, layer: str, tensor: str, bits: int, ratio: flo
 
 
 @st.cache_resource(max_entries=128, show_spinner="Calibrating on every sample text…")
-def study(layer: str, eval_kind: str, spec: QuantSpec, sentences: int) -> list[clipping.CalibrationResult]:
-    return clipping.study(layer, eval_kind, spec, sentences)
+def study(source: ModelSource, layer: str, eval_kind: str, spec: QuantSpec,
+          sentences: int) -> list[clipping.CalibrationResult]:
+    return clipping.study(layer, eval_kind, spec, sentences, source)
 
 
 sel = lab_ui.selection()
@@ -62,8 +63,7 @@ ratio = lab_ui.control(c3.slider, "Clipping ratio (range kept ÷ min-max range)"
                        min_value=0.05, max_value=1.0, step=0.01)
 percentile = lab_ui.control(c4.select_slider, "Percentile observer p", "clip_pct", 99.9, PERCENTILES,
                             format_func=lambda p: f"{p:g}")
-if not sel.has_activations:
-    st.caption("Activations are captured from the embedded model only; this source shows weights.")
+lab_ui.weights_only_note(sel)
 
 with lab_ui.user_errors():
     sweep = curve(sel.source, sel.layer, tensor, bits)
@@ -80,10 +80,12 @@ m2.metric("…of which clipping", f"{point.clipping_share:.1%}")
 m3.metric("Values saturated", f"{point.clipped_fraction:.3%}")
 m4.metric("Best ratio for this tensor", f"{sweep.best_ratio:.2f}")
 lab_ui.chart(figures.clip_curve, sweep, where, ratio, key=(sel.source, sel.layer, tensor, bits, percentile, ratio),
-             headline=("Best clipping ratio for this tensor", f"{sweep.best_ratio:.2f}"))
+             headline=("Best clipping ratio for this tensor", f"{sweep.best_ratio:.2f}"),
+             code=snippets.clipping_curve(sel.source, sel.layer, tensor, bits, percentile, RATIOS))
 lab_ui.lesson_section("clipping", "curve")
 lab_ui.chart(figures.clip_histogram, histogram(sel.source, sel.layer, tensor), point.range_lo, point.range_hi,
-             key=(sel.source, sel.layer, tensor, bits, ratio))
+             key=(sel.source, sel.layer, tensor, bits, ratio),
+             code=snippets.clipping_histogram(sel.source, sel.layer, tensor, bits, ratio, bins=160))
 
 st.subheader("150 → 127, on a real value")
 lab_ui.lesson_section("clipping", "example")
@@ -106,8 +108,10 @@ if sel.has_activations and tensor != "weight":
     lab_ui.lesson_section("clipping", "calibration")
     kinds = models.calibration_kinds()
     k0, k1, k2, k3 = st.columns([1.6, 1, 1.4, 1])
-    cal_layer = lab_ui.control(k0.selectbox, "Layer calibrated", "clip_cal_layer", clipping.CALIBRATION_LAYER,
-                               [SIDEBAR, *lab_ui.activations()], format_func=lambda n: (
+    cal_layers = [SIDEBAR, *lab_ui.activations(sel.source)]
+    cal_layer = lab_ui.control(k0.selectbox, "Layer calibrated", "clip_cal_layer",
+                               clipping.CALIBRATION_LAYER if clipping.CALIBRATION_LAYER in cal_layers else SIDEBAR,
+                               cal_layers, format_func=lambda n: (
                                    f"the sidebar's ({sel.layer})" if n == SIDEBAR else n),
                                help="Starts on a layer whose largest input depends on the text it reads.")
     layer = sel.layer if cal_layer == SIDEBAR else cal_layer
@@ -117,9 +121,11 @@ if sel.has_activations and tensor != "weight":
     sentences = lab_ui.control(k3.slider, "Calibration sentences", "clip_sentences", clipping.CALIBRATION_SENTENCES,
                                min_value=1, max_value=40)
     with lab_ui.user_errors():
-        rows = study(layer, eval_kind, _spec(bits, observer, percentile), sentences)
+        rows = study(sel.source, layer, eval_kind, _spec(bits, observer, percentile), sentences)
     lab_ui.chart(figures.calibration_bars, rows, eval_kind,
-                 key=(layer, eval_kind, bits, observer, percentile, sentences))
+                 key=(sel.source, layer, eval_kind, bits, observer, percentile, sentences),
+                 code=snippets.clipping_calibration(sel.source, layer, eval_kind, _spec(bits, observer, percentile),
+                                                   sentences))
     lab_ui.lesson_section("clipping", "calibration result", layer=layer, sentences=sentences,
                           **clipping.summarize(rows, eval_kind).numbers())
     st.dataframe(

@@ -6,7 +6,7 @@ import lab_ui
 from quantlab.core.spec import QuantSpec, label
 from quantlab.io import sizing
 from quantlab.io.models import ModelSource
-from quantlab.lessons import checks, compare, whole_model
+from quantlab.lessons import checks, compare, decoder_quality, snippets, whole_model
 from quantlab.viz import compare as figures
 
 THIS_MODEL = "sidebar"
@@ -14,7 +14,7 @@ THIS_MODEL = "sidebar"
 
 @st.cache_resource(max_entries=512, show_spinner=False)
 def layer_row(source: ModelSource, layer: str, name: str, with_activations: bool) -> compare.LayerWhatIf:
-    x = lab_ui.activations()[layer] if with_activations else None
+    x = lab_ui.activations(source)[layer] if with_activations else None
     return compare.layer_what_if(name, lab_ui.weight(source, f"{layer}.weight"), x)
 
 
@@ -27,6 +27,12 @@ def sizes(target: str, source: ModelSource, names: tuple[str, ...]) -> dict[str,
 def whole_run(spec: QuantSpec) -> whole_model.WholeModelResult:
     lab_ui.spend_heavy_run("A whole-model run")
     return whole_model.run(spec)
+
+
+@st.cache_resource(max_entries=64, show_spinner="Quantizing the decoder and scoring the held-out text…")
+def decoder_run(source: ModelSource, slug: str) -> decoder_quality.SchemeQuality:
+    lab_ui.spend_heavy_run("A whole-model run")
+    return decoder_quality.scheme_quality(source.path, slug)
 
 
 sel = lab_ui.selection()
@@ -55,8 +61,11 @@ metric = "layer-output SQNR on real activations (dB)" if sel.has_activations els
 scores = {label(r.name): r.output_sqnr_db if sel.has_activations else r.weight_sqnr_db for r in usable}
 lab_ui.check(checks.best_of, scores, metric, f"`{sel.layer}`", key=(tuple(scores.items()), metric, sel.layer))
 lab_ui.chart(figures.what_if_scatter, list(scores), [r.bits_per_weight for r in usable], list(scores.values()),
-             metric, key=(sel.source, sel.layer, tuple(r.name for r in usable), sel.has_activations))
+             metric, key=(sel.source, sel.layer, tuple(r.name for r in usable), sel.has_activations),
+             code=snippets.compare_layer(sel.source, sel.layer, [r.name for r in usable], sel.has_activations))
 
+lab_ui.check(checks.checkpoint_ratio, size_by_name, sel.source.label if target == THIS_MODEL else target,
+             key=(target, sel.source, tuple(chosen)))
 table = pd.DataFrame({
     "scheme": [label(r.name) for r in rows],
     "format": [r.spec.label + (f" · A {r.spec.activations.label}" if r.spec.activations else "") for r in rows],
@@ -79,7 +88,17 @@ lab_ui.lesson_section("compare", "reading", g64_extra="—" if step is None else
 
 st.subheader("The whole model")
 if not sel.has_activations:
-    st.caption("Whole-model runs need the embedded model (its forward pass runs here).")
+    st.caption("Whole-model runs need the embedded model or a local causal LM (its forward pass runs here).")
+elif not sel.source.is_embedded:
+    if st.button("Run the decoder under each scheme", key="cmp_dec_run") or st.session_state.get("cmp_dec_ran"):
+        st.session_state["cmp_dec_ran"] = True
+        with lab_ui.user_errors():
+            quality = {label(r.name): decoder_run(sel.source, r.name) for r in usable}
+        st.dataframe(pd.DataFrame(decoder_quality.table(quality)).set_index("scheme").style.format(
+            {"perplexity (held-out)": "{:.3f}", "mean KL to original (nats/token)": "{:.4f}",
+             "tokens / s (CPU)": "{:.0f}"}), width="stretch")
+        st.caption("Every Linear but lm_head quantized by round to nearest; perplexity and KL on a held-out "
+                   "text the calibration never saw (the Outliers lesson also runs GPTQ).")
 elif st.button("Run the embedded model under each scheme", key="cmp_run") or st.session_state.get("cmp_ran"):
     st.session_state["cmp_ran"] = True
     with lab_ui.user_errors():

@@ -8,7 +8,7 @@ from quantlab.core.errors import QuantlabError
 from quantlab.core.spec import QuantSpec
 from quantlab.io import sizing
 from quantlab.io.models import ModelSource
-from quantlab.lessons import checks
+from quantlab.lessons import checks, snippets
 from quantlab.lessons import formats as formats_lesson
 from quantlab.viz import formats as figures
 
@@ -76,11 +76,11 @@ st.dataframe(format_table(), width="stretch")
 log_x = lab_ui.control(st.toggle, "Log value axis", "fmt_logx", False,
                        help="On a log axis float levels are evenly spaced and integer levels crowd at the top.")
 lab_ui.check(checks.int4_levels_used, lab_ui.weight(sel.source, sel.weight_name), key=(sel.source, sel.layer))
-lab_ui.chart(figures.level_chart, log_x)
+lab_ui.chart(figures.level_chart, log_x, code=snippets.formats_levels(figures.GRID_FORMATS))
 lab_ui.lesson_section("formats", "levels")
 left, right = st.columns(2)
-lab_ui.chart(figures.precision_chart, where=left)
-lab_ui.chart(figures.range_chart, where=right)
+lab_ui.chart(figures.precision_chart, where=left, code=snippets.formats_precision())
+lab_ui.chart(figures.range_chart, where=right, code=snippets.formats_range())
 lab_ui.lesson_section("formats", "range")
 
 # -- FP8 against INT8 on real tensors -------------------------------------------------------------
@@ -101,9 +101,9 @@ if duels:
                  key=(sel.source, sel.layer, w_strategy))
 for col, (tensor, d) in zip(st.columns(max(len(duels), 1)), duels.items()):
     lab_ui.chart(figures.duel_chart, d, f"The {lab_ui.TENSORS[tensor]}: error by magnitude",
-                 key=(sel.source, sel.layer, tensor, strategies[tensor]), where=col)
-if not sel.has_activations:
-    st.caption("Activations are captured from the embedded model only; this source shows the weight.")
+                 key=(sel.source, sel.layer, tensor, strategies[tensor]), where=col,
+                 code=snippets.formats_duel(sel.source, sel.layer, tensor, strategies[tensor]))
+lab_ui.weights_only_note(sel)
 lab_ui.lesson_section("formats", "duel", **ffn_numbers())
 
 # -- microscaling: a scale per block -----------------------------------------------------------
@@ -114,6 +114,7 @@ except QuantlabError as err:  # rows that 32 does not divide have no MX blocks
     st.info(str(err), icon=":material/info:")
 else:
     lab_ui.chart(figures.block_scale_chart, blocks, key=(sel.source, sel.layer),
+                 code=snippets.formats_blocks(sel.source, sel.layer),
                  headline=("NVFP4 against MXFP4 on this layer",
                            f"{blocks.sqnr_db['NVFP4']:.1f} vs {blocks.sqnr_db['MXFP4']:.1f} dB"))
     lab_ui.lesson_section("formats", "microscaling", nv_db=blocks.sqnr_db["NVFP4"], mx_db=blocks.sqnr_db["MXFP4"],

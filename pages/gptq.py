@@ -5,7 +5,7 @@ import lab_ui
 from quantlab.core.gptq import GptqArgs
 from quantlab.core.spec import SCHEMES, label, scheme_spec
 from quantlab.io import models
-from quantlab.lessons import gptq
+from quantlab.lessons import checks, gptq, snippets
 from quantlab.viz import gptq as figures
 
 # Integer weight-only schemes: GPTQ quantizes weights, and these are the ones it is used with.
@@ -15,29 +15,29 @@ GROUPS = {"static": "static (scales from the original weight)", "dynamic": "dyna
 
 
 @st.cache_resource(max_entries=64, show_spinner="Running GPTQ on the layer…")
-def study(layer: str, slug: str, args: GptqArgs, calibration: str, sentences: int, eval_kind: str) -> gptq.LayerStudy:
-    return gptq.embedded_study(layer, scheme_spec(slug), args, calibration, sentences, eval_kind)
+def study(source: models.ModelSource, layer: str, slug: str, args: GptqArgs, calibration: str, sentences: int,
+          eval_kind: str) -> gptq.LayerStudy:
+    return gptq.embedded_study(layer, scheme_spec(slug), args, calibration, sentences, eval_kind, source)
 
 
 @st.cache_resource(max_entries=32, show_spinner="Calibrating GPTQ on every sample text…")
-def by_text(layer: str, slug: str, args: GptqArgs, sentences: int, eval_kind: str) -> list[gptq.CalibrationPoint]:
+def by_text(source: models.ModelSource, layer: str, slug: str, args: GptqArgs, sentences: int,
+            eval_kind: str) -> list[gptq.CalibrationPoint]:
     lab_ui.spend_heavy_run("GPTQ on every calibration text")
-    return gptq.calibration_study(layer, scheme_spec(slug), args, sentences, eval_kind)
+    return gptq.calibration_study(layer, scheme_spec(slug), args, sentences, eval_kind, source)
 
 
 @st.cache_resource(max_entries=32, show_spinner="Calibrating GPTQ on more and more text…")
-def by_samples(layer: str, slug: str, args: GptqArgs, calibration: str, eval_kind: str) -> list[gptq.CalibrationPoint]:
+def by_samples(source: models.ModelSource, layer: str, slug: str, args: GptqArgs, calibration: str,
+               eval_kind: str) -> list[gptq.CalibrationPoint]:
     lab_ui.spend_heavy_run("GPTQ on more and more text")
-    return gptq.samples_curve(layer, scheme_spec(slug), args, calibration, eval_kind)
+    return gptq.samples_curve(layer, scheme_spec(slug), args, calibration, eval_kind, source)
 
 
 sel = lab_ui.selection()
 lab_ui.title(__file__)
 lab_ui.lesson_section("gptq", "intro")
-if not sel.has_activations:
-    st.info("GPTQ needs the layer's real inputs, which the lab captures for the embedded model: pick the "
-            "embedded MiniLM and one of its Linear layers in the sidebar.", icon=":material/info:")
-    st.stop()
+lab_ui.require_activations(sel, "GPTQ")
 
 c1, c2, c3, c4, c5 = st.columns([1.3, 1, 1, 0.8, 1.5])
 slug = lab_ui.control(c1.selectbox, "Scheme", "gptq_scheme", "w4a16", WEIGHT_SCHEMES, format_func=label)
@@ -59,8 +59,11 @@ sentences = lab_ui.control(k3.slider, "Calibration sentences per text", "gptq_se
 
 with lab_ui.user_errors():
     args = GptqArgs(block_size=block, dampening=damp, actorder=actorder, groups=groups)
-    result = study(sel.layer, slug, args, calibration, sentences, eval_kind)
+    result = study(sel.source, sel.layer, slug, args, calibration, sentences, eval_kind)
 
+view = (sel.source, sel.layer, slug, args, calibration, sentences, eval_kind)
+lab_ui.check(checks.gptq_beats_rtn, result, calibration, eval_kind, key=view)
+lab_ui.check(checks.gptq_weight_error, result, key=view)
 numbers = result.numbers()
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Layer-output SQNR, RTN", f"{result.rtn_output_db:.1f} dB")
@@ -73,8 +76,11 @@ st.caption(f"`{sel.layer}`, {label(slug)}, Hessian from {result.calibration_toke
 lab_ui.lesson_section("gptq", "result", **numbers)
 
 st.subheader("Where the error goes")
-lab_ui.chart(figures.column_errors, result.columns, key=(sel.layer, slug, args, calibration, sentences, eval_kind),
-             headline=("GPTQ gain on the layer output", f"{result.gain_db:+.1f} dB"))
+lab_ui.chart(figures.column_errors, result.columns,
+             key=(sel.source, sel.layer, slug, args, calibration, sentences, eval_kind),
+             headline=("GPTQ gain on the layer output", f"{result.gain_db:+.1f} dB"),
+             code=snippets.gptq_study(sel.source, sel.layer, scheme_spec(slug), args, calibration, sentences,
+                                      eval_kind))
 lab_ui.lesson_section("gptq", "columns", **numbers)
 
 st.subheader("Which calibration text")
@@ -86,14 +92,20 @@ if lab_ui.control(st.toggle, "Compare calibration texts and amounts (10 more GPT
     # across block sizes instead of recomputing it for each.
     sweep_args = gptq.sweep_args(args)
     with lab_ui.user_errors():
-        rows = by_text(sel.layer, slug, sweep_args, sentences, eval_kind)
-        curve = by_samples(sel.layer, slug, sweep_args, calibration, eval_kind)
-    lab_ui.chart(figures.calibration_bars, rows, eval_kind, key=(sel.layer, slug, sweep_args, sentences, eval_kind))
+        rows = by_text(sel.source, sel.layer, slug, sweep_args, sentences, eval_kind)
+        curve = by_samples(sel.source, sel.layer, slug, sweep_args, calibration, eval_kind)
+    lab_ui.chart(figures.calibration_bars, rows, eval_kind,
+                 key=(sel.source, sel.layer, slug, sweep_args, sentences, eval_kind),
+                 code=snippets.gptq_calibration(sel.source, sel.layer, scheme_spec(slug), sweep_args, sentences,
+                                                eval_kind))
     rtn_db = rows[-1].output_db
     lab_ui.lesson_section("gptq", "calibration", eval_kind=eval_kind,
                           same_db=f"{next(r.output_db for r in rows if r.calibration == eval_kind):.1f}",
                           others_db=f"{rows[0].output_db:.1f}", rtn_db=f"{rtn_db:.1f}")
-    lab_ui.chart(figures.samples_curve, curve, rtn_db, key=(sel.layer, slug, sweep_args, calibration, eval_kind))
+    lab_ui.chart(figures.samples_curve, curve, rtn_db,
+                 key=(sel.source, sel.layer, slug, sweep_args, calibration, eval_kind),
+                 code=snippets.gptq_samples(sel.source, sel.layer, scheme_spec(slug), sweep_args, calibration,
+                                            eval_kind))
     lab_ui.lesson_section("gptq", "samples", few_tokens=f"{curve[0].tokens:,}", few_db=f"{curve[0].output_db:.1f}",
                           many_tokens=f"{curve[-1].tokens:,}", many_db=f"{curve[-1].output_db:.1f}")
 lab_ui.lesson_section("gptq", "takeaways")

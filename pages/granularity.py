@@ -6,13 +6,13 @@ import lab_ui
 from quantlab.core import packing
 from quantlab.core.spec import QuantSpec
 from quantlab.io.models import ModelSource
-from quantlab.lessons import checks, granularity
+from quantlab.lessons import checks, granularity, snippets
 from quantlab.viz import granularity as figures
 
 
 @st.cache_resource(max_entries=64, show_spinner="Quantizing the layer at every granularity…")
 def tradeoff(source: ModelSource, layer: str, custom: int, with_outputs: bool) -> list[granularity.Point]:
-    inputs = lab_ui.activations()[layer] if with_outputs else None
+    inputs = lab_ui.activations(source)[layer] if with_outputs else None
     return granularity.tradeoff(lab_ui.weight(source, f"{layer}.weight"), inputs, custom)
 
 
@@ -59,7 +59,8 @@ if skipped:
 lab_ui.check(checks.g64_beats_g128, weight, key=(sel.source, sel.layer))
 with lab_ui.user_errors():
     points = tradeoff(sel.source, sel.layer, custom, outputs_ok)
-lab_ui.chart(figures.pareto, points, metric == "output", key=(sel.source, sel.layer, custom, outputs_ok, metric))
+lab_ui.chart(figures.pareto, points, metric == "output", key=(sel.source, sel.layer, custom, outputs_ok, metric),
+             code=snippets.granularity_tradeoff(sel.source, sel.layer, custom, outputs_ok, metric == "output"))
 
 table = pd.DataFrame([{
     "scheme": p.spec.label, "formula bits/weight": p.formula_bits,
@@ -80,13 +81,14 @@ group = (lab_ui.control(g1.select_slider, "Group size for the heatmap", "gran_he
 symmetric = lab_ui.control(g2.toggle, "Symmetric", "gran_sym", True)
 heat_spec = QuantSpec(num_bits=4, symmetric=symmetric, strategy="group", group_size=group)
 lab_ui.chart(figures.scale_heatmap, scales(sel.source, sel.layer, heat_spec), sel.layer,
-             key=(sel.source, sel.layer, heat_spec))
+             key=(sel.source, sel.layer, heat_spec), code=snippets.granularity_scales(sel.source, sel.layer, heat_spec))
 lab_ui.lesson_section("granularity", "heatmap")
 
 st.subheader("Where one scale for the whole tensor fails")
 lab_ui.check(checks.channel_gain_over_tensor, weight, key=(sel.source, sel.layer))
 fail = failure(sel.source, sel.layer, heat_spec)
-lab_ui.chart(figures.channel_failure, fail, key=(sel.source, sel.layer, heat_spec))
+lab_ui.chart(figures.channel_failure, fail, key=(sel.source, sel.layer, heat_spec),
+             code=snippets.granularity_failure(sel.source, sel.layer, heat_spec))
 st.dataframe(pd.DataFrame(fail.worst(5)).style.format(precision=4, na_rep="—"), hide_index=True, width="stretch")
 lab_ui.lesson_section("granularity", "failure", **fail.numbers())
 
@@ -95,7 +97,8 @@ diagram = word(sel.source, sel.layer)
 if diagram is None:
     st.caption(f"This layer's rows have {cols} weight(s): no int32 word is full, so there is none to show.")
 else:
-    lab_ui.chart(figures.word_bits, diagram, key=(sel.source, sel.layer))
+    lab_ui.chart(figures.word_bits, diagram, key=(sel.source, sel.layer),
+                 code=snippets.granularity_word(sel.source, sel.layer, QuantSpec.preset("W4A16")))
     st.dataframe(pd.DataFrame({"code #": range(len(diagram.codes)), "signed code": diagram.codes,
                                "stored (code + 8)": diagram.stored, "4 bits": diagram.fields,
                                "bits in the word": diagram.bit_ranges}),

@@ -5,7 +5,7 @@ import streamlit as st
 import lab_ui
 from quantlab.core.spec import label
 from quantlab.io.models import ModelSource
-from quantlab.lessons import intro
+from quantlab.lessons import checks, intro
 
 
 @st.cache_resource(show_spinner="Sizing Llama-3.1-8B from its config…")
@@ -42,6 +42,7 @@ st.subheader("Eight real weights, quantized by hand")
 row = lab_ui.control(st.number_input, "Output row of the sidebar's layer", "intro_row", 0, min_value=0, step=1)
 with lab_ui.user_errors():
     h = by_hand(sel.source, sel.layer, row)
+lab_ui.check(checks.largest_code, h, key=(sel.source, sel.layer, h.row))
 lab_ui.lesson_section("intro", "hand", absmax=h.absmax, scale=h.scale)
 st.dataframe(pd.DataFrame({
     "x (weight)": [s.x for s in h.steps], "x ÷ s": [s.scaled for s in h.steps],
@@ -50,4 +51,5 @@ st.dataframe(pd.DataFrame({
 }).style.format("{:.5f}", subset=["x (weight)", "code × s", "error"]).format("{:.3f}", subset=["x ÷ s"])
              .format("{:.0f}", subset=["rounded"]), hide_index=True, width="stretch")
 st.caption(f"`{sel.layer}`, row {h.row}, input columns 0–{len(h.steps) - 1}, {sel.source.label}.")
+lab_ui.check(checks.hand_sqnr, h, key=(sel.source, sel.layer, h.row))
 lab_ui.lesson_section("intro", "sqnr", signal=h.signal, noise=h.noise, sqnr=h.sqnr_db)

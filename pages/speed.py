@@ -6,7 +6,7 @@ import torch
 import lab_ui
 from quantlab.io import models
 from quantlab.kernels import live
-from quantlab.lessons import checks, kv_cache, speed
+from quantlab.lessons import checks, kv_cache, snippets, speed
 from quantlab.viz import speed as figures
 
 lab_ui.routed()
@@ -65,7 +65,8 @@ for where, batch in ((left, min(res.batch_sizes)), (right, 256 if 256 in res.bat
 one_token = res.speedup(k, n, min(res.batch_sizes), "w4a16")
 lab_ui.chart(figures.speedup_chart, res, k, n, shown, key=(run, k, n, shown),
              headline=None if one_token is None else (f"W4A16 over bf16 at batch {min(res.batch_sizes)}",
-                                                      f"{one_token:.2f}×"))
+                                                      f"{one_token:.2f}×"),
+             code=snippets.speed_speedup(run, k, n, shown))
 w4_geo = [res.geomean_speedup(b, "w4a16") for b in res.batch_sizes]
 if all(g is not None for g in w4_geo):
     w4_low, w4_low_m = min(zip(w4_geo, res.batch_sizes))
@@ -92,12 +93,14 @@ lab_ui.lesson_section("speed", "why")
 with st.expander("How quantlab's int4 kernel gets its speed"):
     lab_ui.lesson_section("speed", "kernel")
     card = str(res.meta["card"])
-    lab_ui.chart(figures.history_chart, history(tuple(files), card), card, key=(tuple(files), card))
+    lab_ui.chart(figures.history_chart, history(tuple(files), card), card, key=(tuple(files), card),
+                 code=snippets.speed_history(files, card))
     lab_ui.lesson_section("speed", "history")
 
 # -- roofline -------------------------------------------------------------------------------------------
 st.subheader("The roofline")
-lab_ui.chart(figures.roofline_chart, res, k, n, methods, key=(run, k, n, tuple(methods)))
+lab_ui.chart(figures.roofline_chart, res, k, n, methods, key=(run, k, n, tuple(methods)),
+             code=snippets.speed_roofline(run, k, n, methods))
 lab_ui.lesson_section("speed", "roofline")
 
 # -- your shape -----------------------------------------------------------------------------------------
@@ -128,7 +131,8 @@ for method in ("bf16", "w4a16", "w8a16"):
                  "compute time (µs)": f"{b.compute_us:.3g}", "bound": "memory" if b.memory_bound else "compute"})
 st.markdown(f"`{layer}`: K = {lk}, N = {ln}, at M = {m}, with the ceilings of {res.meta['card']} measured above.")
 st.dataframe(pd.DataFrame(rows).set_index("method"), width="stretch")
-lab_ui.chart(figures.floors_chart, lk, ln, bw, peak, tuple(2**i for i in range(14)), ("bf16", "w4a16", "w8a16"), m)
+floors = (lk, ln, bw, peak, tuple(2**i for i in range(14)), ("bf16", "w4a16", "w8a16"))
+lab_ui.chart(figures.floors_chart, *floors, m, code=snippets.speed_floors(*floors))
 lab_ui.lesson_section("speed", "bound")
 
 # -- live timing ----------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import lab_ui
 from quantlab.core.spec import SCHEMES, QuantSpec, label, scheme_spec
 from quantlab.io import export, sizing
 from quantlab.io.models import ModelSource
-from quantlab.lessons import checks, storage
+from quantlab.lessons import checks, snippets, storage
 from quantlab.viz import storage as figures
 
 SIDEBAR = "sidebar"
@@ -52,6 +52,7 @@ source: ModelSource | str = sel.source if picked == SIDEBAR else picked
 lab_ui.check(checks.stored_bits_at_g128, lab_ui.weight(sel.source, sel.weight_name), key=(sel.source, sel.layer))
 with lab_ui.user_errors():
     rep = report(source, spec)
+lab_ui.check(checks.kept_share, rep, key=(source, spec))
 
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("model.safetensors", sizing.format_bytes(rep.total_bytes), help=f"{rep.total_bytes:,} bytes, header included")
@@ -60,7 +61,7 @@ m3.metric("Bits per parameter", f"{rep.bits_per_weight:.3f}", help="Whole file, 
 m4.metric("In quantized layers", f"{rep.quantized_bits_per_weight():.3f} bits", help="Codes + scales + zero points.")
 for note in rep.notes:
     st.info(note, icon=":material/content_cut:")
-lab_ui.chart(figures.bytes_breakdown, rep, key=(source, spec))
+lab_ui.chart(figures.bytes_breakdown, rep, key=(source, spec), code=snippets.storage_breakdown(source, spec))
 lab_ui.lesson_section("storage", "breakdown")
 
 st.subheader("The tensor tree")
@@ -76,7 +77,7 @@ with st.expander(f"All {len(rows):,} tensors"):
 st.subheader("Group size and file size")
 with lab_ui.user_errors():
     steps = ladder(source, spec)
-lab_ui.chart(figures.size_by_group, steps.rungs, key=(source, spec))
+lab_ui.chart(figures.size_by_group, steps.rungs, key=(source, spec), code=snippets.storage_groups(source, spec))
 if steps.left_out:
     st.caption(f"Left out: {', '.join(steps.left_out)} divide none of this model's Linear layers.")
 lab_ui.lesson_section("storage", "groups", **storage.groups_numbers(steps))

@@ -5,7 +5,7 @@ import streamlit as st
 import lab_ui
 from quantlab.core import metrics
 from quantlab.io.models import ModelSource
-from quantlab.lessons import checks, symmetric
+from quantlab.lessons import checks, snippets, symmetric
 from quantlab.viz import symmetric as figures
 
 MODES = ["both", "symmetric", "asymmetric"]
@@ -58,8 +58,7 @@ tensor = lab_ui.control(c1.radio, "Tensor", "sym_tensor", choices[-1], choices,
                         help="The layer's weight matrix, or the real input it receives on sample text.")
 bits = lab_ui.control(c2.slider, "Bits", "sym_bits", 8, min_value=2, max_value=8)
 mode = lab_ui.control(c3.segmented_control, "Show grid", "sym_mode", "both", MODES) or "both"
-if not sel.has_activations:
-    st.caption("Activations are captured from the embedded model only; this source shows weights.")
+lab_ui.weights_only_note(sel)
 
 with st.expander("Try a real tensor with a story", expanded=(sel.layer, tensor) != symmetric.STORY):
     cols = st.columns(len(EXAMPLES))
@@ -83,6 +82,7 @@ log_y = lab_ui.control(st.toggle, "Log count axis", "sym_log", tensor != "weight
                        help="Outliers are rare: a log axis makes single values visible.")
 lab_ui.chart(figures.grid_overlay, cmp, mode in ("both", "symmetric"), mode in ("both", "asymmetric"), log_y,
              key=(sel.source, sel.layer, tensor, bits, mode, log_y),
+             code=snippets.symmetric_grid(sel.source, sel.layer, tensor, bits),
              headline=("SQNR, symmetric → asymmetric",
                        f"{cmp.symmetric.report.sqnr_db:.1f} → {cmp.asymmetric.report.sqnr_db:.1f} dB"))
 
@@ -102,5 +102,6 @@ table = metrics.comparison_table({"symmetric": cmp.symmetric.report, "asymmetric
 st.dataframe(pd.DataFrame(table).set_index("metric"), width="stretch")
 lab_ui.lesson_section("symmetric", "reading", **symmetric.reading_numbers(cmp))
 lab_ui.check(checks.asymmetric_gain, shown, 4 if bits != 4 else 6, key=(sel.source, sel.layer, tensor, bits))
-lab_ui.chart(figures.sqnr_vs_bits, sweep, bits, key=(sel.source, sel.layer, tensor, bits))
+lab_ui.chart(figures.sqnr_vs_bits, sweep, bits, key=(sel.source, sel.layer, tensor, bits),
+             code=snippets.symmetric_bits(sel.source, sel.layer, tensor))
 lab_ui.lesson_section("symmetric", "production", **zp_cost.numbers())

@@ -17,7 +17,11 @@ from compressed_tensors.quantization import (
     QuantizationStatus,
     apply_quantization_config,
 )
-from compressed_tensors.quantization.utils import calculate_qparams, generate_gparam
+from compressed_tensors.quantization.utils import (
+    calculate_qparams,
+    generate_gparam,
+    maybe_pad_tensor_for_block_quant,
+)
 
 import quantlab as ql
 
@@ -28,6 +32,8 @@ def ct_args(spec: ql.QuantSpec, static_activation: bool = False) -> Quantization
     extra: dict[str, object] = {"observer": "static_minmax"} if static_activation else {}
     if spec.scale_dtype is not None:
         extra["scale_dtype"] = SCALE_DTYPES[spec.scale_dtype]
+    if spec.block_structure is not None:
+        extra["block_structure"] = list(spec.block_structure)
     return QuantizationArgs(num_bits=spec.num_bits, type=spec.type, symmetric=spec.symmetric,
                             strategy=spec.strategy, group_size=spec.group_size, dynamic=spec.dynamic, **extra)
 
@@ -47,6 +53,11 @@ def weight_minmax(w: torch.Tensor, args: QuantizationArgs) -> tuple[torch.Tensor
         return lo.reshape(1), hi.reshape(1)
     if args.strategy == "channel":
         return w.amin(dim=1, keepdim=True), w.amax(dim=1, keepdim=True)
+    if args.strategy == "block":  # llm-compressor's observer: zero-padded to whole tiles, one range per tile
+        h, width = args.block_structure
+        padded = maybe_pad_tensor_for_block_quant(w, (h, width))
+        tiles = padded.reshape(padded.shape[0] // h, h, padded.shape[1] // width, width).transpose(1, 2).flatten(-2)
+        return tiles.amin(dim=-1), tiles.amax(dim=-1)
     # group and tensor_group
     g = w.reshape(w.shape[0], -1, args.group_size)
     return g.amin(dim=-1), g.amax(dim=-1)

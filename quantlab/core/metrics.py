@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from quantlab.core import blocks
+from quantlab.core import blocks, nf4
 from quantlab.core.qparams import QuantizedTensor, grid_range
 from quantlab.core.spec import QuantSpec
 
@@ -60,7 +60,7 @@ def clipped_mask(x: torch.Tensor, qt: QuantizedTensor) -> torch.Tensor:
     if qt.zero_point is not None:
         scaled = scaled + blocks.expand(qt.zero_point, spec, shape).float()
     qmin, qmax = grid_range(spec)
-    return ((scaled < qmin - CLIP_EDGE) | (scaled > qmax + CLIP_EDGE)).reshape(x.shape)
+    return blocks.from_groups((scaled < qmin - CLIP_EDGE) | (scaled > qmax + CLIP_EDGE), spec, shape)
 
 
 @torch.no_grad()
@@ -78,7 +78,8 @@ def levels_used_fraction(qt: QuantizedTensor) -> float:
 
 
 def bits_per_weight(spec: QuantSpec, shape: tuple[int, ...], scale_bits: int) -> float:
-    """The closed form b + s / g (+ b / g for a zero point), for a given scale width s.
+    """The closed form b + s / g (+ b / g for a zero point), for a given scale width s; NF4's
+    double-quantized scales add their own fp32 scale per 256 of them: + 32 / (256·g).
 
     What a real layer stores (packing into int32 words, the scale dtype of the actual weight) is
     `quantlab.io.sizing.stored_bits_per_weight`; this formula is what the lessons explain it with.
@@ -86,7 +87,8 @@ def bits_per_weight(spec: QuantSpec, shape: tuple[int, ...], scale_bits: int) ->
     numel = math.prod(shape)
     n_scales = blocks.num_scales(spec, shape)
     zp_bits = 0 if spec.symmetric else spec.num_bits
-    return spec.num_bits + n_scales * (scale_bits + zp_bits) / numel
+    nested_bits = math.ceil(n_scales / nf4.NESTED_BLOCK) * nf4.NESTED_SCALE_BITS if spec.scale_dtype == "dq8" else 0
+    return spec.num_bits + (n_scales * (scale_bits + zp_bits) + nested_bits) / numel
 
 
 @dataclass(frozen=True)

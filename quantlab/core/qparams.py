@@ -13,6 +13,10 @@ a global scale (448 × 6 / max|x|, so the largest group scale lands on E4M3's la
 MX scales are powers of two, 2^(floor(log2 max|group|) − emax of the element format), rounded the
 way compressed-tensors rounds them (the max is first rounded to the element's mantissa width).
 
+FP8_BLOCK's tiles follow the same arithmetic per tile (`blocks` pads a partial edge tile with
+zeros, as compressed-tensors does). NF4 is bitsandbytes' arithmetic instead (see `nf4`): fp32
+absmax scales, the nearest of 16 table levels, optionally double-quantized scales.
+
 This module takes its parameters as given (observed by min-max here, or by `observers`);
 `quantize.quantize` is the one-call path that observes them on the tensor itself.
 """
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from quantlab.core import blocks
+from quantlab.core import blocks, nf4
 from quantlab.core.errors import QuantlabError
 from quantlab.core.spec import QuantSpec
 
@@ -51,11 +55,14 @@ _FLOAT_LAYOUT = {torch.float32: (torch.int32, 23, 8), torch.float16: (torch.int1
 class QuantizedTensor:
     """Codes plus the parameters needed to reconstruct the tensor, in compressed-tensors' layout.
 
-    `q` holds int8 codes in [qmin, qmax], float8_e4m3fn values for FP8, or uint8 E2M1 codes (sign
-    bit 3, magnitude index in bits 0-2) for FP4; `scale` is [1] for tensor, [rows, 1] for
-    channel/token and [rows, cols / group_size] for groups, holding the scale's value (an E4M3 or
-    a power-of-two number for microscaling); `zero_point` matches `scale` in shape (int8) or is
-    None when symmetric; `global_scale` is NVFP4's [1] float32 divisor of every group scale.
+    `q` holds int8 codes in [qmin, qmax], float8_e4m3fn values for FP8, uint8 E2M1 codes (sign
+    bit 3, magnitude index in bits 0-2) for FP4, or uint8 indices into NF4's 16 levels; `scale`
+    is [1] for tensor, [rows, 1] for channel/token, [rows, cols / group_size] for groups and
+    [⌈rows / h⌉, ⌈cols / w⌉] for tiles, holding the scale's value (an E4M3 or a power-of-two number
+    for microscaling, NF4's fp32 absmax as dequantization uses it); `zero_point` matches `scale` in
+    shape (int8) or is None when symmetric; `global_scale` is NVFP4's [1] float32 divisor of every
+    group scale; `nested` NF4's double-quantized scales, and `dtype` the dtype `dequantize` returns
+    where it is not the scale's (NF4 keeps fp32 scales for a bf16 weight).
     """
 
     q: torch.Tensor
@@ -63,6 +70,8 @@ class QuantizedTensor:
     zero_point: torch.Tensor | None
     spec: QuantSpec
     global_scale: torch.Tensor | None = None
+    nested: nf4.NestedScales | None = None
+    dtype: torch.dtype | None = None
 
     @property
     def shape(self) -> torch.Size:
@@ -73,7 +82,10 @@ class QuantizedTensor:
 
 
 def grid_range(spec: QuantSpec) -> tuple[float, float]:
-    """(qmin, qmax) of the target grid: integer codes, ±448 for FP8 E4M3 or ±6 for FP4 E2M1."""
+    """(qmin, qmax) of the target grid: integer codes, ±448 for FP8 E4M3, ±6 for FP4 E2M1 or NF4's
+    ±1, onto which x / absmax falls."""
+    if spec.type == "nf4":
+        return -1.0, 1.0
     if spec.type == "float":
         top = FP4_MAX if spec.num_bits == 4 else FP8_MAX
         return -top, top
@@ -141,8 +153,11 @@ def calculate_qparams(
     Symmetric: scale = max(|min|, |max|) / ((qmax - qmin) / 2); no zero point.
     Asymmetric: scale = (max - min) / (qmax - qmin); zp = round(clamp(qmin - min / scale)).
     NVFP4 multiplies the scale by the global scale and rounds it to E4M3; MX replaces it by a
-    power of two.
+    power of two. NF4's scale is the absmax itself (its grid is ±1), in fp32 whatever the weight's
+    dtype, and a zero absmax stays zero, as bitsandbytes stores it.
     """
+    if spec.type == "nf4":
+        min_vals, max_vals = min_vals.float(), max_vals.float()
     dtype = min_vals.dtype
     min_vals = torch.minimum(min_vals, torch.zeros_like(min_vals))
     max_vals = torch.maximum(max_vals, torch.zeros_like(max_vals))
@@ -170,7 +185,8 @@ def calculate_qparams(
         eps = _FP8_SCALE_EPS
     else:
         eps = _E8M0_SCALE_EPS if spec.scale_dtype == "e8m0" else torch.finfo(scale.dtype).eps
-    scale = torch.where(scale == 0, torch.tensor(eps, dtype=scale.dtype), scale)
+    if spec.type != "nf4":
+        scale = torch.where(scale == 0, torch.tensor(eps, dtype=scale.dtype), scale)
     return scale, zero_point
 
 
@@ -195,6 +211,8 @@ def quantize_with(
     global_scale: torch.Tensor | None = None,
 ) -> QuantizedTensor:
     """Quantize with given parameters (calibrated or searched), not ones observed from `x`."""
+    if spec.type == "nf4":
+        return _quantize_nf4(x, scale, spec)
     qmin, qmax = grid_range(spec)
     shape = tuple(x.shape)
     step = scale / global_scale if global_scale is not None else scale
@@ -208,17 +226,43 @@ def quantize_with(
         codes = clamped.to(FP8_DTYPE)
     else:
         codes = torch.round(clamped).to(torch.int8)
-    return QuantizedTensor(q=codes.reshape(shape), scale=scale, zero_point=zero_point, spec=spec,
+    return QuantizedTensor(q=blocks.from_groups(codes, spec, shape), scale=scale, zero_point=zero_point, spec=spec,
                            global_scale=global_scale)
+
+
+_NF4_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _quantize_nf4(x: torch.Tensor, absmax: torch.Tensor, spec: QuantSpec) -> QuantizedTensor:
+    """bitsandbytes' NF4 codes for `x` under fp32 absmax scales, which "dq8" then double-quantizes
+    (the codes are chosen with the exact absmax first, as bitsandbytes does)."""
+    if x.dtype not in _NF4_DTYPES:
+        raise QuantlabError(f"bitsandbytes quantizes fp32, fp16 and bf16 weights to NF4, not {x.dtype}")
+    shape = tuple(x.shape)
+    absmax = absmax.float()
+    normalized = blocks.as_groups(x.float(), spec) * blocks.expand(1 / absmax, spec, shape)
+    # An all-zero block is 0 · (1 / 0) = NaN: give it the zero level, which restores it exactly.
+    codes = nf4.nf4_codes(torch.nan_to_num(normalized, nan=0.0).clamp(-1, 1))
+    nested = nf4.compress(absmax) if spec.scale_dtype == "dq8" else None
+    stored = nested.restore().reshape(absmax.shape) if nested is not None else absmax
+    return QuantizedTensor(q=blocks.from_groups(codes, spec, shape), scale=stored, zero_point=None, spec=spec,
+                           nested=nested, dtype=x.dtype)
 
 
 @torch.no_grad()
 def dequantize(qt: QuantizedTensor) -> torch.Tensor:
-    """codes -> (q - zp) * scale (/ global scale), in the scale's dtype, shaped like the original."""
+    """codes -> (q - zp) * scale (/ global scale), in the scale's dtype, shaped like the original;
+    NF4: level × fp32 absmax, rounded once to the weight's dtype."""
     spec, shape = qt.spec, tuple(qt.q.shape)
     step = qt.scale / qt.global_scale if qt.global_scale is not None else qt.scale
-    codes = blocks.as_groups(qt.q, spec)
-    values = (fp4_values(codes) if spec.type == "float" and spec.num_bits == 4 else codes).to(step.dtype)
+    if spec.type == "nf4":
+        codes = nf4.NF4_LEVELS[qt.q.long()]
+    elif spec.type == "float" and spec.num_bits == 4:
+        codes = fp4_values(qt.q)
+    else:
+        codes = qt.q
+    values = blocks.as_groups(codes.to(step.dtype), spec)
     if qt.zero_point is not None:
         values = values - blocks.expand(qt.zero_point, spec, shape).to(step.dtype)
-    return (values * blocks.expand(step, spec, shape)).reshape(shape)
+    restored = blocks.from_groups(values * blocks.expand(step, spec, shape), spec, shape)
+    return restored.to(qt.dtype) if qt.dtype is not None else restored

@@ -9,7 +9,13 @@ compressed-tensors' `QuantizationScheme` pairs `weights` with `input_activations
 Microscaling formats are specs too: FP4 E2M1 or FP8 E4M3 values in small groups whose scales are
 themselves stored in 8 bits (`scale_dtype`): an E4M3 scale per 16 values under one FP32 global
 scale for the tensor (NVFP4, strategy "tensor_group"), or a power-of-two E8M0 scale per 32 values
-(MXFP4, MXFP8).
+(MXFP4, MXFP8). FP8_BLOCK gives each 2-D tile of a weight one scale (strategy "block",
+`block_structure` [rows, columns] as compressed-tensors names it: DeepSeek-V3's 128×128).
+
+NF4 (type "nf4") is the one scheme here that is not compressed-tensors': bitsandbytes' 4-bit
+NormalFloat, a 16-entry table of normal quantiles scaled by the absmax of each block of 64, whose
+absmax scales may themselves be stored in 8 bits (`scale_dtype` "dq8", bitsandbytes' double
+quantization; see `quantlab.core.nf4`). It can be quantized, measured and sized, not exported.
 """
 from __future__ import annotations
 
@@ -19,21 +25,26 @@ from typing import Literal
 
 from quantlab.core.errors import QuantlabError
 
-QuantType = Literal["int", "float"]
-Strategy = Literal["tensor", "channel", "group", "token", "tensor_group"]
-# How a scale itself is stored: in the tensor's dtype (None), as an FP8 E4M3 number (NVFP4) or as
-# an E8M0 power-of-two exponent byte (the OCP MX formats).
-ScaleDtype = Literal["e4m3", "e8m0"]
+QuantType = Literal["int", "float", "nf4"]
+Strategy = Literal["tensor", "channel", "group", "token", "tensor_group", "block"]
+# How a scale itself is stored: in the tensor's dtype (None; NF4: bitsandbytes' fp32 absmax), as
+# an FP8 E4M3 number (NVFP4), as an E8M0 power-of-two exponent byte (the OCP MX formats), or as an
+# 8-bit code of bitsandbytes' dynamic map with an fp32 scale per 256 of them (NF4 double quant).
+ScaleDtype = Literal["e4m3", "e8m0", "dq8"]
 # Activations: static (False), observed on every batch (True), or "local": NVFP4's group scales
 # observed on every batch under a global scale calibrated once.
 Dynamic = bool | Literal["local"]
 
-STRATEGIES: tuple[str, ...] = ("tensor", "channel", "group", "token", "tensor_group")
+STRATEGIES: tuple[str, ...] = ("tensor", "channel", "group", "token", "tensor_group", "block")
 GROUPED: tuple[str, ...] = ("group", "tensor_group")
-SCALE_DTYPES: tuple[str, ...] = ("e4m3", "e8m0")
+SCALE_DTYPES: tuple[str, ...] = ("e4m3", "e8m0", "dq8")
 FLOAT_BITS: tuple[int, ...] = (4, 8)  # FP4 E2M1, FP8 E4M3
 MX_GROUP = 32  # the OCP MX block: compressed-tensors takes E8M0 scales only in groups of 32
 NVFP4_GROUP = 16
+FP8_BLOCK = (128, 128)  # compressed-tensors' FP8_BLOCK weight tiles; its activations go in groups of 128
+NF4_GROUP = 64  # bitsandbytes' default blocksize for 4-bit weights
+# The block sizes bitsandbytes' quantize_4bit accepts.
+NF4_GROUPS: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 OBSERVERS: tuple[str, ...] = ("minmax", "mse", "percentile")
 OBSERVER_LABELS: dict[str, str] = {"minmax": "min-max", "mse": "MSE search", "percentile": "percentile"}
 # The tunable knobs of each observer (compressed-tensors' `observer_kwargs`), with their defaults:
@@ -62,10 +73,13 @@ class QuantSpec:
     # Sorted (name, value) pairs rather than a dict, so the spec stays hashable; a dict is accepted.
     observer_kwargs: tuple[tuple[str, float], ...] = ()
     scale_dtype: ScaleDtype | None = None
+    # [rows, columns] of the tile one scale covers, for strategy "block" only; a tuple so that the
+    # spec stays hashable (a list is accepted).
+    block_structure: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
-        if self.type not in ("int", "float"):
-            raise QuantlabError(f"unknown type {self.type!r}: use 'int' or 'float'")
+        if self.type not in ("int", "float", "nf4"):
+            raise QuantlabError(f"unknown type {self.type!r}: use 'int', 'float' or 'nf4'")
         if self.type == "int" and not 2 <= self.num_bits <= 8:
             raise QuantlabError(f"num_bits={self.num_bits} is out of range: integer formats here use 2 to 8 bits")
         if self.type == "float" and self.num_bits not in FLOAT_BITS:
@@ -80,6 +94,8 @@ class QuantSpec:
                 raise QuantlabError(f"strategy {self.strategy!r} needs a positive group_size (e.g. 128)")
         elif self.group_size is not None:
             raise QuantlabError(f"group_size is only used with grouped strategies, not {self.strategy!r}")
+        self._check_block()
+        self._check_nf4()
         self._check_microscaling()
         if self.observer not in OBSERVERS:
             raise QuantlabError(f"unknown observer {self.observer!r}: use one of {', '.join(OBSERVERS)}")
@@ -87,9 +103,50 @@ class QuantSpec:
         if self.activations is not None:
             if self.activations.activations is not None:
                 raise QuantlabError("activation specs cannot carry activation specs of their own")
+            if self.activations.type == "nf4":
+                raise QuantlabError("NF4 quantizes weights only: bitsandbytes keeps activations in 16 bits")
+            if self.activations.strategy == "block":
+                raise QuantlabError("block scales are for weights: compressed-tensors quantizes activations "
+                                    "per tensor, per token or per group")
             if not self.activations.dynamic and self.activations.strategy != "tensor":
                 raise QuantlabError(f"static activation scales are per tensor, not per {self.activations.strategy}: "
                                     "use dynamic quantization for per-token scales")
+
+    def _check_block(self) -> None:
+        """Strategy "block" and `block_structure` go together: one scale per [rows, columns] tile."""
+        if self.strategy != "block":
+            if self.block_structure is not None:
+                raise QuantlabError(f"block_structure is only used with strategy 'block', not {self.strategy!r}")
+            return
+        raw = self.block_structure
+        try:
+            block = tuple(int(v) for v in raw) if raw is not None else ()  # type: ignore[union-attr]
+        except (TypeError, ValueError):
+            block = ()
+        if len(block) != 2 or min(block) < 1 or block != tuple(raw or ()):
+            raise QuantlabError(f"strategy 'block' needs block_structure [rows, columns] of two positive whole "
+                                f"numbers (e.g. [128, 128]), not {raw!r}")
+        object.__setattr__(self, "block_structure", block)
+
+    def _check_nf4(self) -> None:
+        """NF4 is bitsandbytes' weight format: absmax scales (no observer to choose, no zero point) over
+        blocks of one of the sizes its kernels take; its scales may be double-quantized ("dq8"), and
+        nothing else takes "dq8"."""
+        if self.type != "nf4":
+            if self.scale_dtype == "dq8":
+                raise QuantlabError("scale_dtype 'dq8' (double-quantized absmax scales) is NF4's: use type 'nf4'")
+            return
+        if self.num_bits != 4 or not self.symmetric or self.strategy != "group":
+            raise QuantlabError("NF4 is 4-bit, symmetric (absmax) and blockwise: num_bits 4, symmetric, "
+                                "strategy 'group'")
+        if self.group_size not in NF4_GROUPS:
+            raise QuantlabError(f"bitsandbytes quantizes NF4 in blocks of {', '.join(map(str, NF4_GROUPS))}, "
+                                f"not {self.group_size}")
+        if self.scale_dtype not in (None, "dq8") or self.observer != "minmax" or self.dynamic:
+            raise QuantlabError("NF4 scales are each block's absmax, stored in fp32 or double-quantized ('dq8'): "
+                                "no observer, scale dtype or dynamic mode to choose")
+        if self.activations is not None:
+            raise QuantlabError("NF4 quantizes weights only: bitsandbytes keeps activations in 16 bits")
 
     def _check_microscaling(self) -> None:
         """The combinations compressed-tensors 0.20 computes: NVFP4's E4M3 scales under a global
@@ -161,9 +218,14 @@ class QuantSpec:
             return "NVFP4"
         if self.scale_dtype == "e8m0":
             return f"MXFP{self.num_bits}"
+        if self.type == "nf4":
+            return f"NF4 g{self.group_size}" + (" double-quant" if self.scale_dtype == "dq8" else "")
         fmt = f"FP{self.num_bits}" if self.type == "float" else f"INT{self.num_bits}"
         mode = "sym" if self.symmetric else "asym"
-        gran = f"g{self.group_size}" if self.strategy == "group" else self.strategy
+        if self.block_structure is not None:
+            gran = "block {}x{}".format(*self.block_structure)
+        else:
+            gran = f"g{self.group_size}" if self.strategy == "group" else self.strategy
         obs = "" if self.observer == "minmax" else f" {self.observer}"
         return f"{fmt} {mode} {gran}{obs}"
 
@@ -175,7 +237,7 @@ class QuantSpec:
         """Raise a one-line `QuantlabError` if this spec cannot quantize a tensor of `shape`."""
         if len(shape) == 0:
             raise QuantlabError("cannot quantize a scalar: pick a weight matrix or an activation")
-        if self.strategy in ("channel", "token", *GROUPED) and len(shape) != 2:
+        if self.strategy in ("channel", "token", "block", *GROUPED) and len(shape) != 2:
             raise QuantlabError(
                 f"strategy {self.strategy!r} needs a 2-D tensor [rows, columns]; this one is {tuple(shape)}"
                 " (try strategy 'tensor')"
@@ -184,9 +246,10 @@ class QuantSpec:
             cols = shape[-1]
             assert self.group_size is not None
             if cols % self.group_size:
-                divisors = [g for g in (16, 32, 64, 128, 256, 512) if cols % g == 0]
-                hint = (f"sizes that divide it: {', '.join(map(str, divisors))}" if divisors
-                        else "use strategy 'channel'")
+                sizes = NF4_GROUPS if self.type == "nf4" else (16, 32, 64, 128, 256, 512)
+                divisors = [g for g in sizes if cols % g == 0]
+                fallback = "no NF4 block size divides it" if self.type == "nf4" else "use strategy 'channel'"
+                hint = f"sizes that divide it: {', '.join(map(str, divisors))}" if divisors else fallback
                 raise QuantlabError(
                     f"group_size {self.group_size} does not divide the input dimension {cols} ({hint})"
                 )
@@ -212,9 +275,15 @@ class QuantSpec:
         """`QuantizationArgs.model_dump()` for this spec, as compressed-tensors 0.20 writes it in
         config.json (fields left at their default omitted). `calibrated` marks a static activation
         spec, whose scale comes from the min and max over all calibration tokens."""
+        if self.type == "nf4":
+            raise QuantlabError("NF4 is bitsandbytes' format, not a compressed-tensors scheme: there is no "
+                                "compressed-tensors checkpoint or quantization_config to write (bitsandbytes "
+                                "quantizes at load time, through transformers' BitsAndBytesConfig)")
         args: dict[str, object] = {"dynamic": self.dynamic, "group_size": self.group_size,
                                    "num_bits": self.num_bits, "strategy": self.strategy,
                                    "symmetric": self.symmetric, "type": self.type}
+        if self.block_structure is not None:
+            args["block_structure"] = list(self.block_structure)
         if self.scale_dtype is not None:
             args["scale_dtype"] = CT_SCALE_DTYPES[self.scale_dtype]
         if calibrated:
@@ -252,8 +321,12 @@ class QuantSpec:
 
 
 def _spell(spec: QuantSpec) -> str:
-    fmt = f"fp{spec.num_bits}" if spec.type == "float" else f"int{spec.num_bits}"
-    gran = {"group": f"g{spec.group_size}", "tensor_group": f"tg{spec.group_size}"}.get(spec.strategy, spec.strategy)
+    fmt = {"float": f"fp{spec.num_bits}", "int": f"int{spec.num_bits}", "nf4": "nf4"}[spec.type]
+    if spec.block_structure is not None:
+        gran = "b{}x{}".format(*spec.block_structure)
+    else:
+        gran = {"group": f"g{spec.group_size}", "tensor_group": f"tg{spec.group_size}"}.get(spec.strategy,
+                                                                                           spec.strategy)
     parts = [fmt, "sym" if spec.symmetric else "asym", gran]
     if spec.scale_dtype:
         parts.append(spec.scale_dtype)
@@ -271,15 +344,22 @@ def _parse(text: str) -> QuantSpec:
     parts = text.split("-")
     try:
         fmt, mode, gran, *rest = parts
-        if mode not in ("sym", "asym") or not fmt.startswith(("fp", "int")):
+        if mode not in ("sym", "asym") or not fmt.startswith(("fp", "int", "nf4")):
             raise ValueError
-        fields: dict[str, object] = {"type": "float", "num_bits": int(fmt[2:])} if fmt.startswith("fp") else \
-            {"type": "int", "num_bits": int(fmt[3:])}
+        if fmt == "nf4":
+            fields: dict[str, object] = {"type": "nf4", "num_bits": 4}
+        elif fmt.startswith("fp"):
+            fields = {"type": "float", "num_bits": int(fmt[2:])}
+        else:
+            fields = {"type": "int", "num_bits": int(fmt[3:])}
         fields["symmetric"] = mode == "sym"
         if gran.startswith("tg"):
             fields.update(strategy="tensor_group", group_size=int(gran[2:]))
         elif gran.startswith("g"):
             fields.update(strategy="group", group_size=int(gran[1:]))
+        elif gran.startswith("b"):
+            rows, cols = gran[1:].split("x")
+            fields.update(strategy="block", block_structure=(int(rows), int(cols)))
         else:
             fields["strategy"] = gran
         for part in rest:
@@ -330,6 +410,11 @@ _NVFP4 = _fp4("tensor_group", NVFP4_GROUP, "e4m3")
 _MXFP4 = _fp4("group", MX_GROUP, "e8m0")
 _MXFP8 = QuantSpec(num_bits=8, type="float", strategy="group", group_size=MX_GROUP, scale_dtype="e8m0")
 _FP8_PER_TOKEN = QuantSpec(num_bits=8, type="float", strategy="token", dynamic=True)
+# DeepSeek-V3's recipe: a weight scale per 128x128 tile, activations per token in groups of 128.
+_FP8_BLOCK = QuantSpec(num_bits=8, type="float", strategy="block", block_structure=FP8_BLOCK,
+                       activations=QuantSpec(num_bits=8, type="float", strategy="group",
+                                             group_size=FP8_BLOCK[1], dynamic=True))
+_NF4 = QuantSpec(num_bits=4, type="nf4", strategy="group", group_size=NF4_GROUP)
 _W8A8_DYNAMIC = QuantSpec(num_bits=8, strategy="channel",
                           activations=QuantSpec(num_bits=8, strategy="token", dynamic=True))
 
@@ -370,6 +455,12 @@ SCHEMES: dict[str, Scheme] = {s.slug: s for s in (
            _MXFP8.with_(activations=_MXFP8.with_(dynamic=True)), "MXFP8"),
     Scheme("w4afp8", "W4AFP8", "4-bit integer weights in groups of 128, FP8 activations per token",
            _int_weights(4).with_(activations=_FP8_PER_TOKEN), "W4AFP8"),
+    Scheme("fp8-block", "FP8 block 128×128", "FP8 weights, a scale per 128×128 tile; activations per token "
+           "in groups of 128 at run time", _FP8_BLOCK, "FP8_BLOCK"),
+    # bitsandbytes, not compressed-tensors: no preset, and no export.
+    Scheme("nf4", "NF4 double-quant", "bitsandbytes' 4-bit NormalFloat, an absmax per 64 stored in 8 bits "
+           "(QLoRA's recipe)", _NF4.with_(scale_dtype="dq8")),
+    Scheme("nf4-fp32", "NF4 (fp32 absmax)", "bitsandbytes' 4-bit NormalFloat, an fp32 absmax per 64", _NF4),
 )}
 
 # llm-compressor's presets under their own names (compressed_tensors.quantization.quant_scheme).

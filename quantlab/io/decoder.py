@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -115,12 +117,20 @@ class Capture:
     seconds: float
 
 
+@contextmanager
+def turn() -> Iterator[None]:
+    """Take a turn with the shared model: hooks one pass registers must not see another pass's
+    tensors. One thread: a pass of a small model costs torch's thread pool more than it saves."""
+    with _LOCK, single_threaded():
+        yield
+
+
 @torch.no_grad()
 def capture_inputs(decoder: Decoder, texts: list[str]) -> Capture:
     """Every Linear's input over `texts` (one forward pass per text), sentence after sentence."""
     parts: dict[str, list[torch.Tensor]] = {}
     start = time.perf_counter()
-    with _LOCK, single_threaded():
+    with turn():
         handles = []
         for name, module in decoder.model.named_modules():
             if isinstance(module, torch.nn.Linear):

@@ -151,6 +151,9 @@ def _as_source(source: models.ModelSource | str | os.PathLike[str]) -> models.Mo
 def compressed_tensors(source: models.ModelSource, spec: QuantSpec, ignore: Sequence[str] | None = None,
                        kind: str = "general") -> tuple[dict[str, torch.Tensor], sizing.SizeReport]:
     """Every tensor of the compressed checkpoint, and the size report that predicts it."""
+    # A scheme compressed-tensors has no config for (NF4, bitsandbytes' own) fails here, in one
+    # line, before any weight is read.
+    spec.to_ct_scheme()
     checkpoint = sizing.load_checkpoint(source)
     plan = sizing.plan(checkpoint, spec, ignore)
     chosen = {t.name: t for t in plan.quantized}

@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import stat
 import struct
 import threading
@@ -148,6 +149,20 @@ class ModelSource:
 
 
 # -- reading files that may be hostile ------------------------------------------------------------
+
+_SHARD = re.compile(r"-(\d+)-of-(\d+)\.safetensors$")
+
+
+def shard_note(name: str) -> str | None:
+    """For one shard of a sharded checkpoint (model-00001-of-00004.safetensors): what an upload of it
+    shows, and where the whole model can be read instead."""
+    m = _SHARD.search(name)
+    if m is None:
+        return None
+    return (f"{shown(name)} is shard {int(m[1])} of {int(m[2])}: an upload is one file, so the lab shows this "
+            "shard's layers only. For the whole model, point the app at its folder (Local path) or run "
+            "`quantlab whatif FOLDER` on it.")
+
 
 def shown(text: str, limit: int = 120) -> str:
     """`text` fit for a one-line message: control characters escaped, a long name cut."""

@@ -9,6 +9,11 @@ safetensors header, so the total is the size of the `model.safetensors` file byt
 Scope is llm-compressor's usual recipe (`targets="Linear"`, `ignore=["lm_head"]`): the Linear layers
 inside the numbered transformer blocks are quantized; embeddings, lm_head, norms, biases and any
 other tensor stay as they are.
+
+NF4 is bitsandbytes' format, not compressed-tensors': its layers are sized as the tensors of
+bitsandbytes' quantization state that transformers saves for a Linear4bit (packed codes, absmax,
+code books), every one exact; only the small JSON blob beside them is left out, and the report
+says so.
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ from typing import Union
 import torch
 
 from quantlab import data
-from quantlab.core import blocks, packing
+from quantlab.core import blocks, nf4, packing
 from quantlab.core.errors import QuantlabError
 from quantlab.core.spec import GROUPED, QuantSpec
 from quantlab.io import models
@@ -44,13 +49,17 @@ _BLOCK = re.compile(r"\.\d+\.")
 
 # Kinds of stored tensors, in the order breakdowns are shown.
 KINDS = ("packed weights", "quantized weights", "scales", "zero points", "shapes", "global scales",
-         "activation scales", "linear kept", "embeddings", "lm_head", "norms", "biases", "other")
-QUANTIZED_KINDS = KINDS[:7]
+         "code books", "activation scales", "linear kept", "embeddings", "lm_head", "norms", "biases", "other")
+QUANTIZED_KINDS = KINDS[:KINDS.index("linear kept")]
 # What grows with the number of weights. A layer's `weight_shape` (16 bytes), NVFP4's FP32
-# `weight_global_scale` and calibrated `input_scale` / `input_global_scale` are one per layer, so
-# they count in file totals but not in "bits per weight" (NVFP4's global scale adds 32 bits per
-# layer: 0.0002 bits per weight on MiniLM's 384x384 layers, below the third decimal shown).
+# `weight_global_scale`, NF4's code books and calibrated `input_scale` / `input_global_scale` are
+# one per layer, so they count in file totals but not in "bits per weight" (NVFP4's global scale
+# adds 32 bits per layer: 0.0002 bits per weight on MiniLM's 384x384 layers, below the third
+# decimal shown).
 PER_WEIGHT_KINDS = KINDS[:4]
+NF4_FORMAT = "bitsandbytes-nf4"
+NF4_NOTE = ("NF4 is bitsandbytes' format, not compressed-tensors': sized as the tensors transformers saves for "
+            "each Linear4bit, without the JSON quant-state blob (a few hundred bytes) saved beside them")
 # How compressed-tensors 0.20 stores microscaled values: two E2M1 codes per byte with NVFP4's E4M3
 # scale per 16 or MXFP4's E8M0 exponent byte per 32; MXFP8 one E4M3 byte per weight.
 _MICROSCALING_FORMATS = {(4, "e4m3"): "nvfp4-pack-quantized", (4, "e8m0"): "mxfp4-pack-quantized",
@@ -209,13 +218,24 @@ class Plan:
                 "they were kept unquantized and added to the ignore list"]
 
 
+DEFAULT_IGNORE = ("lm_head",)
+
+
+def in_scope(layer: str, ignore: Sequence[str] = DEFAULT_IGNORE, blocked: bool = True) -> bool:
+    """Whether llm-compressor's usual recipe quantizes this Linear: inside a numbered transformer
+    block (when the checkpoint has blocks) and not ignored."""
+    return (not blocked or bool(_BLOCK.search(f"{layer}."))) and not any(_matches(layer, p) for p in ignore)
+
+
 def plan(checkpoint: Checkpoint, spec: QuantSpec, ignore: Sequence[str] | None = None) -> Plan:
-    patterns = tuple(ignore) if ignore is not None else ("lm_head",)
+    patterns = tuple(ignore) if ignore is not None else DEFAULT_IGNORE
+    # A file without numbered blocks (one matrix, one layer saved on its own) quantizes what it holds.
+    blocked = any(t.linear and _BLOCK.search(t.name) for t in checkpoint.tensors)
     quantized, kept, skipped = [], [], []
     for t in checkpoint.tensors:
         if not t.linear:
             continue
-        if not _BLOCK.search(t.name) or any(_matches(t.layer, p) for p in patterns):
+        if not in_scope(t.layer, patterns, blocked):
             kept.append(t.layer)
         elif spec.strategy in GROUPED and t.shape[-1] % (spec.group_size or 1):
             kept.append(t.layer)
@@ -239,7 +259,9 @@ def _nothing_to_quantize(checkpoint: Checkpoint, spec: QuantSpec, skipped: list[
 def storage_format(spec: QuantSpec) -> str:
     """The compressed-tensors format a spec is saved in (its `infer_module_format` rule, whose
     microscaling compressors come first: MXFP4 is FP4 in groups of 32, NVFP4 FP4 in groups of 16,
-    MXFP8 FP8 in groups of 32 with E8M0 scales)."""
+    MXFP8 FP8 in groups of 32 with E8M0 scales); NF4 is bitsandbytes' own."""
+    if spec.type == "nf4":
+        return NF4_FORMAT
     if spec.scale_dtype is not None:
         if spec.group_size != _MICROSCALING_GROUPS[spec.scale_dtype]:
             # compressed-tensors picks the FP4 compressor by group size alone: any other size would
@@ -275,8 +297,27 @@ def scale_dtype(weight_dtype: str) -> str:
     return weight_dtype if weight_dtype in _SCALE_DTYPES else "F16"
 
 
+def _nf4_layout(t: SourceTensor, spec: QuantSpec) -> list[OutTensor]:
+    """The tensors of bitsandbytes' QuantState for one Linear4bit: two codes per byte, an absmax
+    per block (fp32, or one byte with double quantization plus an fp32 per 256 of them) and the
+    code books (NF4's 16 levels; the 256-entry dynamic map of the nested absmax)."""
+    weight = f"{t.layer}.weight"
+    n_blocks = blocks.num_scales(spec, t.shape)
+    out = [OutTensor(weight, (math.ceil(t.numel / 2), 1), "U8", "packed weights", t.numel)]
+    if spec.scale_dtype == "dq8":
+        out += [OutTensor(f"{weight}.absmax", (n_blocks,), "U8", "scales"),
+                OutTensor(f"{weight}.nested_absmax", (math.ceil(n_blocks / nf4.NESTED_BLOCK),), "F32", "scales"),
+                OutTensor(f"{weight}.nested_quant_map", (nf4.DYNAMIC_MAP.numel(),), "F32", "code books")]
+    else:
+        out.append(OutTensor(f"{weight}.absmax", (n_blocks,), "F32", "scales"))
+    out.append(OutTensor(f"{weight}.quant_map", (nf4.NF4_LEVELS.numel(),), "F32", "code books"))
+    return out
+
+
 def layer_layout(t: SourceTensor, spec: QuantSpec) -> list[OutTensor]:
-    """The tensors compressed-tensors writes for one quantized Linear weight."""
+    """The tensors compressed-tensors writes for one quantized Linear weight (bitsandbytes' for NF4)."""
+    if spec.type == "nf4":
+        return _nf4_layout(t, spec)
     fmt, layer, rows = storage_format(spec), t.layer, t.shape[0]
     sshape, sdtype = blocks.scale_shape(spec, t.shape), scale_dtype(t.dtype)
     out: list[OutTensor] = []
@@ -319,7 +360,9 @@ def stored_bits_per_weight(shape: tuple[int, ...], dtype: str, spec: QuantSpec) 
 
     The one place the lab decides this number: fp32 MiniLM at W4A16 g128 stores 4 + 32/128 = 4.25,
     a bf16 LLM 4 + 16/128 = 4.125; NVFP4 4 + 8/16 = 4.5, MXFP4 4 + 8/32 = 4.25 and MXFP8 8.25 in
-    any dtype; W4AFP8 8 + 16/128 in bf16, its 4-bit codes being stored one per int8.
+    any dtype; W4AFP8 8 + 16/128 in bf16, its 4-bit codes being stored one per int8; FP8_BLOCK
+    8 + 16/128² in bf16 (one scale per tile, edge tiles included); NF4 4 + 32/64 = 4.5 with fp32
+    absmax, 4 + 8/64 + 32/(64·256) with double quantization, in any dtype.
     """
     t = SourceTensor("layer.weight", tuple(shape), dtype, True)
     if spec.strategy in GROUPED and t.shape[-1] % (spec.group_size or 1):
@@ -418,7 +461,8 @@ def size_checkpoint(checkpoint: Checkpoint, spec: QuantSpec, ignore: Sequence[st
             out.append(OutTensor(t.name, t.shape, t.dtype, kept_kind(t), t.numel))
     return SizeReport(
         label=checkpoint.label, spec=spec, format=storage_format(spec), tensors=tuple(out), ignore=p.ignore,
-        notes=tuple(p.notes), original_bytes=sum(t.nbytes for t in checkpoint.tensors),
+        notes=tuple(p.notes) + ((NF4_NOTE,) if spec.type == "nf4" else ()),
+        original_bytes=sum(t.nbytes for t in checkpoint.tensors),
         header_bytes=header_bytes((t.name, t.shape, t.dtype) for t in out),
         num_params=sum(t.numel for t in checkpoint.tensors if t.dtype in _SCALE_DTYPES),
         has_weights=checkpoint.has_weights, quantized_layers=len(p.quantized),

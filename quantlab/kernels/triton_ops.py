@@ -8,7 +8,10 @@ Paths, chosen by the number of rows M of x and the layer's inputs K (`choose_pat
   when the output has too few tiles to fill the card. Two launch options measured and lost
   (bench/NOTES.md, v7): the usual GEMM orientation (`Config.swap=False`, the weight through
   shared memory) and one pipelined step per operand (`Config.flat`, more programs per
-  multiprocessor).
+  multiprocessor). Two more, aimed at overlapping the dequantization with the asynchronous wgmma,
+  measured in v9 and lost or tied: FLAT with each weight tile read once and held in registers
+  (`Config.hold`; ptxas serializes its register-A wgmmas, warning C7515) and the S operands of a
+  tile rotating over 2 or 4 accumulators (`Config.nacc`; ties).
 - "dequant" (above): the problem is compute-bound and cuBLAS' bf16 GEMM is the best matrix engine
   available, so the weight is expanded once per call into a bf16 buffer and handed to it. That
   costs a bf16 write and re-read of the whole weight through device memory.
@@ -274,7 +277,8 @@ def _mma_kernel(x_ptr, w_ptr, w_desc, s_ptr, b_ptr, y_ptr, ws_ptr, lock_ptr, M, 
                 BITS: tl.constexpr, ASYM: tl.constexpr, GROUP: tl.constexpr, BLOCK_N: tl.constexpr,
                 BLOCK_M: tl.constexpr, SPLIT_K: tl.constexpr, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
                 PER_SCALE: tl.constexpr, PAIRS: tl.constexpr, DOT_F32: tl.constexpr, STEP: tl.constexpr,
-                TMA: tl.constexpr, SWAP: tl.constexpr, FLAT: tl.constexpr):
+                TMA: tl.constexpr, SWAP: tl.constexpr, FLAT: tl.constexpr, HOLD: tl.constexpr,
+                NACC: tl.constexpr = 1):
     # grid (N tiles, M tiles, K slices). SWAP: acc is y.T's [BLOCK_N, BLOCK_M] tile and the weight
     # the dot's left operand, straight from registers; else acc is y's [BLOCK_M, BLOCK_N] tile and
     # the dequantized weight the right operand, which goes through shared memory (the usual GEMM
@@ -284,7 +288,11 @@ def _mma_kernel(x_ptr, w_ptr, w_desc, s_ptr, b_ptr, y_ptr, ws_ptr, lock_ptr, M, 
     # rounded once to the activation dtype exactly as `quantlab.dequantize` rounds it.
     # FLAT: one pipelined step per operand (2W inputs) instead of per 256-input tile, so a stage
     # holds a quarter of the x rows and more programs fit in shared memory; the weight tile is
-    # loaded again for each of its operands (those loads hit L1/L2).
+    # loaded again for each of its operands (those loads hit L1/L2), unless HOLD: then it is read
+    # once, at the tile's first operand (the other steps' loads are masked off and move no bytes),
+    # and held in registers for the other S - 1. Either way each step's dot is the loop's only
+    # dot, so Triton issues it asynchronously and the next step's dequantization overlaps it (the
+    # per-tile loop chains S dots, and Triton waits for each of the first S - 1 to finish).
     S: tl.constexpr = 16 // BITS
     W: tl.constexpr = _TILE_K // (2 * S)
     PRE_SCALE: tl.constexpr = PER_SCALE == 0
@@ -306,10 +314,16 @@ def _mma_kernel(x_ptr, w_ptr, w_desc, s_ptr, b_ptr, y_ptr, ws_ptr, lock_ptr, M, 
         x_ok = m_ok[:, None]
     first, last = _k_range(KT, SPLIT_K)
     if FLAT:
+        held = tl.zeros([BLOCK_N, 2 * W], dtype=tl.int16)
         for j in range(first * S, last * S):
             t = j // S
             s = j % S
-            if TMA:
+            if HOLD:
+                fresh = (offs_e[None, :] * 0 + s) == 0  # a tensor also where s is a plain int (interpreter)
+                new = tl.load(w_rows + t * 2 * W, mask=n_ok[:, None] & fresh, other=0)
+                held = tl.where(fresh, new, held)
+                halves = held
+            elif TMA:
                 halves = _load_tile_tma(w_desc, tl.program_id(0) * BLOCK_N, t, W)
             else:
                 halves = _load_tile(w_rows, t, W, n_ok, EVEN_N)
@@ -317,6 +331,11 @@ def _mma_kernel(x_ptr, w_ptr, w_desc, s_ptr, b_ptr, y_ptr, ws_ptr, lock_ptr, M, 
                                   W, EVEN_K, SWAP, DOT_F32, PAIRS)
             acc = _scaled_dot(acc, a, x, s_ptr, offs_n, n_ok, NG, _group(t, s, W, GROUP), offs_e, GROUP, W, SWAP)
     else:
+        # NACC > 1 (pre-scaled): operand s accumulates into acc number s % NACC, so a dot does not feed
+        # the next one and Triton leaves it in flight while the next operand is dequantized
+        acc2 = tl.zeros(acc.shape, dtype=tl.float32)
+        acc3 = tl.zeros(acc.shape, dtype=tl.float32)
+        acc4 = tl.zeros(acc.shape, dtype=tl.float32)
         for t0 in range(first, last, STEP):
             for u in tl.static_range(STEP):
                 t = t0 + u
@@ -330,12 +349,23 @@ def _mma_kernel(x_ptr, w_ptr, w_desc, s_ptr, b_ptr, y_ptr, ws_ptr, lock_ptr, M, 
                     a, x = _operand_and_x(halves, x_tile, x_ok, t, s, offs_n, n_ok, offs_e, K, NG, b_ptr, BITS, ASYM,
                                           GROUP, W, EVEN_K, SWAP, DOT_F32, PAIRS)
                     if PRE_SCALE:
-                        acc = _scaled_dot(acc, a, x, s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP, W, SWAP)
+                        if s % NACC == 1:
+                            acc2 = _scaled_dot(acc2, a, x, s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP, W, SWAP)
+                        elif s % NACC == 2:
+                            acc3 = _scaled_dot(acc3, a, x, s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP, W, SWAP)
+                        elif s % NACC == 3:
+                            acc4 = _scaled_dot(acc4, a, x, s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP, W, SWAP)
+                        else:
+                            acc = _scaled_dot(acc, a, x, s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP, W, SWAP)
                     else:
                         part = tl.dot(a, x, part)
                         if (s + 1) % PER_SCALE == 0:
                             acc += part * _scale(s_ptr, offs_n, n_ok, NG, g, offs_e, GROUP, W).to(tl.float32)
                             part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+        if NACC > 1:
+            acc += acc2
+        if NACC > 2:
+            acc += acc3 + acc4
     if SWAP:
         y_ptrs = y_ptr + offs_m[None, :] * stride_ym + offs_n[:, None]
         y_mask = n_ok[:, None] & m_ok[None, :]
@@ -384,6 +414,8 @@ class Config:
     tma: bool = False  # "mma": weight tiles through the TMA copy engine (a tensor descriptor) instead of cp.async
     swap: bool = True  # "mma": y.T = W·x.T (weight from registers); False: y = x·W.T, weights pre-scaled
     flat: bool = False  # "mma": one pipelined step per 64-input operand, not per 256-input tile (pre-scaled)
+    hold: bool = False  # "mma" with flat: read each weight tile once and keep it in registers for its operands
+    nacc: int = 1  # "mma", pre-scaled per-tile steps: accumulators the S operands of a tile rotate over (1, 2, 4)
     chunk_rows: int = 0  # "chunked": output rows dequantized per slice (0: all of them, one slice)
     overlap: bool = True  # "chunked": dequantize the next slice on a second stream during the GEMM
 
@@ -615,7 +647,8 @@ def matmul(x: torch.Tensor, layer: PackedLinear, config: Config | None = None,
         tma = cfg.tma and not _INTERPRETED
         desc = TensorDescriptor.from_tensor(halves, [cfg.block_n, 2 * layer.tile_words]) if tma else None
         _mma_kernel[grid](x_ptr=x2, w_ptr=halves, w_desc=desc, BLOCK_M=cfg.block_m, TMA=tma, SWAP=cfg.swap,
-                          FLAT=cfg.flat, PER_SCALE=_per_scale(layer, cfg.pre_scale or cfg.flat or not cfg.swap),
+                          FLAT=cfg.flat, HOLD=cfg.flat and cfg.hold and not tma,
+                          NACC=cfg.nacc if (cfg.pre_scale or not cfg.swap) and not cfg.flat else 1, PER_SCALE=_per_scale(layer, cfg.pre_scale or cfg.flat or not cfg.swap),
                           PAIRS=_pairs(x.dtype, layer.num_bits), DOT_F32=_INTERPRETED,
                           STEP=1 if cfg.flat else _step(tiles_k, cfg.split_k, cfg.step), **args)
     return y

@@ -1,13 +1,16 @@
 """Predict-then-reveal checks: a question about the tensor on screen, graded by measuring it.
 
-Every check is computed from the live tensor (or the committed GPU run, or a shipped config) when
-it is asked, never looked up in a stored key, so it stays right when the learner picks another
-layer, tensor or bit width. A check carries its question, the options, the option the measurement
-makes right and a one-line reason with the numbers; `None` means the question does not apply to
-this tensor (a group size that does not divide it, weights-only data for an activation question).
+Every check is computed from the live tensor (or the committed GPU run, a shipped config, or the
+result the lesson has just computed and cached) when it is asked, never looked up in a stored key,
+so it stays right when the learner picks another layer, tensor or bit width. A check carries its
+question, the options, the option the measurement makes right and a one-line reason with the
+numbers; `None` means the question does not apply to this tensor (a group size that does not
+divide it, weights-only data for an activation question).
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -16,8 +19,9 @@ from quantlab.core import blocks, metrics
 from quantlab.core.errors import QuantlabError
 from quantlab.core.qparams import QuantizedTensor, calculate_qparams, quantize_with
 from quantlab.core.quantize import fake_quantize, quantize
-from quantlab.core.spec import QuantSpec
-from quantlab.lessons import kv_cache, speed
+from quantlab.core.spec import QuantSpec, label
+from quantlab.io import sizing
+from quantlab.lessons import choose, compare, gptq, intro, kv_cache, speed
 
 TIE_DB = 0.5  # differences smaller than this are "about the same": below run-to-run interest
 
@@ -183,6 +187,20 @@ def stored_bits_at_g128(w: torch.Tensor, scale_bits: int | None = None) -> Check
                  options, answer, why)
 
 
+def kept_share(rep: sizing.SizeReport) -> Check:
+    """How much of the whole file is tensors no scheme touches: why a "4-bit" file is not 4 bits."""
+    kept = sum(t.nbytes for t in rep.tensors if t.kind not in sizing.QUANTIZED_KINDS)
+    share = kept / rep.total_bytes
+    options = ("less than 20 %", "20 % to 50 %", "more than 50 %")
+    answer = _band(share, 0.2, 0.5, options)
+    why = (f"{sizing.format_bytes(kept)} of {sizing.format_bytes(rep.total_bytes)} ({share:.0%}) stay in their "
+           "original dtype: embeddings, lm_head, norms and biases are not quantized, and the fewer the layers "
+           "beside the vocabulary's tables, the larger their share.")
+    return Check("kept-share", f"kept-share:{rep.label}:{rep.spec.to_url()}:{rep.total_bytes}",
+                 f"{rep.label} at {rep.spec.label}: what share of the file stays unquantized (embeddings, lm_head, "
+                 "norms, biases)?", options, answer, why)
+
+
 # -- clipping -----------------------------------------------------------------------------------
 
 def _clipped_sqnr(x: torch.Tensor, spec: QuantSpec, ratio: float) -> float:
@@ -254,7 +272,7 @@ def w8a8_weaker_side(w: torch.Tensor, x: torch.Tensor) -> Check | None:
                  options, answer, why)
 
 
-# -- KV cache and speed (shipped configs and the committed GPU run) -----------------------------
+# -- KV cache and speed (shipped configs, real keys and values, the committed GPU run) ----------
 
 def kv_larger_than_weights(arch_name: str, tokens: int, batch: int) -> Check:
     arch = kv_cache.architecture(arch_name)
@@ -267,6 +285,26 @@ def kv_larger_than_weights(arch_name: str, tokens: int, batch: int) -> Check:
     return Check("kv-vs-weights", f"kv-vs-weights:{arch_name}:{tokens}:{batch}",
                  f"{arch_name}, {tokens:,} tokens of context, batch {batch}: is the bf16 KV cache larger than the "
                  "weights?", options, answer, why)
+
+
+# At INT8 per-tensor MiniLM's K and V lose about the same as tensors and very differently in the output.
+KV_HALF_SCHEME = kv_cache.kv_label(kv_cache.kv_spec("INT8", "tensor"))
+
+
+def kv_costlier_half(errors: Mapping[str, kv_cache.KVError], scheme: str = KV_HALF_SCHEME) -> Check | None:
+    """Which half of the cache, quantized alone, leaves the attention output less signal."""
+    if scheme not in errors:
+        return None
+    e = errors[scheme]
+    k_only, v_only = e.out_sqnr_db["k"], e.out_sqnr_db["v"]
+    options = ("the keys", "the values", "about the same")
+    answer = _winner(v_only, k_only, options)  # the half whose quantization leaves the output more signal is cheaper
+    why = (f"as tensors K keeps {e.k_sqnr_db:.1f} dB and V {e.v_sqnr_db:.1f} dB; the output keeps {k_only:.1f} dB "
+           f"with only K quantized and {v_only:.1f} dB with only V: a key error reaches the output only through the "
+           "softmax weights it shifts, a value error directly through the weighted sum.")
+    return Check("kv-half", f"kv-half:{scheme}:{e.k_sqnr_db:.4f}:{e.v_sqnr_db:.4f}",
+                 f"{scheme} on the real keys and values: which half of the cache, quantized on its own, costs the "
+                 "attention output more?", options, answer, why)
 
 
 def int4_faster_at(res: speed.Results, m: int) -> Check:
@@ -296,3 +334,126 @@ def best_of(scores: dict[str, float], measured: str, where: str) -> Check | None
     return Check("best-of-picked", f"best-of-picked:{where}:{sorted(scores.items())}",
                  f"Of the schemes you picked, which keeps the most of {where} ({measured})?",
                  tuple(scores), best, why)
+
+
+def checkpoint_ratio(sizes: Mapping[str, compare.CheckpointSize], model: str) -> Check | None:
+    """How many times the smallest of the picked checkpoints the largest one is (different sizes)."""
+    if len({v.total_bytes for v in sizes.values()}) < 2:
+        return None
+    small = min(sizes, key=lambda s: sizes[s].total_bytes)
+    large = max(sizes, key=lambda s: sizes[s].total_bytes)
+    small_bytes, large_bytes = sizes[small].total_bytes, sizes[large].total_bytes
+    ratio = large_bytes / small_bytes
+    options = ("less than 1.25x", "1.25x to 1.75x", "more than 1.75x")
+    answer = _band(ratio, 1.25, 1.75, options)
+    why = (f"{label(large)} {sizing.format_bytes(large_bytes)} against {label(small)} "
+           f"{sizing.format_bytes(small_bytes)}: {ratio:.2f}x. The tensors no scheme quantizes (embeddings, lm_head, "
+           "norms) weigh the same in both files, so the file shrinks less than the codes do.")
+    return Check("checkpoint-ratio", f"checkpoint-ratio:{model}:{sorted((s, v.total_bytes) for s, v in sizes.items())}",
+                 f"The whole {model} checkpoint: how many times the {label(small)} file is the {label(large)} one?",
+                 options, answer, why)
+
+
+# -- GPTQ: graded on the study the lesson has just run --------------------------------------------
+
+GPTQ_MARGIN_DB = 2.0  # a gain worth a calibration pass; below it RTN is as good in practice
+
+
+def gptq_beats_rtn(study: gptq.LayerStudy, calibration: str, eval_kind: str) -> Check | None:
+    """GPTQ's output gain over RTN on the evaluation text: none, below the margin, or above it."""
+    if study.rtn_fallback:  # GPTQ did not run: its result is RTN's
+        return None
+    fitted = "every other text" if calibration == gptq.OTHERS else f"the {calibration} text"
+    judged = "the same text" if calibration == eval_kind else "held-out text"
+    margin = f"{GPTQ_MARGIN_DB:g} dB"
+    options = ("no better than RTN", f"better, by up to {margin}", f"better, by more than {margin}")
+    gain = study.gain_db
+    answer = options[0] if gain <= 0 else options[1] if gain <= GPTQ_MARGIN_DB else options[2]
+    why = (f"RTN {study.rtn_output_db:.1f} dB, GPTQ {study.gptq_output_db:.1f} dB ({gain:+.1f} dB), with the "
+           f"Hessian from {study.calibration_tokens:,} tokens: GPTQ gains as far as its calibration inputs describe "
+           "the ones it is judged on.")
+    return Check("gptq-gain", f"gptq-gain:{calibration}:{eval_kind}:{study.rtn_output_db:.4f}:"
+                              f"{study.gptq_output_db:.4f}",
+                 f"GPTQ fitted on {fitted}, judged on {eval_kind} text ({judged}): how does it do against "
+                 "round-to-nearest on this layer's output?", options, answer, why)
+
+
+def gptq_weight_error(study: gptq.LayerStudy) -> Check:
+    """Whose quantized weights are closer to the original: GPTQ optimises the output, not the weights."""
+    options = ("GPTQ's", "RTN's", "about the same")
+    answer = _winner(study.gptq_weight_db, study.rtn_weight_db, options)
+    why = (f"weight SQNR: RTN {study.rtn_weight_db:.1f} dB, GPTQ {study.gptq_weight_db:.1f} dB, while GPTQ moves the "
+           f"layer output by {study.gain_db:+.1f} dB: RTN takes each weight's nearest code, GPTQ moves weights off it "
+           "so that their errors cancel in X·Wᵀ.")
+    return Check("gptq-weights", f"gptq-weights:{study.rtn_weight_db:.4f}:{study.gptq_weight_db:.4f}",
+                 "Same grid, same layer: whose quantized weights are closer to the original ones (higher weight "
+                 "SQNR), GPTQ's or round-to-nearest's?", options, answer, why)
+
+
+# -- choosing a scheme: the committed GPU run, the deployment's memory ----------------------------
+
+def fastest_kernel(res: speed.Results, m: int) -> Check | None:
+    """Which timed scheme runs fastest against bf16 at the measured batch nearest `m`."""
+    gains = {label(slug): g for slug, g in choose.speedups(res, m).items() if g is not None}
+    if not gains:
+        return None
+    timed = choose.nearest_batch(res, m)
+    best = max(gains, key=gains.__getitem__)
+    options = (*gains, "none: bf16 is fastest")
+    answer = best if gains[best] > 1 else options[-1]
+    why = ("against bf16, geomean over the run's shapes: " + ", ".join(f"{name} {g:.2f}x" for name, g in gains.items())
+           + ". At small batch the weight bytes decide, at large batch the arithmetic does, and FP8 tensor cores have "
+           "the higher rate.")
+    where = f"batch {timed}" + ("" if timed == m else f" (the timed batch nearest your {m})")
+    return Check("fastest-kernel", f"fastest-kernel:{res.name}:{timed}",
+                 f"On the committed {res.meta.get('card', 'GPU')} run at {where}: which scheme's kernel is fastest "
+                 "against bf16?", options, answer, why)
+
+
+def weights_or_kv(mem: choose.Memory, scheme: str, scheme_bytes: int) -> Check:
+    """Which saves more memory at this context and batch: bf16 weights to `scheme`, or a 16-bit KV
+    cache to FP8."""
+    by_weights, by_kv = mem.weights_bytes - scheme_bytes, mem.kv16_bytes - mem.kv8_bytes
+    options = (f"the weights, bf16 to {scheme}", "the KV cache, 16 bits to FP8")
+    answer = options[0] if by_weights >= by_kv else options[1]
+    why = (f"{scheme} saves {sizing.format_bytes(by_weights)} of {sizing.format_bytes(mem.weights_bytes)} of weights; "
+           f"an FP8 cache saves {sizing.format_bytes(by_kv)} of {sizing.format_bytes(mem.kv16_bytes)}: the cache "
+           "grows with context × batch, the weights do not.")
+    return Check("weights-or-kv", f"weights-or-kv:{mem.arch}:{mem.context}:{mem.batch}:{scheme}:{scheme_bytes}",
+                 f"{mem.arch}, {mem.context:,} tokens × batch {mem.batch}: which saves more memory?",
+                 options, answer, why)
+
+
+# -- why and what: the eight weights quantized by hand --------------------------------------------
+
+HAND_BITS = intro.HAND_SPEC.num_bits
+
+
+def largest_code(h: intro.ByHand) -> Check | None:
+    """The code the largest-magnitude of the eight gets: ±max|x| lands on ±7.5 (give or take float32's
+    last bit, which decides a tie), and the codes are not symmetric."""
+    if h.absmax == 0:
+        return None
+    big = max(h.steps, key=lambda s: abs(s.x))
+    half_range = (h.qmax - h.qmin) / 2
+    options = tuple(f"{c:+d}" for c in (h.qmin, h.qmin + 1, h.qmax, h.qmax + 1))
+    clamped = f", clamped to {big.code:+d}" if big.code != big.rounded else ""
+    why = (f"x ÷ s = {big.scaled:+.8g} in float32 rounds (half to even) to {big.rounded:+.0f}{clamped}: the codes "
+           f"run from {h.qmin} to {h.qmax}, so a negative extreme gets the extra code {h.qmin} and a positive one is "
+           f"cut to {h.qmax}.")
+    return Check("hand-code", f"hand-code:{h.row}:{h.absmax:.6g}:{big.x:.6g}",
+                 f"The largest of these eight weights is x = {big.x:+.5f}, and s = max|x| ÷ {half_range:g}. "
+                 f"Which INT{HAND_BITS} code does it get?", options, f"{big.code:+d}", why)
+
+
+def hand_sqnr(h: intro.ByHand) -> Check | None:
+    """The SQNR of the eight values against the 6-dB-per-bit rule of thumb."""
+    if not math.isfinite(h.sqnr_db):
+        return None
+    rule = round(HAND_BITS * choose.BIT_DB)
+    options = ("below 20 dB", f"20 to {rule} dB", f"above {rule} dB")
+    answer = _band(h.sqnr_db, 20, rule, options)
+    why = (f"Σx² = {h.signal:.4g}, Σ(x − x̂)² = {h.noise:.4g}: 10·log₁₀ of their ratio is {h.sqnr_db:.1f} dB. About "
+           f"6 dB per bit predicts {rule} dB at {HAND_BITS} bits; on eight values the rule is only a guide.")
+    return Check("hand-sqnr", f"hand-sqnr:{h.row}:{h.signal:.6g}:{h.noise:.6g}",
+                 f"What SQNR will these eight weights keep after INT{HAND_BITS} and back?", options, answer, why)

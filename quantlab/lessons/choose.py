@@ -29,7 +29,7 @@ from quantlab.core.errors import QuantlabError
 from quantlab.core.observers import calibrate, quantize_static
 from quantlab.core.quantize import fake_quantize, quantize
 from quantlab.core.spec import QuantSpec, scheme, scheme_spec
-from quantlab.io import export, models, sizing
+from quantlab.io import captures, export, sizing
 from quantlab.lessons import clipping, hardware, kv_cache, outliers, speed
 
 PRIORITIES: dict[str, str] = {
@@ -54,11 +54,18 @@ def capability(slug: str) -> str:
     """Which row of the hardware matrix a scheme needs: what its weights are expanded to or its
     matmul computes in. FP4 weights (NVFP4, MXFP4) take the FP4 row with or without FP4
     activations; FP8 activations the FP8 matmul even under INT4 weights (W4AFP8's kernels expand
-    the INT4 codes to FP8 for the FP8 tensor cores)."""
+    the INT4 codes to FP8 for the FP8 tensor cores). MXFP8's E8M0 scales, FP8_BLOCK's tiles and
+    NF4's table each need kernels of their own, so each has its own row."""
     spec = scheme_spec(slug)
     acts = spec.activations
+    if spec.type == "nf4":
+        return "nf4"
     if spec.type == "float" and spec.num_bits == 4:
         return "fp4"
+    if spec.scale_dtype == "e8m0":
+        return "mxfp8"
+    if spec.strategy == "block":
+        return "fp8-block"
     if spec.type == "float" or (acts is not None and acts.type == "float"):
         return "fp8-matmul"
     if acts is not None:
@@ -408,14 +415,14 @@ class CalibrationSize:
 
 @torch.no_grad()
 def calibration_size(layer: str, sentences: tuple[int, ...] = (1, 4, 16, 40), calibration: str = "general",
-                     evaluation: str = "code") -> CalibrationSize:
+                     evaluation: str = "code", source: captures.Source = None) -> CalibrationSize:
     """INT8 static scales calibrated with min-max on more and more sentences of one text, applied to
     another: min-max only ever widens with more data, so more sentences cannot shrink the grid."""
     spec = QuantSpec(num_bits=8)
-    x = models.activation(layer, evaluation)
+    x = captures.activation(source, layer, evaluation)
     scores = []
     for n in sentences:
-        scale, zp = calibrate(clipping.calibration_set(calibration, layer, n), spec)
+        scale, zp = calibrate(clipping.calibration_set(calibration, layer, n, source), spec)
         scores.append(metrics.sqnr_db(x, quantize_static(x, scale, zp, spec).dequantize()))
     dyn = quantize(x, spec.with_(strategy="token", dynamic=True)).dequantize()
     return CalibrationSize(sentences, tuple(scores), metrics.sqnr_db(x, dyn), calibration, evaluation)

@@ -13,7 +13,6 @@ each token at run time: no calibration, no saturation, a little extra work per t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import torch
@@ -31,24 +30,16 @@ from quantlab.core.qparams import (
 )
 from quantlab.core.quantize import quantize
 from quantlab.core.spec import QuantSpec
-from quantlab.io import models
+from quantlab.io import captures, models
 
 
-@lru_cache(maxsize=16)
-def token_counts(kind: str) -> tuple[int, ...]:
-    """Real tokens of each sentence of a calibration text, in file order."""
-    _, tokenizer = models.embedded_model()
-    batch = tokenizer(models.sample_texts(kind), truncation=True, max_length=128)  # type: ignore[operator]
-    return tuple(len(ids) for ids in batch["input_ids"])
-
-
-def calibration_set(kind: str, layer: str, sentences: int) -> torch.Tensor:
+def calibration_set(kind: str, layer: str, sentences: int, source: captures.Source = None) -> torch.Tensor:
     """The layer's inputs over the first `sentences` sentences of a calibration text."""
-    counts = token_counts(kind)
+    counts = captures.token_counts(source, kind)
     if not 1 <= sentences <= len(counts):
         raise QuantlabError(f"{kind} has {len(counts)} sentences; pick 1 to {len(counts)}")
     # Captured tokens are stored sentence after sentence, so a prefix of rows is a prefix of text.
-    return models.activation(layer, kind)[: sum(counts[:sentences])]
+    return captures.activation(source, layer, kind)[: sum(counts[:sentences])]
 
 
 @dataclass(frozen=True)
@@ -101,15 +92,16 @@ def summarize(rows: list[CalibrationResult], eval_kind: str) -> CalibrationSumma
                               dynamic)
 
 
-def study(layer: str, eval_kind: str, spec: QuantSpec, sentences: int) -> list[CalibrationResult]:
+def study(layer: str, eval_kind: str, spec: QuantSpec, sentences: int,
+          source: captures.Source = None) -> list[CalibrationResult]:
     """One static scale per calibration text (its first `sentences` sentences), each applied to
     `eval_kind`'s activations, plus dynamic per-token quantization as the yardstick."""
-    x = models.activation(layer, eval_kind)
+    x = captures.activation(source, layer, eval_kind)
     static = spec.with_(strategy="tensor", dynamic=False)
     rows = []
     for kind in models.calibration_kinds():
-        n = min(sentences, len(token_counts(kind)))
-        scale, zp = calibrate(calibration_set(kind, layer, n), static)
+        n = min(sentences, len(captures.token_counts(source, kind)))
+        scale, zp = calibrate(calibration_set(kind, layer, n, source), static)
         qt = quantize_static(x, scale, zp, static)
         rows.append(CalibrationResult(kind, n, scale.item(), sqnr_db(x, qt.dequantize()), *error_split(x, qt)))
     dynamic = spec.with_(strategy="token", dynamic=True)

@@ -19,7 +19,7 @@ from quantlab.lessons import outliers
 # The schemes people actually ask about, as registry slugs (labels come from the registry).
 CANDIDATES: tuple[str, ...] = ("w4a16-g32", "w4a16-g64", "w4a16", "w4a16-g256", "w4a16-asym", "w4a16-channel",
                                "w4a16-tensor", "w8a16", "w8a16-channel", "w8a8", "fp8", "fp8-dynamic",
-                               "nvfp4a16", "mxfp4a16", "mxfp8a16", "w4afp8")
+                               "fp8-block", "nvfp4a16", "mxfp4a16", "mxfp8a16", "w4afp8", "nf4", "nf4-fp32")
 DEFAULT_CHOICE = ("w4a16", "w4a16-g64", "w8a16", "w8a8", "fp8-dynamic")
 
 
@@ -36,17 +36,19 @@ class LayerWhatIf:
 
 @torch.no_grad()
 def layer_what_if(name: str, w: torch.Tensor, x: torch.Tensor | None) -> LayerWhatIf:
-    """One named candidate on one layer: weight error, layer-output error, storage cost."""
+    """One named candidate on one layer: weight error, layer-output error, storage cost; skipped
+    with the reason where the scheme cannot take this layer's weights or inputs (a group that does
+    not divide the row: FP8_BLOCK's activation groups of 128 as much as a weight group)."""
     spec = scheme_spec(name)
     w_spec = spec.with_(activations=None)
     try:
         w_hat = fake_quantize(w, w_spec)
+        out_sqnr = None
+        if x is not None:
+            out_sqnr = metrics.sqnr_db(outliers.layer_output(x, w), outliers.quantized_output(x, w, spec))
     except QuantlabError as err:
         nan = float("nan")
         return LayerWhatIf(name, spec, nan, nan, None, spec.activations is not None, skipped=str(err))
-    out_sqnr = None
-    if x is not None:
-        out_sqnr = metrics.sqnr_db(outliers.layer_output(x, w), outliers.quantized_output(x, w, spec))
     return LayerWhatIf(
         name=name, spec=spec,
         bits_per_weight=sizing.stored_bits_per_weight(tuple(w.shape), sizing.torch_dtype_code(w.dtype), spec),

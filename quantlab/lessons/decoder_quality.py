@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -24,11 +25,18 @@ from quantlab import data
 from quantlab.core import gptq
 from quantlab.core.observers import quantize_activation
 from quantlab.core.quantize import fake_quantize
-from quantlab.core.spec import QuantSpec
-from quantlab.io import decoder
+from quantlab.core.spec import QuantSpec, scheme_spec
+from quantlab.io import decoder, sizing
 
 Method = Literal["rtn", "gptq"]
-KEPT = ("lm_head",)  # llm-compressor's default ignore list
+METHODS: dict[str, str] = {"rtn": "round to nearest", "gptq": "GPTQ"}
+# The presets the whole-model view offers for a decoder: weight-only integer, FP8 and W8A8.
+SCHEMES: tuple[str, ...] = ("w8a16", "w4a16", "w4a16-channel", "w3a16", "fp8-dynamic", "w8a8", "w8a8-static")
+
+
+def gptq_applies(spec: QuantSpec) -> bool:
+    """GPTQ is offered for weight-only integer schemes (the W4A16 family, W8A16)."""
+    return spec.type == "int" and spec.activations is None
 
 
 def heldout_texts() -> list[str]:
@@ -54,7 +62,7 @@ def _log_probs(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
 
 def _quantized_linears(model: torch.nn.Module) -> list[tuple[str, torch.nn.Linear]]:
     return [(n, m) for n, m in model.named_modules()
-            if isinstance(m, torch.nn.Linear) and n.split(".")[-1] not in KEPT]
+            if isinstance(m, torch.nn.Linear) and sizing.in_scope(n)]
 
 
 @torch.no_grad()
@@ -113,3 +121,50 @@ def compare(folder: str | Path, specs: dict[str, QuantSpec], methods: tuple[Meth
             model = quantized_model(dec, spec, method, calibration)
             results[f"{name} {method}"] = measure(dec, model, ref_logp, method)[0]
     return results
+
+
+@dataclass(frozen=True)
+class SchemeQuality:
+    """One scheme on the whole decoder against the unquantized model, on the held-out text."""
+
+    slug: str
+    method: str
+    reference: Quality
+    quantized: Quality
+
+    def numbers(self) -> dict[str, str]:
+        """What the lesson's prose quotes."""
+        return {"tokens": f"{self.reference.tokens:,}", "ppl_fp": f"{self.reference.perplexity:.2f}",
+                "ppl_q": f"{self.quantized.perplexity:.2f}", "kl": f"{self.quantized.kl_mean:.4f}",
+                "ppl_change": f"{self.quantized.perplexity / self.reference.perplexity - 1:+.1%}"}
+
+
+@lru_cache(maxsize=2)  # the unquantized pass is the same for every scheme
+def _reference(folder: str) -> tuple[Quality, list[torch.Tensor]]:
+    dec = decoder.load(folder)
+    return measure(dec, dec.model, None, "fp")
+
+
+def scheme_quality(folder: str | Path, slug: str, method: Method = "rtn",
+                   calibration_kind: str = "general") -> SchemeQuality:
+    """Every in-scope Linear of the decoder quantized with one preset (by RTN or GPTQ), scored
+    against the unquantized model's own predictions."""
+    spec = scheme_spec(slug)
+    if method == "gptq" and not gptq_applies(spec):
+        method = "rtn"
+    dec = decoder.load(folder)
+    reference, ref_logp = _reference(str(Path(folder).resolve()))
+    model = quantized_model(dec, spec, method, decoder.activations(folder, calibration_kind).inputs)
+    return SchemeQuality(slug, method, reference, measure(dec, model, ref_logp, method)[0])
+
+
+def table(results: dict[str, SchemeQuality]) -> dict[str, list[object]]:
+    """Columns of the What-if table for decoders: one row per scheme, the original first."""
+    if not results:
+        return {}
+    reference = next(iter(results.values())).reference
+    rows = [("original (unquantized)", reference), *((name, r.quantized) for name, r in results.items())]
+    return {"scheme": [name for name, _ in rows],
+            "perplexity (held-out)": [q.perplexity for _, q in rows],
+            "mean KL to original (nats/token)": [q.kl_mean for _, q in rows],
+            "tokens / s (CPU)": [q.tokens_per_s for _, q in rows]}

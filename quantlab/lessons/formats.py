@@ -11,8 +11,7 @@ from quantlab.core.formats import FORMATS
 from quantlab.core.metrics import sqnr_db
 from quantlab.core.quantize import fake_quantize, quantize
 from quantlab.core.spec import QuantSpec, scheme_spec
-from quantlab.io import models, sizing
-from quantlab.lessons import outliers
+from quantlab.io import captures, models, sizing
 
 FP8_VS_INT8 = {"INT8": QuantSpec(num_bits=8, type="int"), "FP8 E4M3": QuantSpec(num_bits=8, type="float")}
 
@@ -99,7 +98,7 @@ def ffn_numbers() -> dict[str, float]:
     model, _ = models.embedded_model()
     modules = dict(model.named_modules())
     acts = models.activations()
-    first = outliers.first_token_rows()
+    first = captures.first_token_rows(None)
     numbers = {}
     for short, name in FFN_LAYERS.items():
         x = acts[name]

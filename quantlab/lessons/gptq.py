@@ -19,8 +19,8 @@ from quantlab.core import gptq
 from quantlab.core.metrics import sqnr_db
 from quantlab.core.quantize import fake_quantize
 from quantlab.core.spec import QuantSpec
-from quantlab.io import models
-from quantlab.lessons.clipping import calibration_set, token_counts
+from quantlab.io import captures, models
+from quantlab.lessons.clipping import calibration_set
 from quantlab.lessons.outliers import layer_output
 
 SAMPLE_COUNTS = (1, 3, 10, 40)  # sentences per text; each point is one GPTQ run (~0.5 s)
@@ -31,11 +31,13 @@ def calibration_choices() -> list[str]:
     return [OTHERS, *models.calibration_kinds()]
 
 
-def calibration_inputs(layer: str, calibration: str, sentences: int, eval_kind: str) -> torch.Tensor:
+def calibration_inputs(layer: str, calibration: str, sentences: int, eval_kind: str,
+                       source: captures.Source = None) -> torch.Tensor:
     """The layer's real inputs on the first `sentences` sentences of one shipped text, or of each
     text but `eval_kind` (`OTHERS`)."""
     kinds = [k for k in models.calibration_kinds() if k != eval_kind] if calibration == OTHERS else [calibration]
-    return torch.cat([calibration_set(k, layer, min(sentences, len(token_counts(k)))) for k in kinds])
+    return torch.cat([calibration_set(k, layer, min(sentences, len(captures.token_counts(source, k))), source)
+                      for k in kinds])
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,11 +124,12 @@ def layer_study(w: torch.Tensor, x_calib: torch.Tensor, x_eval: torch.Tensor, sp
 
 
 def embedded_study(layer: str, spec: QuantSpec, args: gptq.GptqArgs, calibration: str, sentences: int,
-                   eval_kind: str) -> LayerStudy:
-    """`layer_study` on the embedded model's real inputs (see `calibration_inputs`)."""
-    w = models.load_tensor(models.ModelSource.embedded(), f"{layer}.weight")
-    return layer_study(w, calibration_inputs(layer, calibration, sentences, eval_kind),
-                       models.activation(layer, eval_kind), spec, args)
+                   eval_kind: str, source: captures.Source = None) -> LayerStudy:
+    """`layer_study` on a model's real inputs (the embedded model's unless `source` names a local
+    causal LM; see `calibration_inputs`)."""
+    w = models.load_tensor(captures.resolved(source), f"{layer}.weight")
+    return layer_study(w, calibration_inputs(layer, calibration, sentences, eval_kind, source),
+                       captures.activation(source, layer, eval_kind), spec, args)
 
 
 @dataclass(frozen=True)
@@ -150,26 +153,26 @@ def sweep_args(args: gptq.GptqArgs) -> gptq.GptqArgs:
 
 
 def calibration_study(layer: str, spec: QuantSpec, args: gptq.GptqArgs, sentences: int,
-                      eval_kind: str) -> list[CalibrationPoint]:
+                      eval_kind: str, source: captures.Source = None) -> list[CalibrationPoint]:
     """GPTQ calibrated on each choice of text (the first `sentences` sentences of each), evaluated
     on `eval_kind`; RTN last, as the yardstick that needs no calibration at all."""
-    w = models.load_tensor(models.ModelSource.embedded(), f"{layer}.weight")
-    x_eval = models.activation(layer, eval_kind)
+    w = models.load_tensor(captures.resolved(source), f"{layer}.weight")
+    x_eval = captures.activation(source, layer, eval_kind)
     ref = layer_output(x_eval, w)
-    rows = [_gptq_point(w, x_eval, ref, calibration_inputs(layer, c, sentences, eval_kind), spec, args, c, sentences)
-            for c in calibration_choices()]
+    rows = [_gptq_point(w, x_eval, ref, calibration_inputs(layer, c, sentences, eval_kind, source), spec, args, c,
+                        sentences) for c in calibration_choices()]
     rows.append(CalibrationPoint("RTN", 0, 0, sqnr_db(ref, layer_output(x_eval, fake_quantize(w, spec)))))
     return rows
 
 
 def samples_curve(layer: str, spec: QuantSpec, args: gptq.GptqArgs, calibration: str,
-                  eval_kind: str) -> list[CalibrationPoint]:
+                  eval_kind: str, source: captures.Source = None) -> list[CalibrationPoint]:
     """Output SQNR on `eval_kind` against how many sentences (per text) built the Hessian.
 
     With fewer tokens than input features XᵀX is singular: dampening is then all that keeps it
     invertible, and GPTQ fits the few directions it saw at the expense of the rest."""
-    w = models.load_tensor(models.ModelSource.embedded(), f"{layer}.weight")
-    x_eval = models.activation(layer, eval_kind)
+    w = models.load_tensor(captures.resolved(source), f"{layer}.weight")
+    x_eval = captures.activation(source, layer, eval_kind)
     ref = layer_output(x_eval, w)
-    return [_gptq_point(w, x_eval, ref, calibration_inputs(layer, calibration, n, eval_kind), spec, args,
+    return [_gptq_point(w, x_eval, ref, calibration_inputs(layer, calibration, n, eval_kind, source), spec, args,
                         calibration, n) for n in SAMPLE_COUNTS]

@@ -3,7 +3,10 @@
 Each candidate (per-tensor, per-channel, groups of g) is quantized for real; its cost is the bytes
 compressed-tensors would store for this layer (`sizing.layer_layout`, packing included), and its
 error is the weight SQNR and, when the layer's real inputs were captured, the SQNR of the layer's
-output X·Wᵀ, which is what the next layer actually receives.
+output X·Wᵀ, which is what the next layer actually receives. Registered block formats stand on the
+same axes: the microscaling ones (8-bit scales per 16 or 32 values), FP8_BLOCK (one scale per
+128×128 tile) and bitsandbytes' NF4 (an absmax per 64, in fp32 or double-quantized to 8 bits);
+their weights alone are quantized here, as for the integer grids.
 """
 from __future__ import annotations
 
@@ -19,9 +22,11 @@ from quantlab.core.spec import label as scheme_label
 from quantlab.io import sizing
 
 GROUP_SIZES = (32, 64, 128, 256)
-# Block formats with 8-bit scales (E4M3 or E8M0), drawn beside the integer grids.
-MICROSCALING: tuple[str, ...] = ("nvfp4a16", "mxfp4a16", "mxfp8a16")
-MICROSCALE_BITS = 8
+# Registered formats drawn beside the integer grids, as registry slugs.
+BLOCK_FORMATS: tuple[str, ...] = ("nvfp4a16", "mxfp4a16", "mxfp8a16", "fp8-block", "nf4", "nf4-fp32")
+# Scales stored in 8 bits whatever the weight's dtype: E4M3 (NVFP4), E8M0 (MX), NF4's double quant.
+EIGHT_BIT_SCALES = 8
+NF4_ABSMAX_BITS = 32  # bitsandbytes keeps NF4's absmax in fp32 whatever the weight's dtype
 CUSTOM_GROUP = 96  # not a power of two: shows that any divisor of the row works
 _MAX_HEATMAP_ROWS = 384
 
@@ -81,11 +86,18 @@ def scale_bits(dtype: torch.dtype) -> int:
     return 8 * sizing.DTYPE_BYTES[sizing.scale_dtype(sizing.torch_dtype_code(dtype))]
 
 
+def format_scale_bits(spec: QuantSpec, dtype: torch.dtype) -> int:
+    """The scale width s the formula b + s / g uses for a registered format on a weight of `dtype`."""
+    if spec.scale_dtype is not None:
+        return EIGHT_BIT_SCALES
+    return NF4_ABSMAX_BITS if spec.type == "nf4" else scale_bits(dtype)
+
+
 @torch.no_grad()
 def tradeoff(weight: torch.Tensor, inputs: torch.Tensor | None, custom_group: int | None = None,
              bits_options: tuple[int, ...] = (4, 8)) -> list[Point]:
     """Every (bits, symmetric, granularity) candidate on this layer, quantized for real, and the
-    microscaling formats (NVFP4, MXFP4, MXFP8) beside them."""
+    registered block formats (`BLOCK_FORMATS`) beside them, weights only."""
     shape = (weight.shape[0], weight.shape[1])
     dtype = sizing.torch_dtype_code(weight.dtype)
     reference = inputs.to(weight.dtype) @ weight.T if inputs is not None else None
@@ -105,10 +117,10 @@ def tradeoff(weight: torch.Tensor, inputs: torch.Tensor | None, custom_group: in
                 if group is not None and shape[1] % group:
                     continue  # reported by `unusable_groups`
                 points.append(point(label, spec_for(bits, symmetric, strategy, group), scale_bits(weight.dtype)))
-    for slug in MICROSCALING:
-        spec = scheme_spec(slug)
-        if spec.group_size is not None and shape[1] % spec.group_size == 0:
-            points.append(point(scheme_label(slug), spec, MICROSCALE_BITS))
+    for slug in BLOCK_FORMATS:
+        spec = scheme_spec(slug).with_(activations=None)
+        if spec.group_size is None or shape[1] % spec.group_size == 0:  # tiles fit any shape
+            points.append(point(scheme_label(slug), spec, format_scale_bits(spec, weight.dtype)))
     return points
 
 

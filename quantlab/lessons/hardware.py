@@ -10,6 +10,11 @@ FP8 comes in two encodings: OCP E4M3FN (±448, what compressed-tensors writes) a
 (±240, no negative zero), the only FP8 that MI300's CDNA 3 matrix cores take. vLLM converts FN
 checkpoints to FNUZ at load time on MI300 (the bit pattern of −0 becomes NaN in FNUZ, so it is
 zeroed, and scales are doubled because the same bits mean half the value).
+
+Three formats have rows of their own because a plain FP8 or INT4 kernel cannot run them: MXFP8's
+E8M0 scale per 32 needs block-scaled (MX) matrix instructions, FP8_BLOCK's scale per 128×128 tile
+a block-scaled FP8 GEMM, and NF4 is a 16-entry table that only bitsandbytes' kernels read: they
+dequantize it to 16 bits, so it saves memory everywhere and math nowhere.
 """
 from __future__ import annotations
 
@@ -40,6 +45,9 @@ CAPABILITIES: dict[str, str] = {
     "fp8-matmul": "FP8 matmul (W8A8)",
     "fp8-kv": "FP8 KV cache",
     "fp4": "NVFP4 / MXFP4",
+    "mxfp8": "MXFP8 (E8M0 scale per 32)",
+    "fp8-block": "FP8 block (scale per 128×128 tile)",
+    "nf4": "NF4 (bitsandbytes)",
 }
 
 VLLM_HW = "https://docs.vllm.ai/en/v0.11.2/features/quantization/ (supported-hardware table)"
@@ -57,6 +65,17 @@ NVFP4 = "https://build.nvidia.com/playbooks/nvfp4-quantization/overview"
 B200 = "https://www.nvidia.com/en-us/data-center/dgx-b200/ (INT8 and FP4 tensor-core rates)"
 MLX = "https://ml-explore.github.io/mlx/build/html/python/_autosummary/mlx.core.quantize.html"
 MLX_LM = "https://github.com/ml-explore/mlx-lm (convert -q, --kv-bits)"
+VLLM_FP8_BLOCK = ("https://github.com/vllm-project/vllm/blob/main/docs/features/quantization/llm_compressor/fp8.md "
+                  "(GEMM kernel selection for block-quantized checkpoints)")
+ROCM_FP8_BLOCK = ("https://github.com/vllm-project/vllm/pull/14968 (AITER block-scaled FP8 GEMM); "
+                  "https://github.com/vllm-project/vllm/pull/12134 (block FP8 in E4M3FNUZ on MI300)")
+MI355_FP8_BLOCK = "https://github.com/sgl-project/sglang/pull/14043 (block-scale FP8 GEMM on CDNA 4, MI355X)"
+VLLM_MXFP8 = "https://github.com/vllm-project/vllm/pull/38815 (compressed-tensors MXFP8 in vLLM)"
+MXFP8_SM100 = "https://github.com/vllm-project/vllm/pull/46393 (MXFP8 GEMM for sm_100/sm_103 via FlashInfer)"
+MXFP8_EMULATION = ("https://github.com/vllm-project/vllm/pull/50814 (review: vLLM's MXFP8 emulation, PR 45381, "
+                   "dequantizes the weights)")
+MI355_MX = "https://github.com/pytorch/ao/pull/2066 (MX-format GEMMs on MI355X, gfx950, through hipBLASLt)"
+BNB = "https://huggingface.co/docs/bitsandbytes/v0.50.0/installation (NVIDIA, AMD, Intel, Apple Silicon, CPU)"
 
 
 @dataclass(frozen=True)
@@ -137,6 +156,48 @@ MATRIX: tuple[Entry, ...] = (
        MLX),
     _e("apple", "fp8-kv", "none", "mlx-lm quantizes the cache in its affine integer format instead", MLX_LM),
     _e("apple", "fp4", "weight-only", "MLX mxfp4/nvfp4 modes: weights only", MLX),
+    # MXFP8: FP8 values, a power-of-two E8M0 scale per 32 (OCP microscaling)
+    _e("cpu", "mxfp8", "none", "no MX format in vLLM's CPU backend", VLLM_HW_NEW),
+    _e("ampere", "mxfp8", "weight-only", "no MX tensor cores: vLLM's MXFP8 emulation dequantizes the weights "
+       "to 16 bits", MXFP8_EMULATION),
+    _e("ada", "mxfp8", "weight-only", "FP8 tensor cores but no MX scaling: vLLM emulates MXFP8 with dequantized "
+       "weights", MXFP8_EMULATION),
+    _e("hopper", "mxfp8", "weight-only", "no MX scaling in Hopper's tensor cores: vLLM emulates MXFP8 with "
+       "dequantized weights", MXFP8_EMULATION),
+    _e("blackwell", "mxfp8", "native", "block-scaled tensor cores take FP8 with E8M0 scales (FlashInfer "
+       "mm_mxfp8); vLLM reads compressed-tensors MXFP8", MXFP8_SM100 + "; " + VLLM_MXFP8, "E4M3FN"),
+    _e("mi300", "mxfp8", "weight-only", "CDNA 3 has no MX scaling: vLLM's emulation dequantizes, on gfx942 too",
+       MXFP8_EMULATION),
+    _e("mi350", "mxfp8", "native", "CDNA 4's scaled matrix instructions take FP8/FP6/FP4 with E8M0 scales",
+       MI355_MX, "E4M3FN"),
+    _e("apple", "mxfp8", "weight-only", "MLX's mxfp8 mode: weights only, E8M0 scale per 32", MLX),
+    # FP8_BLOCK: FP8 weights with a scale per 128x128 tile, activations per token in groups of 128
+    _e("cpu", "fp8-block", "none", "no FP8 matmul on x86 in vLLM's table", VLLM_HW),
+    _e("ampere", "fp8-block", "weight-only", "no FP8 tensor cores: block-FP8 checkpoints run as W8A16 through "
+       "Marlin", VLLM_FP8_BLOCK),
+    _e("ada", "fp8-block", "native", "FP8 tensor cores through a block-scaled FP8 GEMM vLLM picks at load",
+       VLLM_FP8_BLOCK, "E4M3FN"),
+    _e("hopper", "fp8-block", "native", "DeepSeek-V3's own recipe: DeepGEMM or CUTLASS block-scaled FP8 GEMM",
+       VLLM_FP8_BLOCK, "E4M3FN"),
+    _e("blackwell", "fp8-block", "native", "block-scaled FP8 GEMM (DeepGEMM, CUTLASS)", VLLM_FP8_BLOCK, "E4M3FN"),
+    _e("mi300", "fp8-block", "native", "AITER's block-scaled FP8 GEMM; weights converted to FNUZ at load",
+       ROCM_FP8_BLOCK, "E4M3FNUZ"),
+    _e("mi350", "fp8-block", "native", "block-scale FP8 GEMM on OCP FP8 matrix cores", MI355_FP8_BLOCK, "E4M3FN"),
+    _e("apple", "fp8-block", "none", "MLX has no FP8 matmul", MLX),
+    # NF4: bitsandbytes' kernels expand the 16-entry table to bf16 before a 16-bit matmul, on every device
+    _e("cpu", "nf4", "weight-only", "bitsandbytes' CPU backend dequantizes to 16 bits; not in vLLM's CPU table", BNB),
+    _e("ampere", "nf4", "weight-only", "bitsandbytes kernels dequantize to bf16 (transformers, vLLM): no "
+       "tensor-core path for a table format", BNB + "; " + VLLM_HW),
+    _e("ada", "nf4", "weight-only", "bitsandbytes kernels dequantize to bf16: no tensor-core path",
+       BNB + "; " + VLLM_HW),
+    _e("hopper", "nf4", "weight-only", "bitsandbytes kernels dequantize to bf16: no tensor-core path",
+       BNB + "; " + VLLM_HW),
+    _e("blackwell", "nf4", "weight-only", "bitsandbytes kernels dequantize to bf16: FP4 tensor cores take E2M1, "
+       "not NF4's table", BNB),
+    _e("mi300", "nf4", "weight-only", "bitsandbytes' ROCm build dequantizes to 16 bits; vLLM lists bitsandbytes "
+       "on NVIDIA only", BNB + "; " + VLLM_HW),
+    _e("mi350", "nf4", "weight-only", "bitsandbytes' ROCm build dequantizes to 16 bits", BNB),
+    _e("apple", "nf4", "weight-only", "bitsandbytes' Apple Silicon support dequantizes to 16 bits", BNB),
 )
 
 _BY_KEY: dict[tuple[str, str], Entry] = {(e.hardware, e.capability): e for e in MATRIX}

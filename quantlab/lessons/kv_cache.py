@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 
@@ -31,7 +33,7 @@ from quantlab.core.errors import QuantlabError
 from quantlab.core.metrics import SCALE_BITS, sqnr_db
 from quantlab.core.quantize import fake_quantize
 from quantlab.core.spec import QuantSpec, scheme
-from quantlab.io import models, sizing
+from quantlab.io import captures, decoder, models, sizing
 
 CACHE_BITS = 16  # an unquantized cache is kept in the model's bf16/fp16
 
@@ -95,11 +97,34 @@ def architectures() -> list[str]:
     return list(sizing.shipped_configs())
 
 
+SIDEBAR = "sidebar"  # the planner's name for the sidebar's own model, when its folder has a config.json
+
+
+def planner_models(source: models.ModelSource) -> list[str]:
+    """What the memory planner can size: the sidebar's model first when it has a config.json."""
+    own = (Path(source.path) / "config.json").is_file() and not source.is_embedded
+    return [SIDEBAR, *architectures()] if own else architectures()
+
+
+def planner_name(choice: str, source: models.ModelSource) -> str:
+    """The name `architecture` and `memory_plan` take for a planner choice (SIDEBAR: the folder)."""
+    return source.path if choice == SIDEBAR else choice
+
+
+def real_kv_source(source: models.ModelSource) -> captures.Source:
+    """Whose keys and values the error part measures: the sidebar's model when the lab can run it
+    (a local causal LM), else the embedded model's."""
+    return source if captures.available(source) else None
+
+
 @lru_cache(maxsize=16)
 def architecture(name: str) -> Architecture:
+    """A shipped config by name, or the config.json of a model folder (the sidebar's own model)."""
     path = sizing.shipped_configs().get(name)
+    if path is None and (Path(name) / "config.json").is_file():
+        return Architecture.from_config(Path(name).name, sizing.read_json(Path(name) / "config.json"))
     if path is None:
-        raise QuantlabError(f"no shipped config named {name!r}: use one of {', '.join(architectures())}")
+        raise QuantlabError(f"no shipped config named {models.shown(name)}: use one of {', '.join(architectures())}")
     return Architecture.from_config(name, json.loads(path.read_text()))
 
 
@@ -204,10 +229,13 @@ def memory_plan(name: str, scheme_slug: str, batch: int, gpu_unit: int, points: 
 
 @dataclass(frozen=True, eq=False)
 class QKV:
-    """Query, key and value of every layer and head, [layers, batch, heads, tokens, head_dim].
+    """Query [layers, batch, heads, tokens, head_dim], key and value [layers, batch, kv_heads,
+    tokens, head_dim] of every layer: keys and values per KV head, as the cache holds them (under
+    GQA several query heads read one KV head), and after RoPE where the model rotates them.
 
-    `mask` [batch, tokens] marks real tokens; `context` is the model's own attention output per
-    layer, [layers, batch, tokens, hidden], kept to check that `attention` recomputes it.
+    `mask` [batch, tokens] marks real tokens; `causal` says each query sees only earlier keys (a
+    decoder); `context` is the model's own attention output per layer, [layers, batch, tokens,
+    hidden], kept to check that `attention` recomputes it. `model` names where they came from.
     """
 
     q: torch.Tensor
@@ -215,16 +243,24 @@ class QKV:
     v: torch.Tensor
     mask: torch.Tensor
     context: torch.Tensor
+    causal: bool
+    model: str
 
     @property
     def real_tokens(self) -> int:
         return int(self.mask.sum())
 
 
+def capture_qkv(kind: str = "general", source: captures.Source = None) -> QKV:
+    """Every layer's Q, K, V and attention output on shipped text: the embedded encoder's, or a
+    local causal LM's (Llama, Qwen2, Mistral: attention with q/k/v projections and RoPE)."""
+    folder = captures.decoder_folder(source)
+    return _encoder_qkv(kind) if folder is None else _decoder_qkv(str(folder.resolve()), kind)
+
+
 @lru_cache(maxsize=4)
 @torch.no_grad()
-def capture_qkv(kind: str = "general") -> QKV:
-    """Run the embedded model on shipped text and keep every layer's Q, K, V and attention output."""
+def _encoder_qkv(kind: str) -> QKV:
     model, tokenizer = models.embedded_model()
     batch = tokenizer(models.sample_texts(kind), padding=True, truncation=True, max_length=128,  # type: ignore[operator]
                       return_tensors="pt")
@@ -249,7 +285,82 @@ def capture_qkv(kind: str = "general") -> QKV:
         v=torch.stack([captured[f"{p}.value"] for p in prefixes]),
         mask=batch["attention_mask"].bool(),
         context=torch.stack([captured[p] for p in prefixes]),
+        causal=False,
+        model=models.ModelSource.embedded().label,
     )
+
+
+def _attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    found = [m for m in model.modules() if all(hasattr(m, a) for a in ("q_proj", "k_proj", "v_proj", "o_proj"))]
+    if not found:
+        raise QuantlabError("real keys and values are read from attention with q_proj/k_proj/v_proj/o_proj "
+                            "(Llama, Qwen2, Mistral); this model has none")
+    return found
+
+
+def _rotate(module: torch.nn.Module, q: torch.Tensor, k: torch.Tensor,
+            position_embeddings: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's own RoPE (its modeling module's apply_rotary_pos_emb), as its attention applies it."""
+    if position_embeddings is None:
+        return q, k
+    rope = getattr(sys.modules[type(module).__module__], "apply_rotary_pos_emb", None)
+    if rope is None:
+        raise QuantlabError(f"{type(module).__name__} gets rotary embeddings but its module has no "
+                            "apply_rotary_pos_emb to apply them with")
+    cos, sin = position_embeddings
+    return rope(q, k, cos, sin)
+
+
+def _qkv_of(attn: torch.nn.Module, args: tuple, kwargs: dict) -> list[torch.Tensor]:
+    """Q, K, V of one attention module from its own input, projections and RoPE, [1, heads, tokens, d]."""
+    hidden = args[0] if args else kwargs["hidden_states"]
+    shape = (*hidden.shape[:-1], -1, attn.head_dim)
+    q = attn.q_proj(hidden).view(shape).transpose(1, 2)
+    k = attn.k_proj(hidden).view(shape).transpose(1, 2)
+    if hasattr(attn, "q_norm"):  # Qwen3-style: normed per head before RoPE
+        q, k = attn.q_norm(q), attn.k_norm(k)
+    q, k = _rotate(attn, q, k, kwargs.get("position_embeddings"))
+    return [q, k, attn.v_proj(hidden).view(shape).transpose(1, 2)]
+
+
+@lru_cache(maxsize=2)
+@torch.no_grad()
+def _decoder_qkv(folder: str, kind: str) -> QKV:
+    """One forward pass per sentence (as the activation capture runs), each layer's Q, K, V
+    recomputed from the attention's own input with its projections and RoPE, then padded into one
+    batch; the attention output is o_proj's input."""
+    dec = decoder.load(folder)
+    layers = _attention_modules(dec.model)
+    per_text: list[list[tuple[torch.Tensor, ...]]] = []
+    with decoder.turn():
+        for text in models.sample_texts(kind):
+            captured: dict[int, list[torch.Tensor]] = {}
+            handles = []
+            for i, attn in enumerate(layers):
+                handles.append(attn.register_forward_pre_hook(
+                    lambda m, a, kw, _i=i, _c=captured: _c.__setitem__(_i, _qkv_of(m, a, kw)), with_kwargs=True))
+                handles.append(attn.o_proj.register_forward_pre_hook(
+                    lambda m, a, _i=i, _c=captured: _c[_i].append(a[0])))
+            try:
+                dec.model(input_ids=decoder.token_ids(dec, text))
+            finally:
+                for handle in handles:
+                    handle.remove()
+            per_text.append([tuple(t.float() for t in captured[i]) for i in range(len(layers))])
+    lengths = [parts[0][0].shape[-2] for parts in per_text]
+    longest = max(lengths)
+
+    def padded(t: torch.Tensor, axis: int) -> torch.Tensor:
+        pad = [0, 0] * (t.dim() - 1 - axis) + [0, longest - t.shape[axis]]
+        return torch.nn.functional.pad(t, pad)
+
+    def stacked(part: int, axis: int) -> torch.Tensor:
+        return torch.stack([torch.cat([padded(parts[layer][part], axis) for parts in per_text])
+                            for layer in range(len(layers))])
+
+    mask = torch.arange(longest)[None, :] < torch.tensor(lengths)[:, None]
+    return QKV(q=stacked(0, 2), k=stacked(1, 2), v=stacked(2, 2), mask=mask, context=stacked(3, 1), causal=True,
+               model=models.shown(Path(folder).name))
 
 
 def _key_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -262,12 +373,31 @@ def _token_mask(mask: torch.Tensor) -> torch.Tensor:
     return mask[None, :, None, :, None]
 
 
+def _per_query_head(kv: torch.Tensor, heads: int) -> torch.Tensor:
+    """K or V of each KV head repeated for the query heads that read it (GQA; MHA unchanged)."""
+    return kv.repeat_interleave(heads // kv.shape[2], dim=2)
+
+
+def _allowed(mask: torch.Tensor, causal: bool) -> torch.Tensor:
+    """Which (query, key) pairs attention may use: real keys, and for a decoder no later key."""
+    allowed = _key_mask(mask)
+    if causal:
+        tokens = mask.shape[-1]
+        allowed = allowed & torch.ones(tokens, tokens, dtype=torch.bool).tril()
+    return allowed
+
+
+def _logits(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    return q @ _per_query_head(k, q.shape[2]).transpose(-1, -2) / math.sqrt(q.shape[-1])
+
+
 @torch.no_grad()
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """softmax(QKᵀ/√d)·V per layer and head, padded keys masked out: shaped like `q`."""
-    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-    scores = scores.masked_fill(~_key_mask(mask), -math.inf)
-    return torch.softmax(scores, dim=-1) @ v
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+              causal: bool = False) -> torch.Tensor:
+    """softmax(QKᵀ/√d)·V per layer and query head, padded (and for a decoder, later) keys masked
+    out: shaped like `q`."""
+    scores = _logits(q, k).masked_fill(~_allowed(mask, causal), -math.inf)
+    return torch.softmax(scores, dim=-1) @ _per_query_head(v, q.shape[2])
 
 
 @torch.no_grad()
@@ -320,34 +450,41 @@ class KVError:
         return self.out_sqnr_db["v"] - self.v_sqnr_db
 
 
-@lru_cache(maxsize=64)
-@torch.no_grad()
-def kv_error(spec: QuantSpec | None, kind: str = "general") -> KVError:
+def kv_error(spec: QuantSpec | None, kind: str = "general", source: captures.Source = None) -> KVError:
     """Quantize the real K and V with `spec`; compare tensors, attention logits and attention output.
 
     Padded positions are zero in both reference and result, so they add nothing to any sum.
     """
-    data = capture_qkv(kind)
+    folder = captures.decoder_folder(source)
+    return _kv_error(spec, kind, None if folder is None else str(folder.resolve()))
+
+
+@lru_cache(maxsize=64)
+@torch.no_grad()
+def _kv_error(spec: QuantSpec | None, kind: str, folder: str | None) -> KVError:
+    data = capture_qkv(kind, None if folder is None else models.ModelSource.local(folder))
     real = _token_mask(data.mask)
     kq, vq = quantize_kv(data.k, data.mask, spec), quantize_kv(data.v, data.mask, spec)
-    full = attention(data.q, data.k, data.v, data.mask) * real
-    outs = {part: sqnr_db(full, attention(data.q, kk, vv, data.mask) * real)
+    full = attention(data.q, data.k, data.v, data.mask, data.causal) * real
+    outs = {part: sqnr_db(full, attention(data.q, kk, vv, data.mask, data.causal) * real)
             for part, (kk, vv) in {"k": (kq, data.v), "v": (data.k, vq), "kv": (kq, vq)}.items()}
-    pairs = (_key_mask(data.mask) & real).expand(*data.q.shape[:-1], data.q.shape[-2])
-    dlogit = (data.q @ (kq - data.k).transpose(-1, -2)) / math.sqrt(data.q.shape[-1])
+    pairs = (_allowed(data.mask, data.causal) & real).expand(*data.q.shape[:-1], data.q.shape[-2])
+    dlogit = _logits(data.q, kq - data.k)
     logit_rmse = math.sqrt((dlogit.double() ** 2 * pairs).sum().item() / pairs.sum().item())
     return KVError(sqnr_db(data.k * real, kq), sqnr_db(data.v * real, vq), outs, logit_rmse)
 
 
-def kv_errors(kind: str = "general") -> dict[QuantSpec, KVError]:
+def kv_errors(kind: str = "general", source: captures.Source = None) -> dict[QuantSpec, KVError]:
     """Every KV scheme of the lesson (format × granularity) on the same captured tensors."""
-    return {kv_spec(f, g): kv_error(kv_spec(f, g), kind) for f in KV_FORMATS for g in GRANULARITIES}
+    return {kv_spec(f, g): kv_error(kv_spec(f, g), kind, source) for f in KV_FORMATS for g in GRANULARITIES}
 
 
 @torch.no_grad()
-def channel_absmax(layer: int, head: int, kind: str = "general") -> tuple[torch.Tensor, torch.Tensor]:
-    """max |K| and max |V| of each head_dim channel of one head over real tokens: outlier channels show here."""
-    data = capture_qkv(kind)
+def channel_absmax(layer: int, head: int, kind: str = "general",
+                   source: captures.Source = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """max |K| and max |V| of each head_dim channel of one KV head over real tokens: outlier
+    channels show here."""
+    data = capture_qkv(kind, source)
     real = _token_mask(data.mask)[0]
     k = (data.k[layer] * real)[:, head].abs().amax(dim=(0, 1))
     v = (data.v[layer] * real)[:, head].abs().amax(dim=(0, 1))
@@ -365,11 +502,10 @@ class SinkStats:
 
 
 @torch.no_grad()
-def attention_sink(kind: str = "general") -> SinkStats:
-    data = capture_qkv(kind)
-    scores = data.q @ data.k.transpose(-1, -2) / math.sqrt(data.q.shape[-1])
-    probs = torch.softmax(scores.masked_fill(~_key_mask(data.mask), -math.inf), dim=-1)
-    v_norm = data.v.norm(dim=-1)  # [layers, batch, heads, tokens]
+def attention_sink(kind: str = "general", source: captures.Source = None) -> SinkStats:
+    data = capture_qkv(kind, source)
+    probs = torch.softmax(_logits(data.q, data.k).masked_fill(~_allowed(data.mask, data.causal), -math.inf), dim=-1)
+    v_norm = _per_query_head(data.v, data.q.shape[2]).norm(dim=-1)  # [layers, batch, heads, tokens]
     real = data.mask[None, :, None, :].expand_as(v_norm)
     count = real.sum().item()
     return SinkStats(

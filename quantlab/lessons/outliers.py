@@ -32,7 +32,6 @@ from quantlab.core.metrics import mse, sqnr_db
 from quantlab.core.observers import quantize_activation
 from quantlab.core.quantize import fake_quantize
 from quantlab.core.spec import QuantSpec
-from quantlab.io import models
 
 FP16_BITS = 16
 AWQ_GRID = 20  # llm-compressor's n_grid
@@ -56,18 +55,6 @@ def channel_stats(x: torch.Tensor) -> ChannelStats:
     top = int(absmax.argmax())
     return ChannelStats(absmax=absmax.numpy(), median=median, top_channel=top,
                         ratio=absmax[top].item() / median if median > 0 else float("inf"))
-
-
-def first_token_rows(kind: str = "general") -> torch.Tensor:
-    """Rows of `models.activations(kind)` that hold a sentence's first token ([CLS] in MiniLM)."""
-    _, tokenizer = models.embedded_model()
-    # The batch the capture ran (quantlab.io.models.trace_linears): padded, at most 128 tokens,
-    # padding rows dropped.
-    mask = tokenizer(models.sample_texts(kind), padding=True, truncation=True, max_length=128,  # type: ignore[operator]
-                     return_tensors="pt")["attention_mask"].bool()
-    first = torch.zeros_like(mask)
-    first[:, 0] = True
-    return first[mask]
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from quantlab.core.errors import QuantlabError
 from quantlab.core.spec import scheme
-from quantlab.io import export
+from quantlab.io import export, sizing
 from quantlab.lessons import hardware
 
 # llm-compressor's calibration defaults in its examples: enough tokens for a stable min-max.
@@ -49,7 +49,7 @@ def _python_literal(value: object, indent: int) -> str:
     return text.replace("\n", "\n" + " " * indent)
 
 
-def llm_compressor(slug: str, model_id: str, ignore: tuple[str, ...] = ("lm_head",)) -> str:
+def llm_compressor(slug: str, model_id: str, ignore: tuple[str, ...] = sizing.DEFAULT_IGNORE) -> str:
     s = scheme(slug)
     preset = f' (llm-compressor\'s preset scheme="{s.preset}")' if s.preset else ""
     save = f"{model_id.rstrip('/').split('/')[-1]}-{slug}"

@@ -7,6 +7,7 @@ configs built on the meta device), so a page arriving later finds it ready.
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -34,11 +35,15 @@ STEPS: tuple[tuple[str, Callable[[], object]], ...] = (
 )
 
 
-def warm_default_views(steps: tuple[tuple[str, Callable[[], object]], ...] = STEPS) -> dict[str, float]:
+def warm_default_views(steps: tuple[tuple[str, Callable[[], object]], ...] = STEPS,
+                       stop: threading.Event | None = None) -> dict[str, float]:
     """Run every step once; returns seconds per step (a failed step is skipped: it is only a warm-up,
-    and the lesson that needs it will report the problem to its learner)."""
+    and the lesson that needs it will report the problem to its learner). `stop` ends it between
+    steps: a process exiting mid-step inside torch aborts instead of exiting."""
     seconds: dict[str, float] = {}
     for name, step in steps:
+        if stop is not None and stop.is_set():
+            break
         start = time.perf_counter()
         try:
             step()

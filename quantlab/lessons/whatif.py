@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 
 from quantlab.core import gptq, metrics
-from quantlab.core.spec import QuantSpec, scheme, scheme_spec
+from quantlab.core.spec import scheme, scheme_spec
 from quantlab.io import cli, decoder, models, sizing
 from quantlab.lessons import compare, decoder_quality, outliers
 
@@ -82,11 +82,6 @@ class WhatIf:
     schemes: tuple[SchemeResult, ...]
     seconds: float
     notes: tuple[str, ...]
-
-
-def gptq_applies(spec: QuantSpec) -> bool:
-    """GPTQ is offered for weight-only integer schemes (the W4A16 family, W8A16)."""
-    return spec.type == "int" and spec.activations is None
 
 
 @dataclass(frozen=True, eq=False)
@@ -173,7 +168,7 @@ def _scheme(m: _Model, slug: str, use_gptq: bool, calibration: Callable[[], dict
     notes = list(report.notes)
     method: Method = "rtn"
     if use_gptq:
-        if not gptq_applies(spec):
+        if not decoder_quality.gptq_applies(spec):
             notes.append("GPTQ applies to weight-only integer schemes here: rounded to nearest")
         elif m.inputs_of is None:
             notes.append("GPTQ needs real inputs, and this model cannot be run here: rounded to nearest")

@@ -45,7 +45,12 @@ def _clear_labels(xs: list[float], ys: list[float], candidates: list[int]) -> li
 
 def _family(p: Point) -> tuple[str, int, str]:
     """Integer grids by width and symmetry; the microscaling formats (FP4/FP8 values with 8-bit
-    block scales) as one family of their own."""
+    block scales), the tiled formats (FP8_BLOCK) and NF4 (with and without double quantization)
+    each as one family of their own."""
+    if p.spec.type == "nf4":
+        return ("NF4", 0, "")
+    if p.spec.strategy == "block":
+        return (f"{'FP' if p.spec.type == 'float' else 'INT'}{p.spec.num_bits} tiles", 0, "")
     if p.spec.scale_dtype is not None:
         return ("microscaling", 0, "")
     return ("INT", p.spec.num_bits, "sym" if p.spec.symmetric else "asym")
@@ -65,7 +70,8 @@ def pareto(points: Sequence[Point], output: bool) -> go.Figure:
     # fall within half a bit: only points on the front get a printed label, and only where it
     # keeps clear of the labels already placed. Every point names itself on hover.
     on_front = {id(points[i]) for i in _clear_labels(xs, ys, front)}
-    families = sorted({_family(p) for p in points}, key=lambda f: (f[0] != "INT", f[1], f[2] != "sym"))
+    # The name last in the key: families of other formats tie on the rest, and a set's order is not stable.
+    families = sorted({_family(p) for p in points}, key=lambda f: (f[0] != "INT", f[1], f[2] != "sym", f[0]))
     for color, family in zip(SERIES, families):
         group = [p for p in points if _family(p) == family]
         marker = {"sym": "circle", "asym": "diamond"}.get(family[2], "square")

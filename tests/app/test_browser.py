@@ -135,6 +135,39 @@ def test_bad_upload_is_one_line_and_the_lesson_stays(server, browser_page, tmp_p
     assert "Symmetric vs asymmetric" in page.locator("h1").first.inner_text()
 
 
+def _key_class(key: str) -> str:
+    """The CSS class Streamlit's frontend gives a keyed element (every other character becomes '-')."""
+    return ".st-key-" + re.sub(r"[^a-zA-Z0-9_-]", "-", key)
+
+
+def test_a_check_reveals_the_measured_answer_and_counts_it(server, browser_page):
+    """Predict, then reveal, as a learner clicks: the graded verdict and the page's progress line."""
+    from playwright.sync_api import expect
+
+    from quantlab.io import models
+    from quantlab.lessons import checks, intro
+
+    weight = models.load_tensor(models.ModelSource.embedded(), f"{models.DEFAULT_LAYER}.weight")
+    item = checks.largest_code(intro.by_hand(weight, 0))
+    wrong = "+8"  # INT4 has no code +8: never the measured answer
+    context = browser_page.context.browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.goto(f"{server}/intro", timeout=120_000)
+    _settle(page)
+    page.locator(_key_class(f"check:{item.key}")).get_by_text(wrong, exact=True).click()
+    _settle(page)
+    page.locator(_key_class(f"reveal:{item.key}")).get_by_role("button").click()
+    verdict = page.locator("[data-testid='stAlert']").filter(has_text="Measured:")
+    expect(verdict).to_contain_text(f"Measured: {item.answer} (you said {wrong})", timeout=60_000)
+    _settle(page)
+    asked = page.get_by_text("Predict first:", exact=True).count()
+    assert asked >= 2
+    expect(page.get_by_text(re.compile("Checks on this page:"))).to_have_text(
+        f"Checks on this page: 1 of {asked} answered, 0 right.", timeout=60_000)
+    assert page.locator("[data-testid='stException']").count() == 0
+    context.close()
+
+
 def test_a_room_opening_every_lesson_at_once_on_a_fresh_server(browser_page):
     """Sessions run in parallel threads: first loads of the model, activations and configs race."""
     with _streamlit_server() as url:

@@ -1,8 +1,9 @@
 """Predict-then-reveal checks in the running app: graded live, a right and a wrong answer each."""
 import pytest
 
+import lab_ui
 from quantlab.io import models
-from quantlab.lessons import checks
+from quantlab.lessons import checks, intro
 from tests.app.apptest_util import run_page
 
 
@@ -44,8 +45,23 @@ def test_a_new_layer_asks_again_and_grades_on_that_layer():
     assert checks.int4_levels_used(w).key == fresh.key.removeprefix("check:")
 
 
-CHECKED_PAGES = ["pages/formats.py", "pages/symmetric.py", "pages/granularity.py", "pages/storage.py",
-                 "pages/clipping.py", "pages/outliers.py", "pages/kv_cache.py", "pages/compare.py", "pages/speed.py"]
+def test_the_hand_check_is_asked_of_the_row_on_screen():
+    """Row 0's largest weight is negative (the extra code -8), row 1's positive (clamped to +7)."""
+    at = run_page("pages/intro.py")
+    w = models.load_tensor(models.ModelSource.embedded(), f"{models.DEFAULT_LAYER}.weight")
+    answers = []
+    for row in (0, 1):
+        at.number_input(key="intro_row").set_value(row).run()
+        expected = checks.largest_code(intro.by_hand(w, row))
+        radio = _check_radio(at, "hand-code")
+        assert radio.key == f"check:{expected.key}"
+        _reveal(at, radio, expected.answer)
+        assert any(s.value.startswith(f"Right: **{expected.answer}**") for s in at.success)
+        answers.append(expected.answer)
+    assert answers == ["-8", "+7"]
+
+
+CHECKED_PAGES = [lesson.file for lesson in lab_ui.LESSONS]  # every lesson, a new one included
 
 
 def _verdicts(at) -> set[tuple[str, bool]]:
@@ -55,11 +71,11 @@ def _verdicts(at) -> set[tuple[str, bool]]:
 
 @pytest.mark.parametrize("page", CHECKED_PAGES, ids=lambda p: p.split("/")[-1][:-3])
 def test_every_check_grades_a_right_and_a_wrong_answer(page):
-    """Each check on the page, answered with its first option: the verdict agrees with the
+    """Each check on the page (at least two), answered with its first option: the verdict agrees with the
     measured answer it reveals; a fresh session answering that measured answer is graded right."""
     at = run_page(page)
     keys = [r.key for r in at.radio if r.key and r.key.startswith("check:")]
-    assert keys, page
+    assert len(keys) >= 2, page  # at least two per lesson
     measured = {}
     for key in keys:
         before = _verdicts(at)

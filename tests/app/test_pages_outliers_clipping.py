@@ -132,7 +132,7 @@ def test_a_users_own_weight_gets_the_clipping_lesson_and_an_outliers_notice(tmp_
     assert at.radio(key="clip_tensor").options == ["weight"]
     assert at.metric and not at.error
     at = use_local_path(run_page("pages/outliers.py"), str(f))
-    assert any("Embedded MiniLM" in i.value for i in at.info)
+    assert any("local causal-LM folder" in i.value for i in at.info)
     assert not at.metric
 
 

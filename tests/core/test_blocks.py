@@ -101,6 +101,29 @@ def test_views_line_every_value_up_with_its_scale(spec, rows, groups, seed):
     assert torch.equal(lo.reshape(-1), rows_view.amin(dim=1)) and torch.equal(hi.reshape(-1), rows_view.amax(dim=1))
 
 
+@settings(max_examples=80, deadline=None)
+@given(rows=st.integers(1, 40), cols=st.integers(1, 40), h=st.sampled_from([1, 3, 8, 16]),
+       w=st.sampled_from([1, 5, 8, 16]), seed=st.integers(0, 1000))
+def test_tiles_line_every_value_up_with_its_scale_and_pad_with_zeros(rows, cols, h, w, seed):
+    spec = ql.QuantSpec(num_bits=8, type="float", strategy="block", block_structure=(h, w))
+    shape = (rows, cols)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    grouped = blocks.as_groups(x, spec)
+    tiles = (math.ceil(rows / h), math.ceil(cols / w))
+    assert blocks.scale_shape(spec, shape) == tiles and grouped.shape == (*tiles, h * w)
+    assert torch.equal(blocks.from_groups(grouped, spec, shape), x)
+    # Tile (i, j) holds x[i·h:(i+1)·h, j·w:(j+1)·w] row by row, then zeros where the matrix ends.
+    i, j = tiles[0] - 1, tiles[1] - 1
+    edge = torch.zeros(h, w)
+    part = x[i * h:, j * w:]
+    edge[: part.shape[0], : part.shape[1]] = part
+    assert torch.equal(grouped[i, j], edge.reshape(-1)) and torch.equal(grouped[0, 0][:1], x[:1, 0])
+    index = torch.arange(math.prod(tiles)).reshape(tiles)
+    per_value = blocks.from_groups(blocks.expand(index, spec, shape).expand(*tiles, h * w), spec, shape)
+    formula = (torch.arange(rows) // h).unsqueeze(1) * tiles[1] + torch.arange(cols) // w
+    assert torch.equal(per_value, formula)
+
+
 def test_expand_is_a_view_not_a_copy():
     spec = ql.QuantSpec(num_bits=4, strategy="group", group_size=32)
     scale = torch.rand(4, 3)

@@ -1,9 +1,6 @@
 """GPTQ: the closed-form cases, the invariants, and llm-compressor 0.14's own routine as the oracle."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-import types
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -13,6 +10,7 @@ import quantlab as ql
 from quantlab.core import gptq, metrics
 from quantlab.core.errors import QuantlabError
 from quantlab.io import models
+from tests.core.llmcompressor_parts import llmcompressor_module
 
 W4 = ql.QuantSpec.preset("W4A16")
 SPECS = [W4, ql.QuantSpec.preset("W4A16_ASYM"), ql.QuantSpec(num_bits=4, strategy="channel"),
@@ -130,29 +128,9 @@ def test_thread_count_is_restored() -> None:
 
 @pytest.fixture(scope="module")
 def quantize_weight() -> Iterator[Callable[..., tuple[torch.Tensor, ...]]]:
-    """Import only llm-compressor's GPTQ routine. Its package __init__ pulls in datasets, accelerate
-    and the training entry points, none of which the routine uses, so the parent packages are
-    bound to bare modules over the installed folders instead (and unbound afterwards)."""
-    names = ("llmcompressor", "llmcompressor.modifiers", "llmcompressor.modifiers.gptq")
-    found = sys.modules.get(names[0]) or importlib.util.find_spec(names[0])
-    locations = getattr(found, "submodule_search_locations", None) or getattr(found, "__path__", None)
-    if not locations:
-        pytest.skip("llmcompressor is not installed (pip install --no-deps llmcompressor==0.14.0.1)")
-    root = list(locations)[0]
-    bound = []
-    for name, sub in zip(names, ("", "/modifiers", "/modifiers/gptq")):
-        if name not in sys.modules:
-            package = types.ModuleType(name)
-            package.__path__ = [root + sub]
-            sys.modules[name] = package
-            bound.append(name)
-    try:
-        from llmcompressor.modifiers.gptq.gptq_quantize import quantize_weight
-    except ImportError as err:
-        pytest.skip(f"llmcompressor's GPTQ routine does not import here: {err}")
-    yield quantize_weight
-    for name in [*bound, *(n for n in list(sys.modules) if n.startswith("llmcompressor."))]:
-        sys.modules.pop(name, None)
+    """llm-compressor's GPTQ routine alone (see `llmcompressor_parts`)."""
+    with llmcompressor_module("llmcompressor.modifiers.gptq.gptq_quantize") as module:
+        yield module.quantize_weight
 
 
 def _ct_args(spec: ql.QuantSpec, actorder: bool):  # noqa: ANN202 - compressed-tensors' own type

@@ -20,7 +20,7 @@ def test_every_registered_scheme_round_trips_through_its_slug():
 
 def test_presets_come_from_the_registry_under_compressed_tensors_names():
     assert set(ql.PRESETS) == {"W4A16", "W4A16_ASYM", "W8A16", "W8A8", "FP8", "FP8_DYNAMIC", "NVFP4A16", "NVFP4",
-                               "MXFP4A16", "MXFP4", "MXFP8A16", "MXFP8", "W4AFP8"}
+                               "MXFP4A16", "MXFP4", "MXFP8A16", "MXFP8", "W4AFP8", "FP8_BLOCK"}
     for name, spec in ql.PRESETS.items():
         assert specs.scheme(name).spec == spec  # the CLI's W4A16_ASYM is the URL's w4a16-asym
     assert len({specs.scheme(s).label for s in specs.SCHEMES}) == len(specs.SCHEMES)
@@ -39,9 +39,11 @@ def test_registered_presets_are_compressed_tensors_own(preset):
             assert spec is None
             continue
         assert spec is not None
+        block = tuple(args.block_structure) if args.block_structure is not None else None
         assert (spec.num_bits, spec.type, spec.strategy, spec.group_size, spec.symmetric, spec.dynamic,
-                spec.scale_dtype) == (args.num_bits, args.type, args.strategy, args.group_size, args.symmetric,
-                                      args.dynamic, scale_dtypes[args.scale_dtype])
+                spec.scale_dtype, spec.block_structure) == (args.num_bits, args.type, args.strategy, args.group_size,
+                                                            args.symmetric, args.dynamic,
+                                                            scale_dtypes[args.scale_dtype], block)
 
 
 def test_what_iterates_the_registry_takes_every_entry():
@@ -65,6 +67,9 @@ def test_what_iterates_the_registry_takes_every_entry():
             assert "\n" not in str(err.value)
     assert {choose.capability(s) for s in ("nvfp4", "nvfp4a16", "mxfp4", "mxfp4a16")} == {"fp4"}
     assert choose.capability("w4afp8") == "fp8-matmul"  # its matmul runs in FP8, not INT8
+    assert {choose.capability(s) for s in ("mxfp8", "mxfp8a16")} == {"mxfp8"}
+    assert (choose.capability("fp8-block"), choose.capability("nf4"), choose.capability("nf4-fp32")) == \
+        ("fp8-block", "nf4", "nf4")
 
 
 @given(bits=st.integers(2, 8), symmetric=st.booleans(), group=st.sampled_from([None, 16, 32, 96, 128]),
@@ -110,6 +115,7 @@ def test_ct_args_parse_as_compressed_tensors_scheme_equal_to_its_preset(name):
         a, b = getattr(ours, part), getattr(theirs, part)
         assert (a is None) == (b is None)
         if a is not None:
-            fields = ("num_bits", "type", "symmetric", "strategy", "group_size", "dynamic", "scale_dtype")
+            fields = ("num_bits", "type", "symmetric", "strategy", "group_size", "dynamic", "scale_dtype",
+                      "block_structure")
             assert {f: getattr(a, f) for f in fields} == {f: getattr(b, f) for f in fields}
     assert QuantizationArgs(**ql.QuantSpec.preset(name).to_ct_args()).num_bits == ql.QuantSpec.preset(name).num_bits

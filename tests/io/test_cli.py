@@ -30,6 +30,19 @@ def test_size_of_an_nvfp4_checkpoint(capsys) -> None:
     assert "global scales" in out and "4.500 in the quantized layers" in out
 
 
+def test_size_of_nf4_and_fp8_block(capsys) -> None:
+    code, out, _ = run(capsys, "size", "llama-3.1-8b", "--scheme", "NF4")
+    assert code == 0 and "bitsandbytes-nf4" in out and "code books" in out
+    # two codes per byte, as INT4 packs them; one absmax byte per 64 plus an fp32 per 256 of those
+    assert "3,489,660,928" in out and "4.127 in the quantized layers" in out
+    assert "note: NF4 is bitsandbytes' format" in out
+    _, out, _ = run(capsys, "size", "llama-3.1-8b", "--scheme", "nf4-fp32")
+    assert "4.500 in the quantized layers" in out
+    _, out, _ = run(capsys, "size", "embedded", "--scheme", "FP8_BLOCK", "--per-tensor")
+    assert "float-quantized" in out and "encoder.layer.0.intermediate.dense.weight_scale" in out
+    assert "12x3" in out  # 1536x384 in 128x128 tiles
+
+
 def test_group_size_option_doubles_the_scales(capsys) -> None:
     _, out, _ = run(capsys, "size", "llama-3.1-8b", "--group-size", "64")
     assert "218,103,808" in out and "INT4 sym g64" in out
@@ -55,6 +68,7 @@ def test_help_explains_models_and_schemes(capsys) -> None:
     (["size", "llama-3.1-8b", "--scheme", "W5A16"], "unknown scheme"),
     (["size", "llama-3.1-8b", "--scheme", "bf16"], "unquantized baseline"),
     (["export", "mistral-7b", "/tmp/never-written"], "without weights"),
+    (["export", "embedded", "/tmp/never-written", "--scheme", "nf4"], "not a compressed-tensors scheme"),
 ])
 def test_bad_input_is_one_line_on_stderr(capsys, argv: list[str], message: str) -> None:
     code, out, err = run(capsys, *argv)

@@ -17,7 +17,7 @@ from quantlab.io import export, models
 ct_reference = pytest.importorskip("tests.ct_reference")
 
 PRESETS = ["W4A16", "W4A16_ASYM", "W8A16", "W8A8", "FP8", "NVFP4A16", "NVFP4", "MXFP4A16", "MXFP4", "MXFP8A16",
-           "MXFP8", "W4AFP8"]
+           "MXFP8", "W4AFP8", "FP8_BLOCK"]
 MICROSCALING = ["NVFP4A16", "NVFP4", "MXFP4A16", "MXFP8A16"]
 
 
@@ -109,7 +109,7 @@ def _simulated(spec: ql.QuantSpec) -> torch.nn.Module:
     return model
 
 
-@pytest.mark.parametrize("name", ["W4A16", "W8A16", "W8A8", "FP8"])
+@pytest.mark.parametrize("name", ["W4A16", "W8A16", "W8A8", "FP8", "FP8_BLOCK"])
 def test_transformers_loads_export_and_matches_simulation(exported, name: str) -> None:
     from transformers import AutoModel, AutoTokenizer
 
@@ -134,6 +134,8 @@ def test_transformers_loads_export_and_matches_simulation(exported, name: str) -
     ("MXFP8A16", {"weight": (torch.float8_e4m3fn, (384, 384)), "weight_scale": (torch.uint8, (384, 12))}),
     # 4-bit codes, but one int8 per weight on disk: int-quantized does not pack.
     ("W4AFP8", {"weight": (torch.int8, (384, 384)), "weight_scale": (torch.float32, (384, 3))}),
+    # one scale per 128x128 tile in the weight's dtype; per-token-group activations store nothing
+    ("FP8_BLOCK", {"weight": (torch.float8_e4m3fn, (384, 384)), "weight_scale": (torch.float32, (3, 3))}),
 ])
 def test_new_formats_store_what_compressed_tensors_names(exported, name: str, stored: dict) -> None:
     ours, _ = exported[name]
@@ -214,6 +216,18 @@ def test_failure_mid_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(export, "save_file", disk_full)
     with pytest.raises(QuantlabError, match="No space left"):
         export.save_compressed(models.ModelSource.embedded(), tmp_path / "out", ql.QuantSpec.preset("W8A8"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nf4_is_refused_in_one_line_before_any_weight_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_reading(*_a, **_k):
+        raise AssertionError("a weight was read")
+
+    monkeypatch.setattr(export, "safe_open", no_reading)
+    for slug in ("nf4", "nf4-fp32"):
+        with pytest.raises(QuantlabError, match="bitsandbytes' format, not a compressed-tensors scheme") as err:
+            export.save_compressed(models.ModelSource.embedded(), tmp_path / slug, ql.QuantSpec.from_url(slug))
+        assert "\n" not in str(err.value)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -82,6 +82,9 @@ CPU_CONFIGS = {"gemv": ops.Config("gemv", block_n=32, split_k=2),
                "mma_pre_scale": ops.Config("mma", block_m=16, block_n=32, split_k=2, pre_scale=True),
                "mma_gemm": ops.Config("mma", block_m=16, block_n=32, split_k=2, swap=False),
                "mma_flat": ops.Config("mma", block_m=16, block_n=32, split_k=2, flat=True),
+               "mma_hold": ops.Config("mma", block_m=16, block_n=32, split_k=2, flat=True, hold=True),
+               "mma_nacc2": ops.Config("mma", block_m=16, block_n=32, split_k=2, pre_scale=True, nacc=2),
+               "mma_nacc4": ops.Config("mma", block_m=16, block_n=32, pre_scale=True, nacc=4),
                # slices of 32 output rows: N = 72 leaves a short last slice
                "chunked": ops.Config("chunked", block_n=16, chunk_rows=32)}
 
@@ -103,6 +106,14 @@ CPU_CONFIGS = {"gemv": ops.Config("gemv", block_n=32, split_k=2),
     # one pipelined step per operand (a run-time operand index)
     ("w4_sym_g128", "mma_flat", torch.bfloat16), ("w4_asym_g32", "mma_flat", torch.float16),
     ("w8_sym_channel", "mma_flat", torch.bfloat16),
+    # the same, each weight tile read once and held in registers for its operands (v9)
+    ("w4_sym_g128", "mma_hold", torch.bfloat16), ("w4_asym_g32", "mma_hold", torch.float16),
+    ("w8_sym_channel", "mma_hold", torch.bfloat16), ("w4_asym_channel", "mma_hold", torch.bfloat16),
+    ("w8_asym_g64", "mma_hold", torch.float16),
+    # pre-scaled operands rotating over 2 or 4 accumulators (v9); 8-bit tiles have 2 operands
+    ("w4_sym_g128", "mma_nacc4", torch.bfloat16), ("w4_asym_g32", "mma_nacc2", torch.float16),
+    ("w4_asym_channel", "mma_nacc4", torch.bfloat16), ("w8_sym_channel", "mma_nacc2", torch.bfloat16),
+    ("w8_asym_g64", "mma_nacc4", torch.float16),
     ("w8_sym_g32", "mma", torch.bfloat16), ("w8_sym_g32", "gemv", torch.float16),
     ("w8_sym_g32", "dequant", torch.bfloat16), ("w4_asym_g32", "mma_pre_scale", torch.float16),
     ("w4_sym_g128", "mma_pre_scale", torch.bfloat16), ("w4_sym_g256", "mma", torch.bfloat16),
@@ -308,6 +319,11 @@ def test_gpu_launch_options() -> None:
                "gemm_split": ops.Config("mma", block_m=64, block_n=64, split_k=4, swap=False),
                "flat": ops.Config("mma", block_m=128, block_n=64, flat=True),
                "flat_split": ops.Config("mma", block_m=64, block_n=128, num_warps=8, split_k=3, flat=True, tma=True),
+               "hold": ops.Config("mma", block_m=128, block_n=128, num_warps=8, num_stages=3, flat=True, hold=True),
+               "hold_split": ops.Config("mma", block_m=64, block_n=64, split_k=3, flat=True, hold=True),
+               "nacc4": ops.Config("mma", block_m=64, block_n=128, num_warps=8, pre_scale=True, nacc=4),
+               "nacc2_split": ops.Config("mma", block_m=128, block_n=128, num_warps=8, num_stages=2, split_k=3,
+                                         pre_scale=True, nacc=2),
                "chunked_serial": ops.Config("chunked", block_n=32, chunk_rows=640, overlap=False),
                "chunked_overlap": ops.Config("chunked", block_n=64, num_warps=8, chunk_rows=640)}
     for spec_name in ("w4_sym_g128", "w4_asym_g32", "w8_sym_g128", "w8_sym_channel"):

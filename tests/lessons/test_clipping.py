@@ -6,7 +6,7 @@ import torch
 
 import quantlab as ql
 from quantlab.core import metrics
-from quantlab.io import models
+from quantlab.io import captures, models
 from quantlab.lessons import clipping
 
 ACT_LAYER = "encoder.layer.0.intermediate.dense"
@@ -139,7 +139,7 @@ def test_min_max_never_saturates_at_4_bits(act):
 
 
 def test_calibration_study_covers_every_text_and_prefixes_are_prefixes():
-    counts = clipping.token_counts("code")
+    counts = captures.token_counts(None, "code")
     assert all(n > 2 for n in counts)  # [CLS] … [SEP] around at least one real token
     part = clipping.calibration_set("code", ACT_LAYER, 3)
     assert part.shape[0] == sum(counts[:3])
@@ -149,7 +149,7 @@ def test_calibration_study_covers_every_text_and_prefixes_are_prefixes():
     assert [r.calibration for r in rows] == models.calibration_kinds() + ["dynamic"]
     static = [r for r in rows if r.calibration != "dynamic"]
     assert all(r.clipped_fraction > 0 for r in static)  # percentile clips by design
-    assert all(r.sentences == min(10, len(clipping.token_counts(r.calibration))) for r in static)
+    assert all(r.sentences == min(10, len(captures.token_counts(None, r.calibration))) for r in static)
     dynamic = rows[-1]
     assert dynamic.sentences == 0 and dynamic.clipped_fraction == 0 and dynamic.clipping_share == 0
     assert all(dynamic.sqnr_db > r.sqnr_db for r in static)  # a scale per token fits every token

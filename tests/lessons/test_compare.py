@@ -46,6 +46,46 @@ def test_group_that_does_not_divide_is_skipped_with_a_reason(layer):
     assert row.skipped and "384" in row.skipped and math.isnan(row.weight_sqnr_db)
 
 
+def test_fp8_block_and_nf4_rows_on_the_real_layer(layer):
+    w, x = layer
+    rows = {n: compare.layer_what_if(n, w, x) for n in ("fp8-block", "fp8-dynamic", "nf4", "nf4-fp32", "w4a16")}
+    assert all(r.skipped is None for r in rows.values())
+    block = rows["fp8-block"]
+    assert block.quantizes_activations and not rows["nf4"].quantizes_activations
+    # One float32 per 128x128 tile against one per output channel: fewer stored bits than FP8_DYNAMIC.
+    assert block.bits_per_weight == 8 + 32 * (1536 // 128) * (384 // 128) / w.numel() < rows["fp8-dynamic"].bits_per_weight
+    assert rows["nf4"].bits_per_weight == 4 + 8 / 64 + 32 / (64 * 256) and rows["nf4-fp32"].bits_per_weight == 4.5
+    # NF4's double-quantized g64 stores fewer bits than W4A16's g128 and still beats it on this layer.
+    assert rows["nf4"].bits_per_weight < rows["w4a16"].bits_per_weight
+    assert rows["nf4"].output_sqnr_db > rows["w4a16"].output_sqnr_db
+    assert set(rows) - {"w4a16"} <= set(compare.CANDIDATES)
+
+
+def test_a_layer_fp8_block_activations_cannot_split_is_skipped_with_the_reason(layer):
+    w, x = layer
+    narrow = compare.layer_what_if("fp8-block", w[:, :96], x[:, :96])  # tiles fit, groups of 128 do not
+    assert narrow.skipped and "group_size 128" in narrow.skipped and math.isnan(narrow.weight_sqnr_db)
+    assert compare.layer_what_if("fp8-block", w[:, :96], None).skipped is None  # weights alone are fine
+    assert "64" in compare.layer_what_if("nf4", w[:, :96], x[:, :96]).skipped
+
+
+def test_readme_preset_table_is_what_the_lab_measures(layer):
+    """Every row of README.md's preset table, recomputed: scheme, stored bits, weight and output SQNR."""
+    from pathlib import Path
+
+    from quantlab.core.spec import scheme
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    body = text.split("<!-- presets-table -->")[1].split("<!-- /presets-table -->")[0]
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in body.strip().splitlines()[2:]]
+    assert {r[0] for r in rows} >= {"FP8_BLOCK", "nf4", "nf4-fp32", "W4A16", "NVFP4A16", "MXFP8"}
+    w, x = layer
+    for name, _, bits, weight_db, output_db in rows:
+        r = compare.layer_what_if(scheme(name).slug, w, x)
+        assert [bits, weight_db, output_db] == [f"{r.bits_per_weight:.3f}", f"{r.weight_sqnr_db:.1f}",
+                                                f"{r.output_sqnr_db:.1f}"], name
+
+
 def test_sizes_grow_with_finer_groups():
     sizes = {n: s.total_bytes for n, s in compare.model_sizes("llama-3.1-8b", ("w4a16", "w4a16-g64", "w8a16")).items()}
     assert sizes["w4a16"] < sizes["w4a16-g64"] < sizes["w8a16"]

@@ -45,15 +45,16 @@ def test_candidates_and_unusable_groups():
 
 
 def test_tradeoff_covers_every_usable_candidate(weight, points):
-    # bits × sym/asym × granularities (g256 left out), then NVFP4, MXFP4 and MXFP8 on the same layer
-    assert len(points) == 2 * 2 * len(ORDER) + len(granularity.MICROSCALING)
+    # bits × sym/asym × granularities (g256 left out), then the block formats on the same layer
+    assert len(points) == 2 * 2 * len(ORDER) + len(granularity.BLOCK_FORMATS)
     for bits in (4, 8):
         for sym in (True, False):
             assert sorted(_family(points, bits, sym)) == sorted(ORDER)
     assert all(p.label != "g256" for p in points)
     rows = weight[:32]  # which candidates run depends on the input dimension only
     with_custom = granularity.tradeoff(rows, None, custom_group=96, bits_options=(4,))
-    micro = {"NVFP4 (weights)", "MXFP4 (weights)", "MXFP8 (weights)"}
+    micro = {"NVFP4 (weights)", "MXFP4 (weights)", "MXFP8 (weights)", "FP8 block 128×128", "NF4 double-quant",
+             "NF4 (fp32 absmax)"}
     assert {p.label for p in with_custom} == set(ORDER) | {"g96"} | micro
     odd = granularity.tradeoff(rows, None, custom_group=100, bits_options=(4,))
     assert {p.label for p in odd} == set(ORDER) | micro
@@ -64,6 +65,34 @@ def test_nvfp4_beats_int4_at_the_same_stored_bits_on_the_real_layer(points):
     nvfp4, g64 = by_label["NVFP4 (weights)"], _family(points, 4, True)["g64"]
     assert nvfp4.bits_per_weight == g64.bits_per_weight == 4.5  # E4M3 per 16 against fp32 per 64
     assert nvfp4.output_sqnr_db > g64.output_sqnr_db
+
+
+def test_nf4_and_fp8_tiles_on_the_real_layer(points):
+    by_label = {p.label: p for p in points}
+    int4, int8 = _family(points, 4, True), _family(points, 8, True)
+    nf4, nf4_fp32, tiles = by_label["NF4 double-quant"], by_label["NF4 (fp32 absmax)"], by_label["FP8 block 128×128"]
+    assert all(p.spec.activations is None for p in (nf4, tiles))  # weights alone, as for the integer grids
+    # Normal-quantile levels fit these bell-shaped weights better than a uniform grid, at fewer bits.
+    assert nf4.bits_per_weight < int4["g128"].bits_per_weight < int4["g64"].bits_per_weight == nf4_fp32.bits_per_weight
+    assert nf4.weight_sqnr_db > int4["g64"].weight_sqnr_db and nf4.output_sqnr_db > int4["g64"].output_sqnr_db
+    # Double quantization saves 0.37 bits per weight for a few hundredths of a dB.
+    assert nf4_fp32.bits_per_weight - nf4.bits_per_weight == pytest.approx(0.5 - 0.125 - 32 / (64 * 256))
+    assert 0 <= nf4_fp32.weight_sqnr_db - nf4.weight_sqnr_db < 0.05
+    # FP8 keeps 3 mantissa bits whatever the scale: 128x128 tiles cost almost nothing and sit far
+    # below INT8's 255 levels per channel, far above any INT4 grid.
+    assert tiles.bits_per_weight < int8["channel"].bits_per_weight
+    assert int4["g32"].weight_sqnr_db + 5 < tiles.weight_sqnr_db < int8["channel"].weight_sqnr_db - 5
+
+
+def test_every_family_has_its_own_colour_on_the_pareto_chart(points):
+    from quantlab.viz import granularity as viz
+
+    fig = viz.pareto(points, output=True)
+    names = [t.name for t in fig.data]
+    assert names == ["INT4 sym", "INT4 asym", "INT8 sym", "INT8 asym", "FP8 tiles", "NF4", "microscaling",
+                     "Pareto front"]
+    assert len({t.marker.color for t in fig.data[:-1]}) == len(names) - 1
+    assert sorted(fig.data[names.index("NF4")].customdata) == ["NF4 (fp32 absmax)", "NF4 double-quant"]
 
 
 @pytest.mark.parametrize("bits", [4, 8])
@@ -93,9 +122,19 @@ def test_measured_bits_are_the_stored_bytes_and_match_the_formula(weight, points
     rows, cols = weight.shape
     for p in points:
         b, g = p.spec.num_bits, p.spec.group_size
+        if p.spec.type == "nf4":  # two codes per byte; fp32 absmax, or a byte each plus an fp32 per 256
+            blocks = numel // g
+            scale_bytes = blocks + 4 * math.ceil(blocks / 256) if p.spec.scale_dtype else 4 * blocks
+            assert p.stored_bytes == numel // 2 + scale_bytes, p
+            assert p.bits_per_weight == pytest.approx(p.formula_bits, rel=1e-12)
+            continue
         if p.spec.scale_dtype is not None:  # microscaling: one 8-bit scale per block, whatever the dtype
             assert p.stored_bytes == numel * b // 8 + rows * cols // g, p
             assert p.formula_bits == metrics.bits_per_weight(p.spec, (rows, cols), 8) == b + 8 / g
+            continue
+        if p.spec.strategy == "block":  # one byte per weight, one float32 per 128x128 tile
+            assert p.stored_bytes == numel + 4 * math.ceil(rows / 128) * math.ceil(cols / 128), p
+            assert p.bits_per_weight == pytest.approx(p.formula_bits, rel=1e-12)
             continue
         scales = {"tensor": 1, "channel": rows, "group": rows * cols // (g or 1)}[p.spec.strategy]
         # Codes (4-bit packed eight to an int32, 8-bit as int8), float32 scales (the weight's dtype),

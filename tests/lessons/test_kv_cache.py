@@ -6,7 +6,7 @@ import torch
 
 from quantlab.core.errors import QuantlabError
 from quantlab.core.spec import QuantSpec
-from quantlab.io import sizing
+from quantlab.io import models, sizing
 from quantlab.lessons import kv_cache
 
 GIB = 2**30
@@ -181,3 +181,30 @@ def test_channel_absmax_is_per_channel_of_one_head():
     data = kv_cache.capture_qkv()
     assert k.shape == v.shape == (32,)
     assert k.max().item() == pytest.approx((data.k[2, :, 5][data.mask]).abs().max().item())
+
+
+@pytest.fixture(scope="module")
+def llama_source(tmp_path_factory: pytest.TempPathFactory) -> models.ModelSource:
+    from tests.io.test_decoder import save_tiny_llama
+
+    return models.ModelSource.local(save_tiny_llama(tmp_path_factory.mktemp("tiny-llama-kv")))
+
+
+def test_a_decoders_keys_are_per_kv_head_after_rope_and_attention_recomputes_its_output(llama_source):
+    data = kv_cache.capture_qkv("general", llama_source)
+    layers, batch, heads, tokens, d = data.q.shape
+    assert data.causal and data.k.shape == data.v.shape == (layers, batch, heads // 2, tokens, d)  # GQA: 2 per KV head
+    out = kv_cache.attention(data.q, data.k, data.v, data.mask, causal=True)
+    merged = out.transpose(2, 3).reshape(layers, batch, tokens, heads * d)
+    assert torch.allclose(merged[:, data.mask], data.context[:, data.mask], atol=1e-5)
+    # Without the causal mask (or without RoPE) the recomputation would not match the model.
+    wrong = kv_cache.attention(data.q, data.k, data.v, data.mask, causal=False).transpose(2, 3)
+    assert not torch.allclose(wrong.reshape(merged.shape)[:, data.mask], data.context[:, data.mask], atol=1e-3)
+
+
+def test_a_decoders_config_drives_the_planner(llama_source):
+    arch = kv_cache.architecture(llama_source.path)
+    assert (arch.layers, arch.heads, arch.kv_heads, arch.head_dim) == (2, 4, 2, 32)
+    assert kv_cache.planner_models(llama_source)[0] == kv_cache.SIDEBAR
+    assert kv_cache.SIDEBAR not in kv_cache.planner_models(models.ModelSource.embedded())
+    assert kv_cache.kv_bytes(arch, 1).total == 2 * 2 * 2 * 32 * 2

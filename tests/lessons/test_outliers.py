@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import quantlab as ql
 from quantlab.core import metrics
-from quantlab.io import models
+from quantlab.io import captures, models
 from quantlab.lessons import outliers
 
 LAYER = "encoder.layer.0.intermediate.dense"
@@ -41,7 +41,7 @@ def test_smoothquant_leaves_the_product_unchanged_in_full_precision(alpha):
 
 def test_the_outlier_of_block_0s_ffn_is_the_first_tokens(xw):
     x, _ = xw
-    first = outliers.first_token_rows()
+    first = captures.first_token_rows(None)
     assert first.shape == (x.shape[0],) and int(first.sum()) == len(models.sample_texts())
     split = outliers.first_token_split(x, first, 99)
     assert split.first > 20 * split.rest  # [CLS] alone carries it
