@@ -81,8 +81,10 @@ _LOCK = threading.RLock()  # one model object shared by sessions: hooks must not
 
 
 def load(folder: str | Path) -> Decoder:
-    """The causal LM in `folder` and its tokenizer, once per process (checked to fit first)."""
-    with _LOCK:
+    """The causal LM in `folder` and its tokenizer, once per process (checked to fit first).
+    transformers' lazy imports are not thread-safe: a first load racing the embedded model's (the
+    server's warm-up) raised "cannot import name 'AutoModelForCausalLM'"."""
+    with _LOCK, models.exclusive_transformers():
         return _load(str(Path(folder).resolve()))
 
 
@@ -155,4 +157,4 @@ def activations(folder: str | Path, kind: str = "general") -> Capture:
 
 @lru_cache(maxsize=8)
 def _captured(folder: str, kind: str) -> Capture:
-    return capture_inputs(_load(folder), models.sample_texts(kind))
+    return capture_inputs(load(folder), models.sample_texts(kind))

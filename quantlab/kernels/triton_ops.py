@@ -648,7 +648,8 @@ def matmul(x: torch.Tensor, layer: PackedLinear, config: Config | None = None,
         desc = TensorDescriptor.from_tensor(halves, [cfg.block_n, 2 * layer.tile_words]) if tma else None
         _mma_kernel[grid](x_ptr=x2, w_ptr=halves, w_desc=desc, BLOCK_M=cfg.block_m, TMA=tma, SWAP=cfg.swap,
                           FLAT=cfg.flat, HOLD=cfg.flat and cfg.hold and not tma,
-                          NACC=cfg.nacc if (cfg.pre_scale or not cfg.swap) and not cfg.flat else 1, PER_SCALE=_per_scale(layer, cfg.pre_scale or cfg.flat or not cfg.swap),
+                          NACC=cfg.nacc if (cfg.pre_scale or not cfg.swap) and not cfg.flat else 1,
+                          PER_SCALE=_per_scale(layer, cfg.pre_scale or cfg.flat or not cfg.swap),
                           PAIRS=_pairs(x.dtype, layer.num_bits), DOT_F32=_INTERPRETED,
                           STEP=1 if cfg.flat else _step(tiles_k, cfg.split_k, cfg.step), **args)
     return y

@@ -283,7 +283,7 @@ def kv_larger_than_weights(arch_name: str, tokens: int, batch: int) -> Check:
     why = (f"bf16 KV cache {kv / 1e9:.1f} GB against {weights / 1e9:.1f} GB of bf16 weights: the cache grows with "
            "context × batch, the weights do not.")
     return Check("kv-vs-weights", f"kv-vs-weights:{arch_name}:{tokens}:{batch}",
-                 f"{arch_name}, {tokens:,} tokens of context, batch {batch}: is the bf16 KV cache larger than the "
+                 f"{arch.name}, {tokens:,} tokens of context, batch {batch}: is the bf16 KV cache larger than the "
                  "weights?", options, answer, why)
 
 

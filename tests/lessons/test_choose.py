@@ -138,6 +138,21 @@ def test_hardware_matrix_is_complete_and_sourced():
         hardware.entry("tpu", "fp4")
 
 
+def test_mxfp8_fp8_block_and_nf4_have_rows_of_their_own():
+    assert {choose.capability(s) for s in ("mxfp8", "mxfp8a16", "fp8-block", "nf4", "nf4-fp32")} == \
+        {"mxfp8", "fp8-block", "nf4"}
+    # MX scaling needs MX matrix instructions: Blackwell and CDNA 4 have them, Hopper's FP8 cores do not.
+    assert [hardware.entry(hw, "mxfp8").status for hw in ("hopper", "blackwell", "mi300", "mi350")] == \
+        ["weight-only", "native", "weight-only", "native"]
+    # Block-scaled FP8 runs where FP8 matmul does, and in MI300's own FP8 encoding.
+    for hw in hardware.HARDWARE:
+        assert hardware.entry(hw, "fp8-block").status == hardware.entry(hw, "fp8-matmul").status, hw
+    assert hardware.entry("mi300", "fp8-block").encoding == "E4M3FNUZ"
+    # NF4 is a table only bitsandbytes' kernels read, expanded to 16 bits: never native, never a math saving.
+    assert {hardware.entry(hw, "nf4").status for hw in hardware.HARDWARE} == {"weight-only"}
+    assert all("bitsandbytes" in hardware.entry(hw, "nf4").source for hw in hardware.HARDWARE)
+
+
 def _recipe_groups(code: str) -> dict:
     """The literal `config_groups=` argument of the QuantizationModifier call in a recipe."""
     for node in ast.walk(ast.parse(code)):

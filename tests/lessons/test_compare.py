@@ -53,7 +53,8 @@ def test_fp8_block_and_nf4_rows_on_the_real_layer(layer):
     block = rows["fp8-block"]
     assert block.quantizes_activations and not rows["nf4"].quantizes_activations
     # One float32 per 128x128 tile against one per output channel: fewer stored bits than FP8_DYNAMIC.
-    assert block.bits_per_weight == 8 + 32 * (1536 // 128) * (384 // 128) / w.numel() < rows["fp8-dynamic"].bits_per_weight
+    tiles = (1536 // 128) * (384 // 128)
+    assert block.bits_per_weight == 8 + 32 * tiles / w.numel() < rows["fp8-dynamic"].bits_per_weight
     assert rows["nf4"].bits_per_weight == 4 + 8 / 64 + 32 / (64 * 256) and rows["nf4-fp32"].bits_per_weight == 4.5
     # NF4's double-quantized g64 stores fewer bits than W4A16's g128 and still beats it on this layer.
     assert rows["nf4"].bits_per_weight < rows["w4a16"].bits_per_weight
@@ -73,12 +74,12 @@ def test_readme_preset_table_is_what_the_lab_measures(layer):
     """Every row of README.md's preset table, recomputed: scheme, stored bits, weight and output SQNR."""
     from pathlib import Path
 
-    from quantlab.core.spec import scheme
+    from quantlab.core.spec import PRESETS, scheme
 
     text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     body = text.split("<!-- presets-table -->")[1].split("<!-- /presets-table -->")[0]
     rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in body.strip().splitlines()[2:]]
-    assert {r[0] for r in rows} >= {"FP8_BLOCK", "nf4", "nf4-fp32", "W4A16", "NVFP4A16", "MXFP8"}
+    assert [r[0] for r in rows] == [*PRESETS, "nf4", "nf4-fp32"]  # every preset, and bitsandbytes' NF4
     w, x = layer
     for name, _, bits, weight_db, output_db in rows:
         r = compare.layer_what_if(scheme(name).slug, w, x)
