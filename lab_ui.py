@@ -642,7 +642,8 @@ def _source_from_sidebar() -> models.ModelSource:
     choice = control(st.sidebar.radio, "Model", "source_kind", "embedded", kinds,
                      format_func=SOURCE_KINDS.get, horizontal=True, help="The embedded model needs no download.")
     if choice == "local":
-        path = control(st.sidebar.text_input, "Path to a .safetensors file or HF folder", "source_path", "")
+        path = control(st.sidebar.text_input, "Path to a .safetensors file or HF folder", "source_path", "",
+                       help="Or a model id already in the local Hugging Face cache (org/name); nothing is downloaded.")
         if path:
             try:
                 return models.ModelSource.local(path)

@@ -39,7 +39,8 @@ def observe_percentile(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, 
 
     Symmetric grids care only about magnitude, so the cut is the p-th percentile of |x|;
     asymmetric grids cut both tails at (100 - p)/2 % each. Values are order statistics of the
-    data (no interpolation), found with `kthvalue`, which works on tensors of any size.
+    data (no interpolation), found with `kthvalue`, which works on tensors of any size. An edge
+    tile of a block spec counts its zero padding, as llm-compressor's observers see the tile.
     """
     rows = blocks.as_rows(x, spec)
     n = rows.shape[1]

@@ -265,7 +265,7 @@ class QuantSpec:
 
     def with_group_size(self, group_size: int) -> QuantSpec:
         """The same scheme with weights in groups of `group_size` (what `--group-size` and the
-        Storage lesson's slider mean): integer weights only, whatever their strategy was."""
+        Storage lesson's slider mean): integer (or NF4) weights only, whatever their strategy was."""
         if self.type == "float":
             raise QuantlabError(f"{self.label} is a float format, which has no group size to choose here")
         return self.with_(strategy="group", group_size=group_size)

@@ -13,9 +13,9 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import torch
@@ -70,11 +70,21 @@ def is_causal_lm(folder: str | Path) -> bool:
                                            for a in archs)
 
 
+# Below this many parameters a forward pass is many small ops, and torch's thread pool costs more
+# than it saves (a tiny Llama's capture: 1.2 s on one thread, 10.8 s on this machine's two); above,
+# the matmuls are large enough for every core to pay.
+SMALL_MODEL_PARAMETERS = 50_000_000
+
+
 @dataclass(frozen=True, eq=False)
 class Decoder:
     model: torch.nn.Module
     tokenizer: object
     load_seconds: float
+
+    @cached_property
+    def parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
 
 
 _LOCK = threading.RLock()  # one model object shared by sessions: hooks must not interleave
@@ -120,10 +130,10 @@ class Capture:
 
 
 @contextmanager
-def turn() -> Iterator[None]:
+def turn(decoder: Decoder) -> Iterator[None]:
     """Take a turn with the shared model: hooks one pass registers must not see another pass's
-    tensors. One thread: a pass of a small model costs torch's thread pool more than it saves."""
-    with _LOCK, single_threaded():
+    tensors. A small model runs on one thread (see SMALL_MODEL_PARAMETERS)."""
+    with _LOCK, (single_threaded() if decoder.parameters < SMALL_MODEL_PARAMETERS else nullcontext()):
         yield
 
 
@@ -132,7 +142,7 @@ def capture_inputs(decoder: Decoder, texts: list[str]) -> Capture:
     """Every Linear's input over `texts` (one forward pass per text), sentence after sentence."""
     parts: dict[str, list[torch.Tensor]] = {}
     start = time.perf_counter()
-    with turn():
+    with turn(decoder):
         handles = []
         for name, module in decoder.model.named_modules():
             if isinstance(module, torch.nn.Linear):

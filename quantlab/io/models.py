@@ -111,6 +111,9 @@ class ModelSource:
             p = Path(path).expanduser()
         except RuntimeError:  # "~name/..." for a user this machine does not know
             raise QuantlabError(f"{shown(str(path))}: no such home folder") from None
+        name = p.name
+        if not p.exists() and _HF_ID.fullmatch(str(path)):
+            p, name = _hf_cached(str(path)), str(path)
         mode = _stat(p).st_mode
         if stat.S_ISDIR(mode):
             if not safetensors_files(p):
@@ -120,7 +123,7 @@ class ModelSource:
             raise QuantlabError(_not_regular(p, mode))
         elif p.suffix != ".safetensors":
             raise QuantlabError(f"{shown(p.name)} is not a .safetensors file: only safetensors can be read safely")
-        return cls(path=str(p.resolve()), label=shown(p.name))
+        return cls(path=str(p.resolve()), label=shown(name))
 
     @classmethod
     def from_upload(cls, name: str, data: bytes, folder: Path) -> ModelSource:
@@ -149,6 +152,21 @@ class ModelSource:
 
 
 # -- reading files that may be hostile ------------------------------------------------------------
+
+_HF_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def _hf_cached(model_id: str) -> Path:
+    """A Hugging Face model id already in the local hub cache, resolved offline (never downloaded)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(model_id, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        raise QuantlabError(f"{shown(model_id)} is neither a path here nor a model in the local Hugging Face "
+                            "cache (nothing is downloaded: fetch it first with `hf download`)") from None
+
 
 _SHARD = re.compile(r"-(\d+)-of-(\d+)\.safetensors$")
 

@@ -22,7 +22,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Union
@@ -286,6 +286,9 @@ class OutTensor:
     dtype: str
     kind: str
     weights: int = 0  # original weights this tensor stands for (for bits per weight)
+    # The quantized Linear a tensor belongs to (None for tensors kept as they were): not always the
+    # name minus its last part, since bitsandbytes names NF4's state `<layer>.weight.absmax`.
+    layer: str | None = None
 
     @property
     def nbytes(self) -> int:
@@ -316,8 +319,11 @@ def _nf4_layout(t: SourceTensor, spec: QuantSpec) -> list[OutTensor]:
 
 def layer_layout(t: SourceTensor, spec: QuantSpec) -> list[OutTensor]:
     """The tensors compressed-tensors writes for one quantized Linear weight (bitsandbytes' for NF4)."""
-    if spec.type == "nf4":
-        return _nf4_layout(t, spec)
+    out = _nf4_layout(t, spec) if spec.type == "nf4" else _ct_layout(t, spec)
+    return [replace(o, layer=t.layer) for o in out]
+
+
+def _ct_layout(t: SourceTensor, spec: QuantSpec) -> list[OutTensor]:
     fmt, layer, rows = storage_format(spec), t.layer, t.shape[0]
     sshape, sdtype = blocks.scale_shape(spec, t.shape), scale_dtype(t.dtype)
     out: list[OutTensor] = []

@@ -99,7 +99,7 @@ def measure(dec: decoder.Decoder, model: torch.nn.Module, reference: list[torch.
     """Perplexity, KL against `reference` log-probs (None: this is the reference) and speed."""
     ids = [decoder.token_ids(dec, text) for text in heldout_texts()]
     start = time.perf_counter()
-    with gptq.single_threaded():
+    with decoder.turn(dec):
         logps = [_log_probs(model, i) for i in ids]
     seconds = time.perf_counter() - start
     nll = sum(-lp[:-1].gather(1, i[0, 1:, None]).sum().item() for lp, i in zip(logps, ids))

@@ -332,7 +332,7 @@ def _decoder_qkv(folder: str, kind: str) -> QKV:
     dec = decoder.load(folder)
     layers = _attention_modules(dec.model)
     per_text: list[list[tuple[torch.Tensor, ...]]] = []
-    with decoder.turn():
+    with decoder.turn(dec):
         for text in models.sample_texts(kind):
             captured: dict[int, list[torch.Tensor]] = {}
             handles = []

@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -67,10 +68,10 @@ def ref(obj: Callable[..., object]) -> Code:
     return Code(f"{short}.{qualname}", frozenset({(package, short)}))
 
 
-def constant(module: object, attr: str) -> Code:
+def constant(module: ModuleType, attr: str) -> Code:
     """A module's public constant by name (choose.CANDIDATES), checked to exist."""
     getattr(module, attr)
-    package, _, short = module.__name__.rpartition(".")  # type: ignore[attr-defined]
+    package, _, short = module.__name__.rpartition(".")
     return Code(f"{short}.{attr}", frozenset({(package, short)}))
 
 
@@ -84,6 +85,10 @@ def value(v: object) -> Code:
         return value(v.tolist())
     if isinstance(v, float) and not math.isfinite(v):
         return Code(f'float("{v}")')
+    if isinstance(v, int | float) and not isinstance(v, bool) and v > 0 and len(repr(v)) > 6:
+        mantissa, exponent = math.frexp(v)
+        if mantissa == 0.5:  # byte units and format bounds read as what they are: 2**30, 2.0**-26
+            return Code(f"2**{exponent - 1}" if isinstance(v, int) else f"2.0**{exponent - 1}")
     if isinstance(v, str):
         return Code(_quoted(v))
     if v is None or isinstance(v, bool | int | float | range):
@@ -158,7 +163,7 @@ class Line:
 
 def _script(lines: Sequence[Line], shows: str) -> str:
     """The whole snippet: imports, one assignment per line, then a print of `shows` (an expression
-    over the names assigned, `result` last among them)."""
+    over the names assigned; `result` is what the lesson's call returned, which tests compare)."""
     imports: dict[str, set[str]] = {}
     for line in lines:
         for module, imported in line.code.imports:
@@ -223,7 +228,7 @@ def _result(code: Code) -> Line:
     return Line("result", code)
 
 
-X, W, RESULT = name("x"), name("w"), name("result")
+X, W = name("x"), name("w")
 
 
 # -- Symmetric vs asymmetric --------------------------------------------------------------------------

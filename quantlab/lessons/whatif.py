@@ -121,12 +121,11 @@ def _calibration(m: _Model) -> dict[str, torch.Tensor]:
 
 
 def _layer_bytes(report: sizing.SizeReport) -> dict[str, int]:
-    """Bytes written for each quantized layer (every stored tensor is named `<layer>.<part>`)."""
+    """Bytes written for each quantized layer (sizing tags every tensor with the layer it stores)."""
     out: dict[str, int] = {}
     for t in report.tensors:
-        if t.kind in sizing.QUANTIZED_KINDS:
-            layer = t.name.rsplit(".", 1)[0]
-            out[layer] = out.get(layer, 0) + t.nbytes
+        if t.layer is not None:
+            out[t.layer] = out.get(t.layer, 0) + t.nbytes
     return out
 
 

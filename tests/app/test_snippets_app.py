@@ -17,20 +17,19 @@ import lab_ui
 from tests.app.apptest_util import run_page
 
 TIMEOUT = 400  # a page's first run loads the model and captures activations on a shared 2-core machine
-# Pages that draw charts, with settings that leave the defaults (so a snippet that ignored them
-# would print other numbers).
-PAGES = {
-    "pages/symmetric.py": {"sym_bits": "5", "layer": "encoder.layer.1.attention.self.query"},
-    "pages/formats.py": {"fmt_gran": "tensor", "layer": "encoder.layer.2.output.dense"},
-    "pages/granularity.py": {"gran_sym": "0", "layer": "encoder.layer.3.intermediate.dense"},
-    "pages/storage.py": {"storage_g": "64"},
-    "pages/clipping.py": {"clip_bits": "6", "clip_ratio": "0.7", "clip_sentences": "5"},
-    "pages/outliers.py": {"out_alpha": "0.8", "out_keep": "2"},
-    "pages/gptq.py": {"gptq_damp": "0.05", "gptq_sentences": "10"},
-    "pages/kv_cache.py": {"kv_batch": "4", "kv_layer": "2", "kv_head": "3"},
-    "pages/compare.py": {"cmp_schemes": ["w4a16", "w8a8-static"]},
-    "pages/speed.py": {"speed_m": "64"},
-    "pages/choose.py": {"ch_batch": "16", "ch_context": "65536"},
+# Each lesson away from its defaults, so that a snippet which ignored a setting would print other numbers.
+SETTINGS = {
+    "symmetric": {"sym_bits": "5", "layer": "encoder.layer.1.attention.self.query"},
+    "formats": {"fmt_gran": "tensor", "layer": "encoder.layer.2.output.dense"},
+    "granularity": {"gran_sym": "0", "layer": "encoder.layer.3.intermediate.dense"},
+    "storage": {"storage_g": "64"},
+    "clipping": {"clip_bits": "6", "clip_ratio": "0.7", "clip_sentences": "5"},
+    "outliers": {"out_alpha": "0.8", "out_keep": "2"},
+    "gptq": {"gptq_damp": "0.05", "gptq_sentences": "10"},
+    "kv_cache": {"kv_batch": "4", "kv_layer": "2", "kv_head": "3"},
+    "compare": {"cmp_schemes": ["w4a16", "w8a8-static"]},
+    "speed": {"speed_m": "64"},
+    "choose": {"ch_batch": "16", "ch_context": "65536"},
 }
 # A number in prose, a label or a formatted cell: "−3.2", "1,234", "4.5e-05" (not the 0 of "layer.0"
 # or the 4 of "INT4").
@@ -109,11 +108,17 @@ def snippets(at) -> list[str]:
     return [c.value for box in at.expander if box.label == lab_ui.CODE_LABEL for c in box.code]
 
 
-@pytest.mark.parametrize("page", list(PAGES))
-def test_every_chart_has_code_whose_numbers_the_page_shows(page):
-    at = run_page(page, query=PAGES[page], timeout=TIMEOUT)
+def test_settings_name_real_lessons():
+    assert set(SETTINGS) <= {lesson.url for lesson in lab_ui.LESSONS}
+
+
+@pytest.mark.parametrize("lesson", lab_ui.LESSONS, ids=lambda lesson: lesson.url)
+def test_every_chart_has_code_whose_numbers_the_page_shows(lesson):
+    page = lesson.file
+    at = run_page(page, query=SETTINGS.get(lesson.url), timeout=TIMEOUT)
     codes = snippets(at)
-    assert len(codes) == len(at.get("plotly_chart")) > 0
+    # Every lesson that draws charts has SETTINGS: none is checked at its defaults alone.
+    assert len(codes) == len(at.get("plotly_chart")) and bool(codes) == (lesson.url in SETTINGS)
     seen = PageNumbers(at)
     for code in codes:
         missing = [v for v in _run_snippet(code) if not seen.shows(v)]

@@ -61,3 +61,25 @@ def test_an_encoder_is_not_a_causal_lm(tmp_path: Path) -> None:
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(QuantlabError, match="not a causal LM"):
         decoder.load(tmp_path)
+
+
+def test_a_model_id_in_the_local_hub_cache_is_resolved_offline(tiny_llama: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    # The hub cache's layout: snapshot files are symlinks into blobs/.
+    repo = tmp_path / "models--acme--tiny-llama"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0123abcd")
+    snapshot, blobs = repo / "snapshots" / "0123abcd", repo / "blobs"
+    snapshot.mkdir(parents=True)
+    blobs.mkdir()
+    for f in tiny_llama.iterdir():
+        (blobs / f.name).write_bytes(f.read_bytes())
+        (snapshot / f.name).symlink_to(blobs / f.name)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    source = models.ModelSource.local("acme/tiny-llama")
+    assert source.label == "acme/tiny-llama" and Path(source.path) == snapshot.resolve()
+    assert "model.layers.0.mlp.down_proj" in decoder.activations(source.path).inputs
+    with pytest.raises(QuantlabError, match="nothing is downloaded"):
+        models.ModelSource.local("acme/not-cached")

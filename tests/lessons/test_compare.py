@@ -111,6 +111,19 @@ def test_page_reacts_to_schemes_and_runs_the_whole_model():
     assert any("distractors" in c for c in whole.columns)
 
 
+def test_page_compares_fp8_block_and_nf4_down_to_the_whole_model():
+    at = run_page("pages/compare.py")
+    at.multiselect(key="cmp_schemes").set_value(["fp8-block", "nf4", "nf4-fp32"]).run()
+    assert not at.exception and not at.warning
+    assert list(at.dataframe[0].value.index) == [label(s) for s in ("fp8-block", "nf4", "nf4-fp32")]
+    assert any("bitsandbytes' format" in c.value for c in at.caption)  # NF4's size is not a compressed-tensors file
+    at.button(key="cmp_run").click().run()
+    assert not at.exception
+    whole = at.dataframe[1].value
+    assert list(whole.index) == [label(s) for s in ("fp8-block", "nf4", "nf4-fp32")]
+    assert (whole.iloc[:, 0] > 0.9).all()  # sentence embeddings survive all three
+
+
 def test_page_tables_show_no_raw_none_or_four_decimal_percentages():
     at = run_page("pages/compare.py")
     at.button(key="cmp_run").click().run()

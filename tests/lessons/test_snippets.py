@@ -208,7 +208,8 @@ def test_settings_are_written_so_that_they_rebuild_themselves():
     for setting in (scheme_spec("w8a8-static"), G64_ASYM, QuantSpec(num_bits=6, observer="percentile",
                                                                       observer_kwargs={"percentile": 99.99}),
                     scheme_spec("nvfp4").with_(symmetric=True, observer="percentile"),
-                    GptqArgs(block_size=32, groups="dynamic"), {"a": (1, 2.5, None)}, [float("inf")]):
+                    GptqArgs(block_size=32, groups="dynamic"), {"a": (1, 2.5, None)}, [float("inf")],
+                    (2**30, 2.0**-26, 131072, 1e-05)):
         code = snippets.value(setting)
         imports = "".join(f"from {module} import {name}\n" for module, name in code.imports)
         scope: dict = {}
@@ -216,6 +217,7 @@ def test_settings_are_written_so_that_they_rebuild_themselves():
         assert scope["rebuilt"] == setting, code.text
     assert snippets.value(scheme_spec("w4a16")).text == 'scheme_spec("w4a16")'  # a registered scheme by its slug
     assert snippets.value(QuantSpec()).text == "QuantSpec(num_bits=8)"  # the bit width is always said
+    assert snippets.value((2**30, 2.0**-26, 1024)).text == "(2**30, 2.0**-26, 1024)"
 
 
 def test_a_local_file_is_named_and_runs_like_the_embedded_model(tmp_path):
