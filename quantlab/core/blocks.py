@@ -74,7 +74,7 @@ def from_groups(groups: torch.Tensor, spec: QuantSpec, shape: tuple[int, ...]) -
         return groups.reshape(shape)
     (h, w), (row_tiles, col_tiles) = block_size(spec, shape), scale_shape(spec, shape)
     tiles = groups.reshape(row_tiles, col_tiles, h, w).transpose(1, 2).reshape(row_tiles * h, col_tiles * w)
-    return tiles[: shape[0], : shape[1]]
+    return tiles[: shape[0], : shape[1]].contiguous()  # codes are stored and packed as whole rows
 
 
 def as_rows(x: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
