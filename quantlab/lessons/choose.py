@@ -434,6 +434,8 @@ def table(rows: Sequence[Row], metric: str, hw: str) -> list[dict[str, object]]:
     """The evidence table as plain records (the page shows it and offers it as CSV)."""
     return [{"scheme": r.label, "slug": r.slug, f"{metric} (dB)": r.error_db,
              "bits/weight (this layer)": r.layer_bits, "file bytes": r.file.total_bytes,
-             "file bits/parameter": r.file.bits_per_parameter, "speedup vs bf16": r.speedup,
-             "whole-model cosine": r.cosine, f"on {hardware.HARDWARE[hw]}": r.status,
+             "file bits/parameter": r.file.bits_per_parameter,
+             # NaN, not None: numeric columns stay numeric, and a table shows a missing number as a dash.
+             "speedup vs bf16": math.nan if r.speedup is None else r.speedup,
+             "whole-model cosine": math.nan if r.cosine is None else r.cosine, f"on {hardware.HARDWARE[hw]}": r.status,
              "note": r.skipped or hardware.entry(hw, capability(r.slug)).note} for r in rows]

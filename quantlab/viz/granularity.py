@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 
 from quantlab.core.packing import WordDiagram
 from quantlab.lessons.granularity import ChannelFailure, Point, ScaleMap
-from quantlab.viz.style import PALETTE, SERIES, styled
+from quantlab.viz.style import PALETTE, SERIES, clear_labels, styled
 
 
 def _pareto_front(xs: list[float], ys: list[float]) -> list[int]:
@@ -21,26 +21,6 @@ def _pareto_front(xs: list[float], ys: list[float]) -> list[int]:
             front.append(i)
             best = ys[i]
     return front
-
-
-LABEL_CLEARANCE = 0.05  # fraction of the plot's width/height a printed label keeps from another
-
-
-def _clear_labels(xs: list[float], ys: list[float], candidates: list[int]) -> list[int]:
-    """The candidates that can carry a label: each one far enough, in axis fractions, from those kept."""
-    finite = [(x, y) for x, y in zip(xs, ys) if math.isfinite(x) and math.isfinite(y)]
-    if not finite:
-        return []
-    span_x = (max(x for x, _ in finite) - min(x for x, _ in finite)) or 1.0
-    span_y = (max(y for _, y in finite) - min(y for _, y in finite)) or 1.0
-    kept: list[int] = []
-    for i in candidates:
-        if not (math.isfinite(xs[i]) and math.isfinite(ys[i])):
-            continue
-        if all(abs(xs[i] - xs[j]) / span_x > LABEL_CLEARANCE or abs(ys[i] - ys[j]) / span_y > LABEL_CLEARANCE
-               for j in kept):
-            kept.append(i)
-    return kept
 
 
 def _family(p: Point) -> tuple[str, int, str]:
@@ -69,7 +49,7 @@ def pareto(points: Sequence[Point], output: bool) -> go.Figure:
     # Sym and asym points of one granularity sit almost on top of each other, and INT4's choices all
     # fall within half a bit: only points on the front get a printed label, and only where it
     # keeps clear of the labels already placed. Every point names itself on hover.
-    on_front = {id(points[i]) for i in _clear_labels(xs, ys, front)}
+    on_front = {id(points[i]) for i in clear_labels(xs, ys, front)}
     # The name last in the key: families of other formats tie on the rest, and a set's order is not stable.
     families = sorted({_family(p) for p in points}, key=lambda f: (f[0] != "INT", f[1], f[2] != "sym", f[0]))
     for color, family in zip(SERIES, families):
@@ -78,7 +58,8 @@ def pareto(points: Sequence[Point], output: bool) -> go.Figure:
         fig.add_trace(go.Scatter(
             x=[p.bits_per_weight for p in group], y=[value(p) for p in group], mode="markers+text",
             text=[p.label if id(p) in on_front else "" for p in group], customdata=[p.label for p in group],
-            textposition="bottom right" if family[2] == "asym" else "top left",
+            # Asym below right, sym above left; the other formats above right, clear of INT4's cluster.
+            textposition={"asym": "bottom right", "sym": "top left"}.get(family[2], "top right"),
             textfont=dict(size=11, color=color), name=_family_name(family),
             marker=dict(size=10, color=color, symbol=marker),
             hovertemplate="%{customdata}: %{x:.3f} bits/weight, %{y:.2f} dB<extra></extra>"))

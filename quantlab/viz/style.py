@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Sequence
 
 import plotly.graph_objects as go
@@ -102,3 +103,23 @@ def figure_csv(fig: go.Figure) -> str:
         ys = ys if ys is not None else [None] * len(xs)
         writer.writerows([name, x, y, None] for x, y in zip(xs, ys))
     return out.getvalue()
+
+
+LABEL_CLEARANCE = 0.08  # fraction of the plot's width/height a printed label keeps from another
+
+
+def clear_labels(xs: list[float], ys: list[float], candidates: list[int]) -> list[int]:
+    """The candidates that can carry a label: each one far enough, in axis fractions, from those kept."""
+    finite = [(x, y) for x, y in zip(xs, ys) if math.isfinite(x) and math.isfinite(y)]
+    if not finite:
+        return []
+    span_x = (max(x for x, _ in finite) - min(x for x, _ in finite)) or 1.0
+    span_y = (max(y for _, y in finite) - min(y for _, y in finite)) or 1.0
+    kept: list[int] = []
+    for i in candidates:
+        if not (math.isfinite(xs[i]) and math.isfinite(ys[i])):
+            continue
+        if all(abs(xs[i] - xs[j]) / span_x > LABEL_CLEARANCE or abs(ys[i] - ys[j]) / span_y > LABEL_CLEARANCE
+               for j in kept):
+            kept.append(i)
+    return kept

@@ -30,3 +30,19 @@ def test_memory_bars_stack_weights_and_cache():
     weights, kv = fig.data
     assert weights.y == (16.060522496, 5.700679568) and kv.y == (34.359738368, 17.179869184)
     assert "32,768 tokens × 8" in fig.layout.title.text
+
+
+def test_scatter_prints_only_names_that_keep_clear_and_the_pick_first():
+    # W8A16 per-channel sits on top of W8A16 (0.1 GB, 0.1 dB apart): only the pick's name is printed.
+    errs = {"w4a16": choose.LayerError("w4a16", 21.0, 21.0, 4.25),
+            "w8a16": choose.LayerError("w8a16", 45.0, 45.0, 8.25),
+            "w8a16-channel": choose.LayerError("w8a16-channel", 44.9, 44.9, 8.08)}
+    files = {"w4a16": choose.FileSize(5_700_679_568, 5.68, 4.125), "w8a16": choose.FileSize(9_190_340_760, 9.16, 8.125),
+             "w8a16-channel": choose.FileSize(9_084_041_112, 9.05, 8.1)}
+    rows = choose.evidence(errs, files, {}, "ampere")
+    pick = next(r for r in rows if r.slug == "w8a16-channel")
+    fig = figures.evidence_scatter(rows, pick.slug, "layer-output SQNR", "llama-3.1-8b", "Ampere")
+    printed = {t for trace in fig.data[:-1] for t in (trace.text or ()) if t}
+    hover = {t for trace in fig.data[:-1] for t in trace.customdata}
+    w8 = next(r for r in rows if r.slug == "w8a16")
+    assert pick.label in printed and w8.label not in printed and w8.label in hover
