@@ -78,6 +78,8 @@ if not sel.has_activations:  # no captured inputs: a column of dashes says nothi
     table = table.drop(columns="output SQNR (dB)")
 st.dataframe(table.style.format({"stored bits / weight (this layer)": "{:.4g}", "weight SQNR (dB)": "{:.1f}",
                                  "output SQNR (dB)": "{:.1f}"}, na_rep="—"), width="stretch")
+st.download_button("Download this table (CSV)", table.to_csv().encode(), f"what-if-{sel.layer}.csv", "text/csv",
+                   key="cmp_csv", icon=":material/download:", on_click="ignore")
 st.caption(f"Layer `{sel.layer}` of {sel.source.label}. Sizes are the compressed-tensors file that "
            "llm-compressor writes for that scheme (packed codes, scales, zero points, tensors kept unquantized).")
 for name in chosen:

@@ -24,13 +24,13 @@ def _meta_model(name: str) -> torch.nn.Module:
         return cls._from_config(config, dtype=config.dtype)
 
 
-MICROSCALING_AND_W4AFP8 = ["NVFP4A16", "NVFP4", "MXFP4A16", "MXFP8A16", "W4AFP8"]
+NEWER_PRESETS = ["NVFP4A16", "NVFP4", "MXFP4A16", "MXFP8A16", "W4AFP8", "FP8_BLOCK"]
 ARCHS = ["llama-3.1-8b", "qwen2.5-7b", "mistral-7b"]
 
 
 @pytest.mark.parametrize("arch,preset", [("llama-3.1-8b", "W4A16"), ("qwen2.5-7b", "W8A8"),
                                          ("mistral-7b", "FP8_DYNAMIC")]
-                         + [(arch, preset) for arch in ARCHS for preset in MICROSCALING_AND_W4AFP8])
+                         + [(arch, preset) for arch in ARCHS for preset in NEWER_PRESETS])
 def test_config_sizing_equals_model_compressor_bytes(arch: str, preset: str) -> None:
     """ModelCompressor on a meta-device model gives the exact tensors llm-compressor would save
     (its FP4 and MX compressors have meta paths too)."""
@@ -101,7 +101,7 @@ def test_report_and_layer_agree_on_bits_per_weight(preset: str, bits: float) -> 
     assert report.quantized_bits_per_weight() == sizing.stored_bits_per_weight((1536, 384), "F32", spec)
 
 
-@pytest.mark.parametrize("preset", ["W4A16_ASYM", "NVFP4", "MXFP4A16", "MXFP8A16", "W4AFP8"])
+@pytest.mark.parametrize("preset", ["W4A16_ASYM", "NVFP4", "MXFP4A16", "MXFP8A16", "W4AFP8", "FP8_BLOCK"])
 def test_real_file_size_equals_model_compressor_output(tmp_path: Path, preset: str) -> None:
     """The header arithmetic too: the predicted file is byte-for-byte as long as the real one."""
     from transformers import AutoModel

@@ -97,6 +97,7 @@ def test_page_reacts_to_schemes_and_runs_the_whole_model():
     at = run_page("pages/compare.py")
     table = at.dataframe[0].value
     assert list(table.index) == [label(s) for s in compare.DEFAULT_CHOICE]
+    assert [b.proto.label for b in at.get("download_button") if b.key == "cmp_csv"] == ["Download this table (CSV)"]
     at.multiselect(key="cmp_schemes").set_value(["w4a16-g256", "w8a16"]).run()
     assert not at.exception
     assert any("does not divide" in w.value for w in at.warning)
