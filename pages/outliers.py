@@ -70,9 +70,10 @@ def whole(spec: QuantSpec, alpha: float | None, calibration: str, keep: int) -> 
 
 
 @st.cache_resource(max_entries=16, show_spinner="Quantizing the decoder and scoring the held-out text…")
-def decoder_run(source: models.ModelSource, slug: str, method: str) -> decoder_quality.SchemeQuality:
+def decoder_run(source: models.ModelSource, slug: str, method: str, smooth_alpha: float | None,
+                keep: int) -> decoder_quality.SchemeQuality:
     lab_ui.spend_heavy_run("A whole-model run")
-    return decoder_quality.scheme_quality(source.path, slug, method)
+    return decoder_quality.scheme_quality(source.path, slug, method, smooth_alpha=smooth_alpha, keep=keep)
 
 
 @st.cache_resource(max_entries=32, show_spinner="Running the model with 0, 1, 2, 4 and 8 layers kept in 16-bit…")
@@ -198,9 +199,18 @@ else:
     can_gptq = decoder_quality.gptq_applies(scheme_spec(dec_scheme))
     method = lab_ui.control(d2.radio, "Weights by", "out_dec_method", "rtn", list(decoder_quality.METHODS),
                             format_func=decoder_quality.METHODS.get, horizontal=True, disabled=not can_gptq)
+    d3, d4 = st.columns([1, 1.4])
+    quantizes_acts = scheme_spec(dec_scheme).activations is not None
+    dec_smooth = lab_ui.control(d3.toggle, "SmoothQuant (α above)", "out_dec_smooth", False,
+                                disabled=not quantizes_acts)
+    dec_keep = lab_ui.control(d4.slider, "Keep the worst k Linears unquantized", "out_dec_keep", 0, min_value=0,
+                              max_value=8)
     with lab_ui.user_errors():
-        quality = decoder_run(source, dec_scheme, method if can_gptq else "rtn")
+        quality = decoder_run(source, dec_scheme, method if can_gptq else "rtn",
+                              alpha if dec_smooth and quantizes_acts else None, dec_keep)
     lab_ui.lesson_section("outliers", "decoder", **quality.numbers())
+    if quality.kept:
+        st.caption("Kept unquantized (lowest own output SQNR first): " + ", ".join(f"`{n}`" for n in quality.kept))
     q1, q2, q3 = st.columns(3)
     q1.metric("Perplexity on held-out text", f"{quality.quantized.perplexity:.2f}",
               f"{quality.quantized.perplexity - quality.reference.perplexity:+.2f} vs original", delta_color="inverse")

@@ -23,10 +23,13 @@ import torch
 
 from quantlab import data
 from quantlab.core import gptq
+from quantlab.core.errors import QuantlabError
+from quantlab.core.metrics import sqnr_db
 from quantlab.core.observers import quantize_activation
 from quantlab.core.quantize import fake_quantize
 from quantlab.core.spec import QuantSpec, scheme_spec
 from quantlab.io import decoder, sizing
+from quantlab.lessons.outliers import smooth_scales
 
 Method = Literal["rtn", "gptq"]
 METHODS: dict[str, str] = {"rtn": "round to nearest", "gptq": "GPTQ"}
@@ -65,32 +68,97 @@ def _quantized_linears(model: torch.nn.Module) -> list[tuple[str, torch.nn.Linea
             if isinstance(m, torch.nn.Linear) and sizing.in_scope(n)]
 
 
+def smoothing_groups(names: list[str]) -> dict[str, tuple[str, ...]]:
+    """Linears fed by one norm, which must share one smoothing vector: {first: group}. These are
+    llm-compressor's SmoothQuant mappings for Llama-style decoders (q/k/v after the input norm,
+    gate/up after the post-attention norm); o_proj and down_proj have no norm to fold 1/s into."""
+    present = set(names)
+    groups = {}
+    for name in names:
+        for first, rest in (("self_attn.q_proj", ("k_proj", "v_proj")), ("mlp.gate_proj", ("up_proj",))):
+            if name.endswith(first):
+                prefix = name.removesuffix(first.split(".")[-1])
+                group = (name, *(prefix + r for r in rest))
+                if all(n in present for n in group):
+                    groups[name] = group
+    return groups
+
+
+def _smoothing(model: torch.nn.Module, calibration: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
+    modules = dict(model.named_modules())
+    names = [n for n, _ in _quantized_linears(model)]
+    smooth = {}
+    for first, group in smoothing_groups(names).items():
+        w_absmax = torch.stack([modules[n].weight.detach().float().abs().amax(dim=0) for n in group]).amax(dim=0)
+        s = smooth_scales(calibration[first].float().abs().amax(dim=0), w_absmax, alpha)
+        smooth.update({n: s for n in group})
+    return smooth
+
+
 @torch.no_grad()
 def quantized_model(dec: decoder.Decoder, spec: QuantSpec, method: Method,
-                    calibration: dict[str, torch.Tensor], args: gptq.GptqArgs = gptq.DEFAULT_ARGS) -> torch.nn.Module:
+                    calibration: dict[str, torch.Tensor], args: gptq.GptqArgs = gptq.DEFAULT_ARGS,
+                    smooth_alpha: float | None = None, keep: tuple[str, ...] = ()) -> torch.nn.Module:
     """A copy of the model with every quantized Linear's weight replaced by its fake-quantized
-    value, and activation quantization hooked in front of it when `spec` has an activation spec."""
+    value, and activation quantization hooked in front of it when `spec` has an activation spec.
+    SmoothQuant (`smooth_alpha`) scales each norm-fed group's weight columns by s and its input by
+    1/s before both are quantized (the product is unchanged before quantization); the Linears in
+    `keep` stay in the model's own precision."""
+    act = spec.activations
+    if smooth_alpha is not None and act is None:
+        raise QuantlabError("SmoothQuant moves difficulty from activations to weights: "
+                            "pick a scheme that quantizes activations (W8A8)")
     model = copy.deepcopy(dec.model)
+    smooth = _smoothing(model, calibration, smooth_alpha) if smooth_alpha is not None else {}
+    weight_spec = spec.with_(activations=None)
     for name, module in _quantized_linears(model):
-        w = module.weight.data
+        if name in keep:
+            continue
+        w, s = module.weight.data, smooth.get(name)
+        w_s = w if s is None else w * s.to(w.dtype)
+        raw = calibration.get(name)  # only GPTQ, static scales and smoothing need one
+        x_calib = None if raw is None else raw.float() if s is None else raw.float() / s
         if method == "gptq":
-            w_hat = gptq.gptq(w, gptq.hessian(calibration[name].float()), spec, args).dequantize()
+            w_hat = gptq.gptq(w_s, gptq.hessian(x_calib), weight_spec, args).dequantize()
         else:
-            w_hat = fake_quantize(w, spec)
+            w_hat = fake_quantize(w_s, weight_spec)
         module.weight.data = w_hat.to(w.dtype)
-        if spec.activations is not None:
-            module.register_forward_pre_hook(_activation_hook(spec.activations, calibration[name]))
+        if act is not None or s is not None:
+            module.register_forward_pre_hook(_input_hook(act, x_calib, s))
     return model
 
 
-def _activation_hook(act: QuantSpec, calibration: torch.Tensor) -> Callable[..., tuple[torch.Tensor]]:
+def _input_hook(act: QuantSpec | None, calibration: torch.Tensor | None,
+                smooth: torch.Tensor | None) -> Callable[..., tuple[torch.Tensor]]:
+    """What a quantized Linear multiplies: its input divided by s (SmoothQuant), then quantized
+    (dynamically, or with static scales from `calibration`, already divided by s)."""
     def hook(mod: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor]:
         x = args[0]
-        flat = x.reshape(-1, x.shape[-1])
-        q = quantize_activation(flat, act, None if act.dynamic else calibration).dequantize()
-        return (q.reshape(x.shape).to(x.dtype),)
+        flat = x.reshape(-1, x.shape[-1]).float()
+        if smooth is not None:
+            flat = flat / smooth
+        if act is not None:
+            flat = quantize_activation(flat, act, None if act.dynamic else calibration).dequantize()
+        return (flat.reshape(x.shape).to(x.dtype),)
 
     return hook
+
+
+@torch.no_grad()
+def layer_sqnrs(dec: decoder.Decoder, spec: QuantSpec, calibration: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Each quantized Linear's own output SQNR on its calibration inputs (weights and, where the
+    scheme has them, activations quantized): the worst are the first to keep in 16-bit."""
+    act, weight_spec = spec.activations, spec.with_(activations=None)
+    out = {}
+    for name, module in _quantized_linears(dec.model):
+        x, w = calibration[name].float(), module.weight.detach().float()
+        xq = x if act is None else quantize_activation(x, act, None if act.dynamic else x).dequantize()
+        out[name] = sqnr_db(x @ w.T, xq @ fake_quantize(w, weight_spec).T)
+    return out
+
+
+def worst_layers(sqnrs: dict[str, float], k: int) -> tuple[str, ...]:
+    return tuple(sorted(sqnrs, key=sqnrs.get)[:k])
 
 
 @torch.no_grad()
@@ -131,6 +199,7 @@ class SchemeQuality:
     method: str
     reference: Quality
     quantized: Quality
+    kept: tuple[str, ...] = ()  # Linears left unquantized (the worst by their own output SQNR)
 
     def numbers(self) -> dict[str, str]:
         """What the lesson's prose quotes."""
@@ -145,17 +214,20 @@ def _reference(folder: str) -> tuple[Quality, list[torch.Tensor]]:
     return measure(dec, dec.model, None, "fp")
 
 
-def scheme_quality(folder: str | Path, slug: str, method: Method = "rtn",
-                   calibration_kind: str = "general") -> SchemeQuality:
-    """Every in-scope Linear of the decoder quantized with one preset (by RTN or GPTQ), scored
-    against the unquantized model's own predictions."""
+def scheme_quality(folder: str | Path, slug: str, method: Method = "rtn", calibration_kind: str = "general",
+                   smooth_alpha: float | None = None, keep: int = 0) -> SchemeQuality:
+    """Every in-scope Linear of the decoder quantized with one preset (by RTN or GPTQ; optionally
+    SmoothQuant at `smooth_alpha`, and the `keep` worst Linears left unquantized), scored against
+    the unquantized model's own predictions."""
     spec = scheme_spec(slug)
     if method == "gptq" and not gptq_applies(spec):
         method = "rtn"
     dec = decoder.load(folder)
     reference, ref_logp = _reference(str(Path(folder).resolve()))
-    model = quantized_model(dec, spec, method, decoder.activations(folder, calibration_kind).inputs)
-    return SchemeQuality(slug, method, reference, measure(dec, model, ref_logp, method)[0])
+    calibration = decoder.activations(folder, calibration_kind).inputs
+    kept = worst_layers(layer_sqnrs(dec, spec, calibration), keep) if keep else ()
+    model = quantized_model(dec, spec, method, calibration, smooth_alpha=smooth_alpha, keep=kept)
+    return SchemeQuality(slug, method, reference, measure(dec, model, ref_logp, method)[0], kept)
 
 
 def table(results: dict[str, SchemeQuality]) -> dict[str, list[object]]:

@@ -68,6 +68,12 @@ def test_outliers_shows_the_decoders_perplexity_and_kl(llama: Path) -> None:
     assert "rank correlation" not in _text(at).lower()  # the encoder's embedding view is not shown
     at.radio(key="out_dec_method").set_value("gptq").run()
     assert not at.exception, at.exception
+    at.slider(key="out_dec_keep").set_value(2).run()
+    assert not at.exception, at.exception
+    assert any("Kept unquantized" in c.value for c in at.caption)
+    at.selectbox(key="out_dec_scheme").set_value("w8a8-static").run()
+    at.toggle(key="out_dec_smooth").set_value(True).run()
+    assert not at.exception and not at.error, at.exception
 
 
 def test_what_if_runs_the_decoder_under_each_scheme(llama: Path) -> None:

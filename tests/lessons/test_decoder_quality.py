@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 import quantlab as ql
+from quantlab.core.errors import QuantlabError
+from quantlab.io import decoder
 from quantlab.lessons import decoder_quality
 from tests.io.test_decoder import save_tiny_llama
 
@@ -42,3 +44,31 @@ def test_the_heldout_text_is_not_a_calibration_text() -> None:
     heldout = set(decoder_quality.heldout_texts())
     assert len(heldout) >= 8
     assert not heldout & {s for kind in models.calibration_kinds() for s in models.sample_texts(kind)}
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama-remedies"))
+
+
+def test_keeping_every_layer_is_the_original_and_keeping_the_worst_helps(llama: Path) -> None:
+    every = decoder_quality.scheme_quality(llama, "w4a16", keep=100)
+    assert every.quantized.kl_mean == 0 and every.quantized.perplexity == every.reference.perplexity
+    none, two = decoder_quality.scheme_quality(llama, "w4a16"), decoder_quality.scheme_quality(llama, "w4a16", keep=2)
+    assert len(two.kept) == 2 and two.quantized.kl_mean < none.quantized.kl_mean
+    dec = decoder.load(llama)
+    sqnrs = decoder_quality.layer_sqnrs(dec, ql.QuantSpec.preset("W4A16"), decoder.activations(llama).inputs)
+    assert two.kept == tuple(sorted(sqnrs, key=sqnrs.get)[:2])
+
+
+def test_smoothquant_groups_share_a_norm_and_need_activation_quantization(llama: Path) -> None:
+    names = [n for n, _ in decoder_quality._quantized_linears(decoder.load(llama).model)]
+    groups = decoder_quality.smoothing_groups(names)
+    assert groups["model.layers.0.self_attn.q_proj"] == tuple(f"model.layers.0.self_attn.{p}_proj" for p in "qkv")
+    assert groups["model.layers.1.mlp.gate_proj"] == ("model.layers.1.mlp.gate_proj", "model.layers.1.mlp.up_proj")
+    assert len(groups) == 4  # o_proj and down_proj have no norm in front of them
+    with pytest.raises(QuantlabError, match="SmoothQuant"):
+        decoder_quality.scheme_quality(llama, "w4a16", smooth_alpha=0.5)
+    plain = decoder_quality.scheme_quality(llama, "w8a8-static")
+    smoothed = decoder_quality.scheme_quality(llama, "w8a8-static", smooth_alpha=0.5)
+    assert smoothed.quantized.kl_mean != plain.quantized.kl_mean and 0 < smoothed.quantized.kl_mean < 0.01
