@@ -196,9 +196,9 @@ else:
     d1, d2 = st.columns([1.4, 1])
     dec_scheme = lab_ui.control(d1.selectbox, "Scheme for every Linear but lm_head", "out_dec_scheme", "w4a16",
                                 decoder_quality.SCHEMES, format_func=lambda s: f"{label(s)}: {SCHEMES[s].description}")
-    can_gptq = decoder_quality.gptq_applies(scheme_spec(dec_scheme))
+    calibrated = decoder_quality.gptq_applies(scheme_spec(dec_scheme))  # GPTQ, AWQ: weight-only integers
     method = lab_ui.control(d2.radio, "Weights by", "out_dec_method", "rtn", list(decoder_quality.METHODS),
-                            format_func=decoder_quality.METHODS.get, horizontal=True, disabled=not can_gptq)
+                            format_func=decoder_quality.METHODS.get, horizontal=True, disabled=not calibrated)
     d3, d4 = st.columns([1, 1.4])
     quantizes_acts = scheme_spec(dec_scheme).activations is not None
     dec_smooth = lab_ui.control(d3.toggle, "SmoothQuant (α above)", "out_dec_smooth", False,
@@ -206,7 +206,7 @@ else:
     dec_keep = lab_ui.control(d4.slider, "Keep the worst k Linears unquantized", "out_dec_keep", 0, min_value=0,
                               max_value=8)
     with lab_ui.user_errors():
-        quality = decoder_run(source, dec_scheme, method if can_gptq else "rtn",
+        quality = decoder_run(source, dec_scheme, method if calibrated else "rtn",
                               alpha if dec_smooth and quantizes_acts else None, dec_keep)
     lab_ui.lesson_section("outliers", "decoder", **quality.numbers())
     if quality.kept:

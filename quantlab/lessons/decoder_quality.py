@@ -29,16 +29,16 @@ from quantlab.core.observers import quantize_activation
 from quantlab.core.quantize import fake_quantize
 from quantlab.core.spec import QuantSpec, scheme_spec
 from quantlab.io import decoder, sizing
-from quantlab.lessons.outliers import smooth_scales
+from quantlab.lessons.outliers import awq_search, smooth_scales
 
-Method = Literal["rtn", "gptq"]
-METHODS: dict[str, str] = {"rtn": "round to nearest", "gptq": "GPTQ"}
+Method = Literal["rtn", "gptq", "awq"]
+METHODS: dict[str, str] = {"rtn": "round to nearest", "gptq": "GPTQ", "awq": "AWQ"}
 # The presets the whole-model view offers for a decoder: weight-only integer, FP8 and W8A8.
 SCHEMES: tuple[str, ...] = ("w8a16", "w4a16", "w4a16-channel", "w3a16", "fp8-dynamic", "w8a8", "w8a8-static")
 
 
 def gptq_applies(spec: QuantSpec) -> bool:
-    """GPTQ is offered for weight-only integer schemes (the W4A16 family, W8A16)."""
+    """GPTQ and AWQ are offered for weight-only integer schemes (the W4A16 family, W8A16)."""
     return spec.type == "int" and spec.activations is None
 
 
@@ -120,6 +120,11 @@ def quantized_model(dec: decoder.Decoder, spec: QuantSpec, method: Method,
         x_calib = None if raw is None else raw.float() if s is None else raw.float() / s
         if method == "gptq":
             w_hat = gptq.gptq(w_s, gptq.hessian(x_calib), weight_spec, args).dequantize()
+        elif method == "awq":
+            # (x / a)·Q(W·a)ᵀ = x·(Q(W·a) / a)ᵀ: the AWQ scales a fold into the stored weight here.
+            # Searched per Linear on its own output (llm-compressor searches per norm-fed group).
+            a = awq_search(x_calib, w_s.float(), weight_spec).scales
+            w_hat = fake_quantize(w_s.float() * a, weight_spec) / a
         else:
             w_hat = fake_quantize(w_s, weight_spec)
         module.weight.data = w_hat.to(w.dtype)
@@ -216,11 +221,11 @@ def _reference(folder: str) -> tuple[Quality, list[torch.Tensor]]:
 
 def scheme_quality(folder: str | Path, slug: str, method: Method = "rtn", calibration_kind: str = "general",
                    smooth_alpha: float | None = None, keep: int = 0) -> SchemeQuality:
-    """Every in-scope Linear of the decoder quantized with one preset (by RTN or GPTQ; optionally
+    """Every in-scope Linear of the decoder quantized with one preset (by RTN, GPTQ or AWQ; optionally
     SmoothQuant at `smooth_alpha`, and the `keep` worst Linears left unquantized), scored against
     the unquantized model's own predictions."""
     spec = scheme_spec(slug)
-    if method == "gptq" and not gptq_applies(spec):
+    if method != "rtn" and not gptq_applies(spec):
         method = "rtn"
     dec = decoder.load(folder)
     reference, ref_logp = _reference(str(Path(folder).resolve()))

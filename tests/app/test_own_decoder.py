@@ -68,6 +68,8 @@ def test_outliers_shows_the_decoders_perplexity_and_kl(llama: Path) -> None:
     assert "rank correlation" not in _text(at).lower()  # the encoder's embedding view is not shown
     at.radio(key="out_dec_method").set_value("gptq").run()
     assert not at.exception, at.exception
+    at.radio(key="out_dec_method").set_value("awq").run()
+    assert not at.exception, at.exception
     at.slider(key="out_dec_keep").set_value(2).run()
     assert not at.exception, at.exception
     assert any("Kept unquantized" in c.value for c in at.caption)

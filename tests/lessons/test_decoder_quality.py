@@ -72,3 +72,10 @@ def test_smoothquant_groups_share_a_norm_and_need_activation_quantization(llama:
     plain = decoder_quality.scheme_quality(llama, "w8a8-static")
     smoothed = decoder_quality.scheme_quality(llama, "w8a8-static", smooth_alpha=0.5)
     assert smoothed.quantized.kl_mean != plain.quantized.kl_mean and 0 < smoothed.quantized.kl_mean < 0.01
+
+
+def test_awq_runs_on_weight_only_integer_schemes_and_falls_back_elsewhere(llama: Path) -> None:
+    awq = decoder_quality.scheme_quality(llama, "w4a16", "awq")
+    rtn = decoder_quality.scheme_quality(llama, "w4a16", "rtn")
+    assert awq.method == "awq" and 0 < awq.quantized.kl_mean and awq.quantized.kl_mean != rtn.quantized.kl_mean
+    assert decoder_quality.scheme_quality(llama, "fp8-dynamic", "awq").method == "rtn"
