@@ -112,7 +112,7 @@ class ModelSource:
         except RuntimeError:  # "~name/..." for a user this machine does not know
             raise QuantlabError(f"{shown(str(path))}: no such home folder") from None
         name = p.name
-        if not p.exists() and _HF_ID.fullmatch(str(path)):
+        if _HF_ID.fullmatch(str(path)) and not _exists(p):
             p, name = _hf_cached(str(path)), str(path)
         mode = _stat(p).st_mode
         if stat.S_ISDIR(mode):
@@ -196,6 +196,15 @@ def _reason(err: BaseException) -> str:
     if isinstance(err, OSError) and err.strerror:
         return err.strerror
     return shown(str(err).splitlines()[0] if str(err) else type(err).__name__)
+
+
+def _exists(path: Path) -> bool:
+    """Path.exists, with paths the OS cannot look up (too long, a NUL byte) counted as existing:
+    `_stat` then says what is wrong with them."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return True
 
 
 def _stat(path: Path) -> os.stat_result:

@@ -90,7 +90,7 @@ def test_spec_validation_messages():
     with pytest.raises(QuantlabError, match="out of range"):
         ql.QuantSpec(num_bits=9)
     with pytest.raises(QuantlabError, match="unknown strategy"):
-        ql.QuantSpec(strategy="block")  # type: ignore[arg-type]
+        ql.QuantSpec(strategy="row")  # type: ignore[arg-type]
     with pytest.raises(QuantlabError, match="needs a positive group_size"):
         ql.QuantSpec(strategy="group")
     with pytest.raises(QuantlabError, match="unknown preset"):
