@@ -633,6 +633,19 @@ def _session_uploads() -> uploads.SessionUploads:
     return st.session_state["uploads"]
 
 
+def uploaded_config(where: DeltaGenerator, key: str) -> str | None:
+    """A config.json uploaded in `where`, kept in this session's private folder: the folder's path
+    (what the planners take), or None; a bad file is one line there."""
+    up = where.file_uploader("A transformers config.json (architecture only, no weights)", type=["json"], key=key)
+    if up is None:
+        return None
+    try:
+        return str(_session_uploads().add_config(up.name, up.getvalue()).parent)
+    except QuantlabError as err:
+        where.error(str(err), icon=":material/warning:")
+        return None
+
+
 SOURCE_KINDS = {"embedded": "Embedded MiniLM", "local": "Local path", "upload": "Upload"}
 
 

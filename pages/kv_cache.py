@@ -39,13 +39,15 @@ lab_ui.title(__file__)
 lab_ui.lesson_section("kv_cache", "intro")
 
 # -- memory against context -----------------------------------------------------------------------
-archs = kv_cache.planner_models(sel.source)
+uploaded = lab_ui.uploaded_config(st.expander("Size your own config.json", icon=":material/upload_file:"),
+                                  "kv_config")
+archs = kv_cache.planner_models(sel.source, uploaded)
 c1, c2, c3, c4 = st.columns([1.3, 1, 1.2, 1.2])
+arch_labels = {kv_cache.SIDEBAR: f"the sidebar's model ({sel.source.label})", kv_cache.UPLOADED: "your config.json"}
 arch_choice = lab_ui.control(c1.selectbox, "Architecture", "kv_arch",
-                             next(a for a in (kv_cache.SIDEBAR, "llama-3.1-8b", archs[0]) if a in archs), archs,
-                             format_func=lambda a: f"the sidebar's model ({sel.source.label})"
-                             if a == kv_cache.SIDEBAR else a)
-arch_name = kv_cache.planner_name(arch_choice, sel.source)
+                             next(a for a in (kv_cache.UPLOADED, kv_cache.SIDEBAR, "llama-3.1-8b", archs[0])
+                                  if a in archs), archs, format_func=lambda a: arch_labels.get(a, a))
+arch_name = kv_cache.planner_name(arch_choice, sel.source, uploaded)
 scheme = lab_ui.control(c2.selectbox, "Weights", "kv_weights", "bf16", kv_cache.WEIGHT_SCHEMES, format_func=label,
                         help="BF16 as published, or a compressed-tensors scheme (sized by quantlab.sizing).")
 batch = lab_ui.control(c3.slider, "Batch (sequences)", "kv_batch", 8, min_value=1, max_value=64)

@@ -10,6 +10,8 @@ to its files). A session object that is collected takes its folder with it too.
 from __future__ import annotations
 
 import atexit
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -23,6 +25,10 @@ from quantlab.core.errors import QuantlabError
 from quantlab.io import models
 
 SESSION_BYTES = models.MAX_UPLOAD_BYTES
+CONFIG_BYTES = 2**20  # published config.json files are a few KiB
+CONFIG_LIMITS = {"num_hidden_layers": 1024, "hidden_size": 65536, "intermediate_size": 1 << 20,
+                 "num_attention_heads": 1024, "num_key_value_heads": 1024, "vocab_size": 1 << 24,
+                 "num_local_experts": 1024, "num_experts": 1024}
 # The whole server's uploads at once; an instructor sizes it to the disk (QUANTLAB_UPLOADS_MIB).
 SERVER_BYTES = int(os.environ.get("QUANTLAB_UPLOADS_MIB", "2048")) * 2**20
 
@@ -110,6 +116,34 @@ class SessionUploads:
             source = models.ModelSource.from_upload(name, data, self.folder)
             self._files[upload_id] = (source, len(data))
         return source
+
+    def add_config(self, name: str, data: bytes) -> Path:
+        """An uploaded config.json, checked to be a transformers config (a JSON object with a
+        model_type, at most CONFIG_BYTES) and kept in this session's folder; a newer one replaces it."""
+        if len(data) > CONFIG_BYTES:
+            raise QuantlabError(f"{models.shown(name)} is {len(data) / 2**10:.0f} KiB; a config.json is at most "
+                                f"{CONFIG_BYTES // 2**10} KiB")
+        try:
+            config = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            raise QuantlabError(f"{models.shown(name)} is not JSON") from None
+        if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+            raise QuantlabError(f"{models.shown(name)} is not a transformers config.json (no model_type)")
+        # Sizing builds the architecture on the meta device, layer by layer: a config asking for a
+        # billion layers would hold the server; real models stay far inside these bounds.
+        for field, limit in CONFIG_LIMITS.items():
+            value = config.get(field)
+            if value is not None and not (isinstance(value, int) and 0 < value <= limit):
+                raise QuantlabError(f"{models.shown(name)}: {field} = {models.shown(str(value), 40)} is outside "
+                                    f"1…{limit:,}")
+        target = self.folder / f"config-{hashlib.sha256(data).hexdigest()[:16]}" / "config.json"
+        for old in self.folder.glob("config-*/config.json"):
+            if old != target:
+                old.unlink(missing_ok=True)
+                old.parent.rmdir()
+        target.parent.mkdir(exist_ok=True)
+        target.write_bytes(data)
+        return target
 
     def _forget(self, upload_id: str) -> None:
         source, _ = self._files.pop(upload_id)

@@ -98,17 +98,20 @@ def architectures() -> list[str]:
 
 
 SIDEBAR = "sidebar"  # the planner's name for the sidebar's own model, when its folder has a config.json
+UPLOADED = "uploaded"  # ... and for a config.json uploaded on the lesson's page
 
 
-def planner_models(source: models.ModelSource) -> list[str]:
-    """What the memory planner can size: the sidebar's model first when it has a config.json."""
+def planner_models(source: models.ModelSource, uploaded: str | None = None) -> list[str]:
+    """What the memory planner can size: an uploaded config and the sidebar's model (when its
+    folder has a config.json) first, then the shipped architectures."""
     own = (Path(source.path) / "config.json").is_file() and not source.is_embedded
-    return [SIDEBAR, *architectures()] if own else architectures()
+    return [*([UPLOADED] if uploaded else []), *([SIDEBAR] if own else []), *architectures()]
 
 
-def planner_name(choice: str, source: models.ModelSource) -> str:
-    """The name `architecture` and `memory_plan` take for a planner choice (SIDEBAR: the folder)."""
-    return source.path if choice == SIDEBAR else choice
+def planner_name(choice: str, source: models.ModelSource, uploaded: str | None = None) -> str:
+    """The name `architecture` and `memory_plan` take for a planner choice: a shipped name, or the
+    folder holding the config.json (the sidebar's model, an uploaded config)."""
+    return {SIDEBAR: source.path, UPLOADED: uploaded}.get(choice) or choice
 
 
 def real_kv_source(source: models.ModelSource) -> captures.Source:
@@ -122,7 +125,9 @@ def architecture(name: str) -> Architecture:
     """A shipped config by name, or the config.json of a model folder (the sidebar's own model)."""
     path = sizing.shipped_configs().get(name)
     if path is None and (Path(name) / "config.json").is_file():
-        return Architecture.from_config(Path(name).name, sizing.read_json(Path(name) / "config.json"))
+        config = sizing.read_json(Path(name) / "config.json")
+        label = config.get("_name_or_path") if isinstance(config.get("_name_or_path"), str) else Path(name).name
+        return Architecture.from_config(models.shown(str(label)), config)
     if path is None:
         raise QuantlabError(f"no shipped config named {models.shown(name)}: use one of {', '.join(architectures())}")
     return Architecture.from_config(name, json.loads(path.read_text()))

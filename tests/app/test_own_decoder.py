@@ -123,3 +123,19 @@ def test_a_shard_upload_says_where_the_whole_model_can_be_read() -> None:
                  {"model.layers.7.mlp.down_proj.weight": torch.randn(64, 256)})
     note = " ".join(i.value for i in at.sidebar.info)
     assert "shard 2 of 4" in note and "Local path" in note
+
+
+def test_kv_cache_sizes_an_uploaded_config_and_refuses_a_bad_one() -> None:
+    import json
+
+    from quantlab.io import sizing
+
+    config = json.loads(sizing.shipped_configs()["mistral-7b"].read_text())
+    at = run_page("pages/kv_cache.py")
+    at.file_uploader(key="kv_config").set_value(("config.json", json.dumps(config).encode(), "application/json")).run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="kv_arch").options[0] == "your config.json"
+    at.selectbox(key="kv_arch").set_value("uploaded").run()
+    assert any("**mistralai/Mistral-7B-v0.3**: 32 layers, 32 query heads, 8 KV heads" in m.value for m in at.markdown)
+    at.file_uploader(key="kv_config").set_value(("config.json", b"{not json", "application/json")).run()
+    assert not at.exception and any(e.value == "config.json is not JSON" for e in at.error)

@@ -99,3 +99,17 @@ def test_closing_the_store_removes_every_upload(store):
     session.add("id", "mine.safetensors", _file(8))
     store.close()
     assert not store.root.exists()
+
+
+def test_an_uploaded_config_is_checked_kept_privately_and_replaced_by_the_next(store):
+    session = store.open_session("a")
+    first = session.add_config("config.json", b'{"model_type": "llama", "num_hidden_layers": 2}')
+    assert first.parent.parent == session.folder and first.read_bytes().startswith(b'{"model_type"')
+    second = session.add_config("config.json", b'{"model_type": "qwen2"}')
+    assert second.exists() and not first.exists() and list(session.folder.glob("config-*")) == [second.parent]
+    for data, message in [(b"[1, 2]", "no model_type"), (b"\xff\xfe", "not JSON"), (b"{" * 10, "not JSON"),
+                          (b" " * (uploads.CONFIG_BYTES + 1), "at most"),
+                          (b'{"model_type": "llama", "num_hidden_layers": 1000000000}', "num_hidden_layers"),
+                          (b'{"model_type": "llama", "hidden_size": "big"}', "hidden_size")]:
+        with pytest.raises(QuantlabError, match=message):
+            session.add_config("config.json", data)
