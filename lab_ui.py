@@ -541,7 +541,7 @@ def captured_layers(source: models.ModelSource) -> frozenset[str]:
 @st.cache_resource(show_spinner="Loading tensor…", max_entries=64)
 def weight(source: models.ModelSource, name: str) -> torch.Tensor:
     """One weight tensor, shared read-only by every session in this process."""
-    return models.load_tensor(source, name)
+    return models.weight_matrix(source, name)
 
 
 @st.cache_resource(show_spinner="Running the model on sample text to capture real activations…", max_entries=16)
@@ -743,8 +743,10 @@ def sidebar(page_path: str) -> Frame:
     layer = control(st.sidebar.selectbox, "Layer", "layer", default, layers, format_func=layer_label,
                     help="A Linear layer's weight matrix [out, in].")
     info = models.list_tensors(source)[f"{layer}.weight"]
-    st.sidebar.caption(f"{source.label} · `{layer}` · {info.shape[0]}×{info.shape[1]} {info.dtype} · "
-                       f"{info.numel:,} weights")
+    rows, cols = models.matrix_shape(source, info.name)
+    st.sidebar.caption(f"{source.label} · `{layer}` · {rows}×{cols} {info.dtype} · {info.numel:,} weights"
+                       + (" (GPT-2's Conv1D stores it [in, out])" if models.stored_transposed(source, info.name)
+                          else ""))
     _capture_note(source)
     st.session_state["selection"] = Selection(source, layer)
     st.sidebar.button("Reset this lesson", on_click=_reset_lesson, icon=":material/restart_alt:", key="reset_lesson",

@@ -113,7 +113,7 @@ origin = lab_ui.control(c1.selectbox, "Shape from", "speed_origin", "sidebar", o
                         format_func=lambda o: "Layer picked in the sidebar" if o == "sidebar" else f"Architecture: {o}")
 with lab_ui.user_errors():
     if origin == "sidebar":
-        out_f, in_f = models.list_tensors(sel.source)[sel.weight_name].shape[:2]
+        out_f, in_f = models.matrix_shape(sel.source, sel.weight_name)[:2]
         layers = {sel.layer: (int(in_f), int(out_f))}
     else:
         layers = preset(origin)

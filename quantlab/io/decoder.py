@@ -123,6 +123,21 @@ def token_ids(decoder: Decoder, text: str, max_tokens: int = MAX_TOKENS_PER_TEXT
     return ids["input_ids"]
 
 
+def is_linear(module: torch.nn.Module) -> bool:
+    """nn.Linear, or GPT-2's Conv1D: the same matmul with its weight stored [in, out]."""
+    return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
+
+
+def weight_of(module: torch.nn.Module) -> torch.Tensor:
+    """The layer's weight as [out, in] (a view: Conv1D's is transposed)."""
+    return module.weight.data if isinstance(module, torch.nn.Linear) else module.weight.data.T
+
+
+def set_weight(module: torch.nn.Module, w: torch.Tensor) -> None:
+    """Store an [out, in] weight back in the layer's own orientation and dtype."""
+    module.weight.data = (w if isinstance(module, torch.nn.Linear) else w.T.contiguous()).to(module.weight.dtype)
+
+
 @dataclass(frozen=True, eq=False)
 class Capture:
     inputs: dict[str, torch.Tensor]  # Linear name -> [tokens, in_features], model dtype
@@ -145,7 +160,7 @@ def capture_inputs(decoder: Decoder, texts: list[str]) -> Capture:
     with turn(decoder):
         handles = []
         for name, module in decoder.model.named_modules():
-            if isinstance(module, torch.nn.Linear):
+            if is_linear(module):
                 def hook(mod: torch.nn.Module, args: tuple[torch.Tensor, ...], _n: str = name) -> None:
                     parts.setdefault(_n, []).append(args[0].reshape(-1, args[0].shape[-1]))
 

@@ -454,6 +454,37 @@ def load_tensor(source: ModelSource, name: str) -> torch.Tensor:
         raise QuantlabError(f"{source.label}: tensor {_quoted(name)} could not be read ({_reason(err)})") from None
 
 
+# GPT-2's Conv1D layers keep their weight as [in, out]; nn.Linear, and every lesson, as [out, in].
+CONV1D_WEIGHTS = (".c_attn.weight", ".c_proj.weight", ".c_fc.weight", ".q_attn.weight")
+CONV1D_MODEL_TYPES = ("gpt2",)
+
+
+@lru_cache(maxsize=64)
+def _model_type(folder: str) -> str | None:
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return config.get("model_type") if isinstance(config, dict) else None
+
+
+def stored_transposed(source: ModelSource, name: str) -> bool:
+    """Whether this weight is a GPT-2 Conv1D's, stored [in, out] (its folder's config says gpt2)."""
+    return (name.endswith(CONV1D_WEIGHTS) and Path(source.path).is_dir()
+            and _model_type(str(Path(source.path))) in CONV1D_MODEL_TYPES)
+
+
+def weight_matrix(source: ModelSource, name: str) -> torch.Tensor:
+    """A layer's weight as [out, in], the orientation every lesson reads (nn.Linear's)."""
+    w = load_tensor(source, name)
+    return w.T.contiguous() if stored_transposed(source, name) else w
+
+
+def matrix_shape(source: ModelSource, name: str) -> tuple[int, ...]:
+    shape = list_tensors(source)[name].shape
+    return tuple(reversed(shape)) if stored_transposed(source, name) else shape
+
+
 # -- real activations ---------------------------------------------------------------------------
 
 def sample_texts(kind: str = "general") -> list[str]:

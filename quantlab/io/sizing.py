@@ -104,12 +104,15 @@ def shipped_configs() -> dict[str, Path]:
 def _looks_linear(name: str, shape: tuple[int, ...], dtype: str) -> bool:
     lowered = name.lower()
     return (name.endswith(".weight") and len(shape) == 2 and dtype in _SCALE_DTYPES
-            and "embed" not in lowered and "norm" not in lowered)
+            and "embed" not in lowered and "norm" not in lowered
+            and not re.search(r"(^|\.)w[tp]e\.", lowered))  # GPT-2's token and position embeddings
 
 
 def _from_safetensors(source: models.ModelSource) -> Checkpoint:
     infos = models.list_tensors(source)
-    tensors = tuple(SourceTensor(t.name, t.shape, t.dtype, _looks_linear(t.name, t.shape, t.dtype))
+    # GPT-2's Conv1D is not nn.Linear: llm-compressor's targets=["Linear"] leave it unquantized.
+    tensors = tuple(SourceTensor(t.name, t.shape, t.dtype, _looks_linear(t.name, t.shape, t.dtype)
+                                 and not models.stored_transposed(source, t.name))
                     for t in infos.values())
     config_file = Path(source.path) / "config.json"
     config = read_json(config_file) if config_file.is_file() else None
@@ -251,7 +254,10 @@ def _nothing_to_quantize(checkpoint: Checkpoint, spec: QuantSpec, skipped: list[
     if skipped:
         return (f"group size {spec.group_size} divides none of the Linear layers of {checkpoint.label} "
                 f"(e.g. {skipped[0]}): pick a smaller group or strategy 'channel'")
-    return f"{checkpoint.label} has no Linear layer inside numbered transformer blocks to quantize"
+    conv1d = any(t.name.endswith(models.CONV1D_WEIGHTS) for t in checkpoint.tensors)
+    return (f"{checkpoint.label} has no Linear layer inside numbered transformer blocks to quantize"
+            + (" (GPT-2's Conv1D layers are not nn.Linear: llm-compressor's targets=['Linear'] skip them)"
+               if conv1d else ""))
 
 
 # -- what compressed-tensors writes --------------------------------------------------------------

@@ -63,9 +63,10 @@ def _log_probs(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
 
 
-def _quantized_linears(model: torch.nn.Module) -> list[tuple[str, torch.nn.Linear]]:
-    return [(n, m) for n, m in model.named_modules()
-            if isinstance(m, torch.nn.Linear) and sizing.in_scope(n)]
+def _quantized_linears(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """Every Linear in llm-compressor's usual scope; GPT-2's Conv1D layers count as Linear here
+    (the lab measures what quantizing them does, although llm-compressor's targets skip them)."""
+    return [(n, m) for n, m in model.named_modules() if decoder.is_linear(m) and sizing.in_scope(n)]
 
 
 def smoothing_groups(names: list[str]) -> dict[str, tuple[str, ...]]:
@@ -89,7 +90,7 @@ def _smoothing(model: torch.nn.Module, calibration: dict[str, torch.Tensor], alp
     names = [n for n, _ in _quantized_linears(model)]
     smooth = {}
     for first, group in smoothing_groups(names).items():
-        w_absmax = torch.stack([modules[n].weight.detach().float().abs().amax(dim=0) for n in group]).amax(dim=0)
+        w_absmax = torch.stack([decoder.weight_of(modules[n]).float().abs().amax(dim=0) for n in group]).amax(dim=0)
         s = smooth_scales(calibration[first].float().abs().amax(dim=0), w_absmax, alpha)
         smooth.update({n: s for n in group})
     return smooth
@@ -114,8 +115,8 @@ def quantized_model(dec: decoder.Decoder, spec: QuantSpec, method: Method,
     for name, module in _quantized_linears(model):
         if name in keep:
             continue
-        w, s = module.weight.data, smooth.get(name)
-        w_s = w if s is None else w * s.to(w.dtype)
+        w, s = decoder.weight_of(module), smooth.get(name)
+        w_s = w if s is None else w * s.to(w.dtype)  # [out, in]
         raw = calibration.get(name)  # only GPTQ, static scales and smoothing need one
         x_calib = None if raw is None else raw.float() if s is None else raw.float() / s
         if method == "gptq":
@@ -127,7 +128,7 @@ def quantized_model(dec: decoder.Decoder, spec: QuantSpec, method: Method,
             w_hat = fake_quantize(w_s.float() * a, weight_spec) / a
         else:
             w_hat = fake_quantize(w_s, weight_spec)
-        module.weight.data = w_hat.to(w.dtype)
+        decoder.set_weight(module, w_hat)
         if act is not None or s is not None:
             module.register_forward_pre_hook(_input_hook(act, x_calib, s))
     return model
@@ -156,7 +157,7 @@ def layer_sqnrs(dec: decoder.Decoder, spec: QuantSpec, calibration: dict[str, to
     act, weight_spec = spec.activations, spec.with_(activations=None)
     out = {}
     for name, module in _quantized_linears(dec.model):
-        x, w = calibration[name].float(), module.weight.detach().float()
+        x, w = calibration[name].float(), decoder.weight_of(module).float()
         xq = x if act is None else quantize_activation(x, act, None if act.dynamic else x).dequantize()
         out[name] = sqnr_db(x @ w.T, xq @ fake_quantize(w, weight_spec).T)
     return out

@@ -127,7 +127,7 @@ def embedded_study(layer: str, spec: QuantSpec, args: gptq.GptqArgs, calibration
                    eval_kind: str, source: captures.Source = None) -> LayerStudy:
     """`layer_study` on a model's real inputs (the embedded model's unless `source` names a local
     causal LM; see `calibration_inputs`)."""
-    w = models.load_tensor(captures.resolved(source), f"{layer}.weight")
+    w = models.weight_matrix(captures.resolved(source), f"{layer}.weight")
     return layer_study(w, calibration_inputs(layer, calibration, sentences, eval_kind, source),
                        captures.activation(source, layer, eval_kind), spec, args)
 
@@ -156,7 +156,7 @@ def calibration_study(layer: str, spec: QuantSpec, args: gptq.GptqArgs, sentence
                       eval_kind: str, source: captures.Source = None) -> list[CalibrationPoint]:
     """GPTQ calibrated on each choice of text (the first `sentences` sentences of each), evaluated
     on `eval_kind`; RTN last, as the yardstick that needs no calibration at all."""
-    w = models.load_tensor(captures.resolved(source), f"{layer}.weight")
+    w = models.weight_matrix(captures.resolved(source), f"{layer}.weight")
     x_eval = captures.activation(source, layer, eval_kind)
     ref = layer_output(x_eval, w)
     rows = [_gptq_point(w, x_eval, ref, calibration_inputs(layer, c, sentences, eval_kind, source), spec, args, c,
@@ -171,7 +171,7 @@ def samples_curve(layer: str, spec: QuantSpec, args: gptq.GptqArgs, calibration:
 
     With fewer tokens than input features XᵀX is singular: dampening is then all that keeps it
     invertible, and GPTQ fits the few directions it saw at the expense of the rest."""
-    w = models.load_tensor(captures.resolved(source), f"{layer}.weight")
+    w = models.weight_matrix(captures.resolved(source), f"{layer}.weight")
     x_eval = captures.activation(source, layer, eval_kind)
     ref = layer_output(x_eval, w)
     return [_gptq_point(w, x_eval, ref, calibration_inputs(layer, calibration, n, eval_kind, source), spec, args,

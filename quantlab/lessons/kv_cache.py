@@ -116,8 +116,15 @@ def planner_name(choice: str, source: models.ModelSource, uploaded: str | None =
 
 def real_kv_source(source: models.ModelSource) -> captures.Source:
     """Whose keys and values the error part measures: the sidebar's model when the lab can run it
-    (a local causal LM), else the embedded model's."""
-    return source if captures.available(source) else None
+    and read its attention (a local Llama/Qwen2/Mistral-style causal LM), else the embedded model's."""
+    if source.is_embedded or not captures.available(source):
+        return None
+    folder = captures.decoder_folder(source)
+    try:
+        _attention_modules(decoder.load(folder).model)
+    except QuantlabError:  # e.g. GPT-2's fused c_attn: no separate k and v projections to read
+        return None
+    return source
 
 
 @lru_cache(maxsize=16)

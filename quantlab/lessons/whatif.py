@@ -141,7 +141,7 @@ def _layer_rows(source: models.ModelSource, report: sizing.SizeReport, slug: str
     # (all of MiniLM's 36 layers at W8A8: 1.8 s on one thread, 5-11 s on this shared machine's two).
     with gptq.single_threaded():
         for layer, nbytes in _layer_bytes(report).items():
-            w = models.load_tensor(source, f"{layer}.weight")
+            w = models.weight_matrix(source, f"{layer}.weight")
             x = inputs.get(layer)
             row = compare.layer_what_if(slug, w, x)  # RTN; its stored bits hold for GPTQ too
             w_hat = None

@@ -139,3 +139,21 @@ def test_kv_cache_sizes_an_uploaded_config_and_refuses_a_bad_one() -> None:
     assert any("**mistralai/Mistral-7B-v0.3**: 32 layers, 32 query heads, 8 KV heads" in m.value for m in at.markdown)
     at.file_uploader(key="kv_config").set_value(("config.json", b"{not json", "application/json")).run()
     assert not at.exception and any(e.value == "config.json is not JSON" for e in at.error)
+
+
+@pytest.fixture(scope="module")
+def gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.io.test_decoder import save_tiny_gpt2
+
+    return save_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2-app"))
+
+
+@pytest.mark.parametrize("lesson_file", [lesson.file for lesson in lab_ui.LESSONS])
+def test_every_lesson_runs_on_gpt2s_conv1d_layers(lesson_file: str, gpt2: Path) -> None:
+    at = use_local_path(run_page(lesson_file), str(gpt2))
+    assert not at.exception, at.exception
+    assert at.selectbox(key="layer").value == "transformer.h.0.attn.c_attn"
+    assert any("384×128" in c.value and "Conv1D" in c.value for c in at.sidebar.caption)
+    # Sizing follows llm-compressor, whose Linear targets skip Conv1D; a lesson that sizes says so in one line.
+    assert all("Conv1D" in e.value for e in at.error), [e.value for e in at.error]
+    assert "Real activations come from" not in _text(at)

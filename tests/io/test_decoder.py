@@ -83,3 +83,27 @@ def test_a_model_id_in_the_local_hub_cache_is_resolved_offline(tiny_llama: Path,
     assert "model.layers.0.mlp.down_proj" in decoder.activations(source.path).inputs
     with pytest.raises(QuantlabError, match="nothing is downloaded"):
         models.ModelSource.local("acme/not-cached")
+
+
+def save_tiny_gpt2(folder: Path) -> Path:
+    """A 2-layer random GPT-2 (Conv1D layers, weights stored [in, out]) with MiniLM's tokenizer."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    tokenizer = AutoTokenizer.from_pretrained(models.embedded_model_dir(), local_files_only=True)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=tokenizer.vocab_size, n_embd=128, n_layer=2, n_head=4,
+                               n_positions=256)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_gpt2s_conv1d_layers_are_captured_and_read_as_out_by_in(tmp_path: Path) -> None:
+    folder = save_tiny_gpt2(tmp_path / "gpt2")
+    source = models.ModelSource.local(folder)
+    name = "transformer.h.0.attn.c_attn.weight"
+    assert models.list_tensors(source)[name].shape == (128, 384)  # as Conv1D stores it
+    w = models.weight_matrix(source, name)
+    assert w.shape == models.matrix_shape(source, name) == (384, 128)
+    x = decoder.activations(folder).inputs["transformer.h.0.attn.c_attn"]
+    assert x.shape[1] == w.shape[1] == 128
+    assert not models.stored_transposed(source, "transformer.wte.weight")

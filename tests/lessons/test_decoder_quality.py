@@ -79,3 +79,19 @@ def test_awq_runs_on_weight_only_integer_schemes_and_falls_back_elsewhere(llama:
     rtn = decoder_quality.scheme_quality(llama, "w4a16", "rtn")
     assert awq.method == "awq" and 0 < awq.quantized.kl_mean and awq.quantized.kl_mean != rtn.quantized.kl_mean
     assert decoder_quality.scheme_quality(llama, "fp8-dynamic", "awq").method == "rtn"
+
+
+def test_gpt2s_conv1d_layers_are_quantized_in_their_own_orientation(tmp_path: Path) -> None:
+    from tests.io.test_decoder import save_tiny_gpt2
+
+    folder = save_tiny_gpt2(tmp_path / "gpt2")
+    dec = decoder.load(folder)
+    names = [n for n, _ in decoder_quality._quantized_linears(dec.model)]
+    assert "transformer.h.0.attn.c_attn" in names and "lm_head" not in names
+    quality = decoder_quality.scheme_quality(folder, "w4a16")
+    assert 0 < quality.quantized.kl_mean < 0.05
+    model = decoder_quality.quantized_model(dec, ql.QuantSpec.preset("W4A16"), "rtn", {})
+    c_attn = dict(model.named_modules())["transformer.h.0.attn.c_attn"]
+    # Groups of 128 run along the input (Conv1D's first axis): each output column has 1 scale per group.
+    levels = c_attn.weight.data[:128, 0].unique()
+    assert c_attn.weight.shape == (128, 384) and levels.numel() <= 16
