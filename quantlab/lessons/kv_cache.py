@@ -122,7 +122,7 @@ def real_kv_source(source: models.ModelSource) -> captures.Source:
     folder = captures.decoder_folder(source)
     try:
         _attention_modules(decoder.load(folder).model)
-    except QuantlabError:  # e.g. GPT-2's fused c_attn: no separate k and v projections to read
+    except QuantlabError:  # an attention layout the capture does not know
         return None
     return source
 
@@ -265,7 +265,7 @@ class QKV:
 
 def capture_qkv(kind: str = "general", source: captures.Source = None) -> QKV:
     """Every layer's Q, K, V and attention output on shipped text: the embedded encoder's, or a
-    local causal LM's (Llama, Qwen2, Mistral: attention with q/k/v projections and RoPE)."""
+    local causal LM's (Llama, Qwen2, Mistral: q/k/v projections and RoPE; GPT-2: fused c_attn)."""
     folder = captures.decoder_folder(source)
     return _encoder_qkv(kind) if folder is None else _decoder_qkv(str(folder.resolve()), kind)
 
@@ -302,11 +302,21 @@ def _encoder_qkv(kind: str) -> QKV:
     )
 
 
+def _fused(attn: torch.nn.Module) -> bool:
+    """GPT-2's attention: one c_attn makes Q, K and V side by side, c_proj mixes the heads."""
+    return all(hasattr(attn, a) for a in ("c_attn", "c_proj", "split_size", "head_dim"))
+
+
+def _output_projection(attn: torch.nn.Module) -> torch.nn.Module:
+    return attn.c_proj if _fused(attn) else attn.o_proj
+
+
 def _attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
-    found = [m for m in model.modules() if all(hasattr(m, a) for a in ("q_proj", "k_proj", "v_proj", "o_proj"))]
+    found = [m for m in model.modules()
+             if all(hasattr(m, a) for a in ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim")) or _fused(m)]
     if not found:
         raise QuantlabError("real keys and values are read from attention with q_proj/k_proj/v_proj/o_proj "
-                            "(Llama, Qwen2, Mistral); this model has none")
+                            "(Llama, Qwen2, Mistral) or GPT-2's c_attn; this model has neither")
     return found
 
 
@@ -327,6 +337,8 @@ def _qkv_of(attn: torch.nn.Module, args: tuple, kwargs: dict) -> list[torch.Tens
     """Q, K, V of one attention module from its own input, projections and RoPE, [1, heads, tokens, d]."""
     hidden = args[0] if args else kwargs["hidden_states"]
     shape = (*hidden.shape[:-1], -1, attn.head_dim)
+    if _fused(attn):  # GPT-2: learned positions were added at the input, there is no RoPE
+        return [t.reshape(shape).transpose(1, 2) for t in attn.c_attn(hidden).split(attn.split_size, dim=-1)]
     q = attn.q_proj(hidden).view(shape).transpose(1, 2)
     k = attn.k_proj(hidden).view(shape).transpose(1, 2)
     if hasattr(attn, "q_norm"):  # Qwen3-style: normed per head before RoPE
@@ -340,7 +352,7 @@ def _qkv_of(attn: torch.nn.Module, args: tuple, kwargs: dict) -> list[torch.Tens
 def _decoder_qkv(folder: str, kind: str) -> QKV:
     """One forward pass per sentence (as the activation capture runs), each layer's Q, K, V
     recomputed from the attention's own input with its projections and RoPE, then padded into one
-    batch; the attention output is o_proj's input."""
+    batch; the attention output is the output projection's input (o_proj, GPT-2's c_proj)."""
     dec = decoder.load(folder)
     layers = _attention_modules(dec.model)
     per_text: list[list[tuple[torch.Tensor, ...]]] = []
@@ -351,7 +363,7 @@ def _decoder_qkv(folder: str, kind: str) -> QKV:
             for i, attn in enumerate(layers):
                 handles.append(attn.register_forward_pre_hook(
                     lambda m, a, kw, _i=i, _c=captured: _c.__setitem__(_i, _qkv_of(m, a, kw)), with_kwargs=True))
-                handles.append(attn.o_proj.register_forward_pre_hook(
+                handles.append(_output_projection(attn).register_forward_pre_hook(
                     lambda m, a, _i=i, _c=captured: _c[_i].append(a[0])))
             try:
                 dec.model(input_ids=decoder.token_ids(dec, text))

@@ -208,3 +208,16 @@ def test_a_decoders_config_drives_the_planner(llama_source):
     assert kv_cache.planner_models(llama_source)[0] == kv_cache.SIDEBAR
     assert kv_cache.SIDEBAR not in kv_cache.planner_models(models.ModelSource.embedded())
     assert kv_cache.kv_bytes(arch, 1).total == 2 * 2 * 2 * 32 * 2
+
+
+def test_gpt2s_fused_attention_gives_its_real_keys_and_recomputes_its_output(tmp_path):
+    from tests.io.test_decoder import save_tiny_gpt2
+
+    source = models.ModelSource.local(save_tiny_gpt2(tmp_path / "gpt2"))
+    assert kv_cache.real_kv_source(source) == source
+    data = kv_cache.capture_qkv("general", source)
+    layers, batch, heads, tokens, d = data.q.shape
+    assert data.causal and (layers, heads, d) == (2, 4, 32) and data.k.shape == data.q.shape  # MHA
+    out = kv_cache.attention(data.q, data.k, data.v, data.mask, causal=True)
+    merged = out.transpose(2, 3).reshape(layers, batch, tokens, heads * d)
+    assert torch.allclose(merged[:, data.mask], data.context[:, data.mask], atol=1e-5)
