@@ -60,11 +60,11 @@ bits = lab_ui.control(c2.slider, "Bits", "sym_bits", 8, min_value=2, max_value=8
 mode = lab_ui.control(c3.segmented_control, "Show grid", "sym_mode", "both", MODES) or "both"
 lab_ui.weights_only_note(sel)
 
-with st.expander("Try a real tensor with a story", expanded=(sel.layer, tensor) != symmetric.STORY):
-    cols = st.columns(len(EXAMPLES))
-    for col, (label, (layer, kind)) in zip(cols, EXAMPLES.items()):
-        col.button(label, on_click=_pick, args=(layer, kind), disabled=not sel.has_activations and kind != "weight",
-                   width="stretch")
+if sel.source.is_embedded:  # the stories are MiniLM's layers
+    with st.expander("Try a real tensor with a story", expanded=(sel.layer, tensor) != symmetric.STORY):
+        for col, (label, (layer, kind)) in zip(st.columns(len(EXAMPLES)), EXAMPLES.items()):
+            col.button(label, on_click=_pick, args=(layer, kind), width="stretch",
+                       disabled=not sel.has_activations and kind != "weight")
 
 with lab_ui.user_errors():
     cmp = comparison(sel.source, sel.layer, tensor, bits)

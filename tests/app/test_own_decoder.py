@@ -47,6 +47,7 @@ def test_the_sidebar_says_how_long_the_capture_took(llama: Path) -> None:
 def test_symmetric_offers_the_decoders_real_input(llama: Path) -> None:
     at = _on_llama("pages/symmetric.py", llama)
     assert "input activation" in at.radio(key="sym_tensor").options
+    assert not [b for b in at.button if b.label.startswith("Skewed")]  # MiniLM's story layers are not offered
     at.radio(key="sym_tensor").set_value("input").run()
     assert not at.exception, at.exception
     tokens = decoder.activations(llama).inputs[FIRST_QUANTIZED].shape[0]
