@@ -80,7 +80,7 @@ def token_counts(source: Source, kind: str) -> tuple[int, ...]:
 @lru_cache(maxsize=16)
 def _embedded_token_counts(kind: str) -> tuple[int, ...]:
     _, tokenizer = models.embedded_model()
-    batch = tokenizer(models.sample_texts(kind), truncation=True, max_length=128)  # type: ignore[operator]
+    batch = models.tokenize(tokenizer, models.sample_texts(kind), truncation=True, max_length=128)
     return tuple(len(ids) for ids in batch["input_ids"])
 
 

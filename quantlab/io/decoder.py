@@ -119,7 +119,8 @@ def _load(folder: str) -> Decoder:
 
 def token_ids(decoder: Decoder, text: str, max_tokens: int = MAX_TOKENS_PER_TEXT) -> torch.Tensor:
     """One text as a [1, tokens] batch of ids, truncated."""
-    ids = decoder.tokenizer(text, return_tensors="pt", truncation=True, max_length=max_tokens)  # type: ignore[operator]
+    with _LOCK:  # one tokenizer shared by sessions: see models.tokenize
+        ids = decoder.tokenizer(text, return_tensors="pt", truncation=True, max_length=max_tokens)  # type: ignore[operator]
     return ids["input_ids"]
 
 

@@ -546,6 +546,14 @@ def exclusive_transformers() -> Iterator[list[RemovableHandle]]:
                 handle.remove()
 
 
+def tokenize(tokenizer: object, texts: list[str], **options: object) -> dict[str, torch.Tensor]:
+    """The shared tokenizer, called on its own: a fast tokenizer sets its truncation and padding on
+    the Rust object at each call, and two sessions calling it at once fail with "Already borrowed"
+    (a room opening every lesson of a fresh server hit it)."""
+    with exclusive_transformers():
+        return tokenizer(texts, **options)  # type: ignore[operator]
+
+
 @dataclass(frozen=True, eq=False)
 class LinearTrace:
     """One forward pass: mean-pooled sentence embeddings and every Linear's input and output,
@@ -562,7 +570,7 @@ def trace_linears(model: torch.nn.Module, tokenizer: object, texts: list[str],
                   keep_inputs: bool = True, keep_outputs: bool = True) -> LinearTrace:
     """Run `texts` through the model with a hook on every Linear; `pre` may rewrite a layer's input
     (SmoothQuant's 1/s, activation quantization) before the layer sees it."""
-    batch = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")  # type: ignore[operator]
+    batch = tokenize(tokenizer, texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
     mask = batch["attention_mask"]
     keep = mask.bool()
     inputs: dict[str, torch.Tensor] = {}

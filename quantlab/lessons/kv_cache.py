@@ -274,8 +274,8 @@ def capture_qkv(kind: str = "general", source: captures.Source = None) -> QKV:
 @torch.no_grad()
 def _encoder_qkv(kind: str) -> QKV:
     model, tokenizer = models.embedded_model()
-    batch = tokenizer(models.sample_texts(kind), padding=True, truncation=True, max_length=128,  # type: ignore[operator]
-                      return_tensors="pt")
+    batch = models.tokenize(tokenizer, models.sample_texts(kind), padding=True, truncation=True, max_length=128,
+                            return_tensors="pt")
     heads = model.config.num_attention_heads
     captured: dict[str, torch.Tensor] = {}
     with models.exclusive_transformers() as hooks:

@@ -4,6 +4,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -33,10 +34,11 @@ def _streamlit_server():
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
+    log = tempfile.NamedTemporaryFile(prefix="streamlit-", suffix=".log", delete=False)
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -48,10 +50,16 @@ def _streamlit_server():
                 time.sleep(0.25)
         else:
             pytest.fail("streamlit did not start")
-        yield url
+        try:
+            yield url
+        except AssertionError as err:  # the page shows an exception's message; the server log has its trace
+            tail = Path(log.name).read_text(errors="replace")[-6000:]
+            raise AssertionError(f"{err}\n--- server log (end) ---\n{tail}") from None
     finally:
         proc.terminate()
         proc.wait(20)
+        log.close()
+        Path(log.name).unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +187,8 @@ def test_a_room_opening_every_lesson_at_once_on_a_fresh_server(browser_page):
             _settle(page)
             page.wait_for_timeout(500)
             _settle(page)
-            assert page.locator("[data-testid='stException']").count() == 0, lesson.url
+            errors = [e.inner_text()[:2000] for e in page.locator("[data-testid='stException']").all()]
+            assert not errors, (lesson.url, errors)
             assert lesson.title in page.locator("h1").first.inner_text()
         context.close()
 
