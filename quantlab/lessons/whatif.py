@@ -17,20 +17,20 @@ not import; `main` hands it to io's command line as an extra subcommand.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Literal
 
 import torch
 
 from quantlab.core import gptq, metrics
 from quantlab.core.spec import scheme, scheme_spec
-from quantlab.io import cli, decoder, models, sizing
+from quantlab.io import captures, cli, decoder, models, sizing
 from quantlab.lessons import compare, decoder_quality, outliers
 
 EVAL_KIND = "general"  # the text the What-if lesson measures layer outputs on
@@ -99,18 +99,17 @@ class _Model:
 def _resolve(model: str) -> _Model:
     if model == "embedded":
         source = models.ModelSource.embedded()
-        return _Model("embedded", source.label, source, source, models.activations, None)
-    checkpoint = sizing.load_checkpoint(model)  # a missing path fails here, in one line
-    if not checkpoint.has_weights:
-        return _Model("config", checkpoint.label, model, None, None, None)
-    source = models.ModelSource.local(model)
-    if source.is_embedded:
-        return _Model("embedded", source.label, source, source, models.activations, None)
-    folder = Path(source.path)
-    if folder.is_dir() and decoder.is_causal_lm(folder):
-        return _Model("decoder", source.label, source, source, lambda kind: decoder.activations(folder, kind).inputs,
-                      decoder.load(folder))
-    return _Model("weights", source.label, source, source, None, None)
+    else:
+        checkpoint = sizing.load_checkpoint(model)  # a missing path fails here, in one line
+        if not checkpoint.has_weights:
+            return _Model("config", checkpoint.label, model, None, None, None)
+        source = models.ModelSource.local(model)
+    # quantlab.io.captures decides which sources have real inputs (the embedded model, a causal LM).
+    if not captures.available(source):
+        return _Model("weights", source.label, source, source, None, None)
+    folder = captures.decoder_folder(source)
+    return _Model("embedded" if folder is None else "decoder", source.label, source, source,
+                  functools.partial(captures.inputs, source), None if folder is None else decoder.load(folder))
 
 
 def _calibration(m: _Model) -> dict[str, torch.Tensor]:
