@@ -38,7 +38,7 @@ import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import quantlab as ql  # noqa: E402
-from quantlab.kernels import live  # noqa: E402
+from quantlab.kernels import cuda_ops, live  # noqa: E402
 from quantlab.kernels import triton_ops as ops  # noqa: E402
 from quantlab.kernels.fp8 import Fp8Linear, fp8_linear  # noqa: E402
 from quantlab.kernels.layout import PackedLinear  # noqa: E402
@@ -231,6 +231,8 @@ def main() -> None:
                 def on_path(x, p, path=path):
                     return ops.matmul(x, p, ops.default_config(x.shape[0], p, path))
                 methods[f"w4a16_{path}"] = (w4, on_path, w4.nbytes)
+            if cuda_ops.available(torch.device("cuda")):
+                methods["w4a16_wgmma"] = (w4, lambda x, p: cuda_ops.matmul(x, p), w4.nbytes)
         # each path only where it could be chosen (a GEMV re-reads the weight per row of x; slicing
         # the output rows only pays once the GEMM is large)
         path_limit = {"w4a16_gemv": 16, "w4a16_mma": 1024}
@@ -285,11 +287,36 @@ def save(out: Path, meta: dict, checks: list, rows: list, tuning: list, dispatch
     return result
 
 
-def tune_variants(m: int, bits: int, k: int, l2: int) -> dict[str, ops.Config]:
+def cuda_variants(m: int) -> dict[str, cuda_ops.CudaConfig]:
+    """v10: the CUDA wgmma kernel (tokens per program, warpgroups, x stages, weight tiles in flight,
+    K splits, wgmmas in flight, x by TMA or cp.async) around its default for batch size m."""
+    c = cuda_ops.CudaConfig
+    if m <= 16:
+        grid = [(16, 2, 8, 4, sk, 3, True) for sk in (2, 4)] + [(16, 1, 8, 4, 8, 3, True)]
+    elif m <= 64:
+        grid = [(64, 2, 4, 3, sk, d, tma) for sk in (2, 4) for d, tma in ((3, True), (1, False), (3, False))]
+        grid += [(64, 1, 6, 3, sk, 3, True) for sk in (2, 4)]
+    elif m <= 128:
+        grid = [(128, 2, 4, 3, sk, d, tma) for sk in (1, 2) for d, tma in ((3, True), (1, False), (3, False))]
+        grid += [(128, 1, 4, 3, 2, 3, True), (128, 2, 6, 3, 2, 3, True)]
+    elif m <= 256:
+        grid = [(256, 2, 4, 2, sk, d, tma) for sk in (1, 2) for d, tma in ((3, True), (1, False), (3, False))]
+        grid += [(128, 2, 4, 3, 1, 3, True), (128, 2, 6, 3, 2, 3, True), (256, 2, 3, 2, 2, 3, True)]
+    else:
+        grid = [(256, 2, 4, 2, 1, d, tma) for d, tma in ((3, True), (1, False), (3, False))]
+        grid += [(256, 2, 3, 2, 1, 3, True), (128, 2, 6, 3, 1, 3, True), (128, 2, 4, 3, 1, 3, True)]
+    return {f"cuda bm{bm} wg{wg} st{st} wt{wt} split{sk} d{d}{'' if tma else ' cpasync'}":
+            c(block_m=bm, warpgroups=wg, stages=st, weight_tiles=wt, split_k=sk, depth=d, tma=tma)
+            for bm, wg, st, wt, sk, d, tma in grid}
+
+
+def tune_variants(m: int, bits: int, k: int, l2: int) -> dict[str, ops.Config | cuda_ops.CudaConfig]:
     """The launch variants `--tune` times at batch size m for K inputs on a card with l2 bytes of L2
     (every path that could serve it)."""
     c = ops.Config
-    out: dict[str, ops.Config] = {}
+    out: dict[str, ops.Config | cuda_ops.CudaConfig] = {}
+    if bits == 4 and cuda_ops.available(torch.device("cuda")):
+        out.update(cuda_variants(m))
     if m >= 64:
         # v9: the per-tile kernel, pre-scaled, with the S operands of a tile rotating over NACC
         # accumulators, so that a dot does not feed the next and Triton leaves it in flight

@@ -52,6 +52,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from quantlab.core.errors import QuantlabError
+from quantlab.kernels import cuda_ops
 from quantlab.kernels.layout import MAGIC, TILE_K, PackedLinear
 
 Path = Literal["gemv", "mma", "dequant", "chunked"]
@@ -605,10 +606,13 @@ def _pairs(dtype: torch.dtype, num_bits: int) -> bool:
     return dtype == torch.float16 or num_bits == 4
 
 
-def matmul(x: torch.Tensor, layer: PackedLinear, config: Config | None = None,
+def matmul(x: torch.Tensor, layer: PackedLinear, config: Config | cuda_ops.CudaConfig | None = None,
            out: torch.Tensor | None = None) -> torch.Tensor:
-    """y = x @ W.T for x [..., K] in fp16/bf16; the path and tiles follow `choose_path` unless given."""
+    """y = x @ W.T for x [..., K] in fp16/bf16; the path and tiles follow `choose_path` unless given
+    (a `cuda_ops.CudaConfig` runs the Hopper wgmma kernel)."""
     _check(x, layer)
+    if isinstance(config, cuda_ops.CudaConfig):
+        return cuda_ops.matmul(x, layer, config, out)
     lead = x.shape[:-1]
     x2 = x.reshape(-1, layer.in_features)
     if x2.stride(-1) != 1:
