@@ -277,8 +277,10 @@ def _x_map(x2: torch.Tensor, block_m: int) -> _TensorMap:
     m, k = x2.shape
     dtype = (driver.CUtensorMapDataType.CU_TENSOR_MAP_DATA_TYPE_FLOAT16 if x2.dtype == torch.float16
              else driver.CUtensorMapDataType.CU_TENSOR_MAP_DATA_TYPE_BFLOAT16)
+    u32, u64 = driver.cuuint32_t, driver.cuuint64_t
     tmap = _check_cu(driver.cuTensorMapEncodeTiled(
-        dtype, 2, x2.data_ptr(), [k, m], [x2.stride(0) * x2.element_size()], [64, block_m], [1, 1],
+        dtype, u32(2), x2.data_ptr(), [u64(k), u64(m)], [u64(x2.stride(0) * x2.element_size())],
+        [u32(64), u32(block_m)], [u32(1), u32(1)],
         driver.CUtensorMapInterleave.CU_TENSOR_MAP_INTERLEAVE_NONE,
         driver.CUtensorMapSwizzle.CU_TENSOR_MAP_SWIZZLE_128B,
         driver.CUtensorMapL2promotion.CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
