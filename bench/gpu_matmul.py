@@ -300,14 +300,20 @@ def cuda_variants(m: int) -> dict[str, cuda_ops.CudaConfig]:
         grid = [(128, 2, 4, 3, sk, d, tma) for sk in (1, 2) for d, tma in ((3, True), (1, False), (3, False))]
         grid += [(128, 1, 4, 3, 2, 3, True), (128, 2, 6, 3, 2, 3, True)]
     elif m <= 256:
-        grid = [(256, 2, 4, 2, sk, d, tma) for sk in (1, 2) for d, tma in ((3, True), (1, False), (3, False))]
-        grid += [(128, 2, 4, 3, 1, 3, True), (128, 2, 6, 3, 2, 3, True), (256, 2, 3, 2, 2, 3, True)]
+        grid = [(256, 2, 4, 2, sk, 3, True) for sk in (1, 2)] + [(256, 2, 3, 2, 2, 3, True)]
+        # one warpgroup per program: two or three programs share a multiprocessor, out of step
+        grid += [(bm, 1, st, wt, sk, 3, True) for bm, st, wt in ((256, 3, 2), (128, 4, 3), (128, 6, 3))
+                 for sk in (1, 2)]
     else:
-        grid = [(256, 2, 4, 2, 1, d, tma) for d, tma in ((3, True), (1, False), (3, False))]
-        grid += [(256, 2, 3, 2, 1, 3, True), (128, 2, 6, 3, 1, 3, True), (128, 2, 4, 3, 1, 3, True)]
-    return {f"cuda bm{bm} wg{wg} st{st} wt{wt} split{sk} d{d}{'' if tma else ' cpasync'}":
-            c(block_m=bm, warpgroups=wg, stages=st, weight_tiles=wt, split_k=sk, depth=d, tma=tma)
-            for bm, wg, st, wt, sk, d, tma in grid}
+        grid = [(256, 2, st, 2, 1, 3, True) for st in (3, 4)]
+        grid += [(256, 1, 3, 2, 1, 3, True), (128, 1, 4, 3, 1, 3, True), (128, 1, 6, 3, 1, 3, True)]
+    variants = {f"cuda bm{bm} wg{wg} st{st} wt{wt} split{sk} d{d}{'' if tma else ' cpasync'}":
+                c(block_m=bm, warpgroups=wg, stages=st, weight_tiles=wt, split_k=sk, depth=d, tma=tma)
+                for bm, wg, st, wt, sk, d, tma in grid}
+    # the same pipelines with no dequantization (wrong results): what the weights' expansion costs
+    probes = {f"{name} probe-nodequant": dataclasses.replace(cfg, probe=1) for name, cfg in variants.items()
+              if m >= 128 and cfg.split_k == 1 and cfg.block_m >= 128}
+    return variants | probes
 
 
 def tune_variants(m: int, bits: int, k: int, l2: int) -> dict[str, ops.Config | cuda_ops.CudaConfig]:

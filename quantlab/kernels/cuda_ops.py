@@ -44,6 +44,7 @@ class CudaConfig:
     split_k: int = 1
     depth: int = 3  # wgmmas left in flight while the next weights are dequantized (1 or 3)
     tma: bool = True  # x through the bulk tensor copy engine, else cp.async by every thread
+    probe: int = 0  # 1: timing experiment without the dequantization (wrong results; bench only)
 
     def __post_init__(self) -> None:
         if self.block_m not in TOKENS or self.warpgroups not in (1, 2) or self.depth not in (1, 3):
@@ -88,7 +89,8 @@ def _mma_step(block_m: int, half: bool) -> str:
 def source(cfg: CudaConfig, group: int, asym: bool, half: bool) -> str:
     """The kernel's CUDA text for one configuration (the defines and generated wgmma, then the .cu file)."""
     defines = {"BN": cfg.block_m, "WGS": cfg.warpgroups, "STAGES": cfg.stages, "WBUF": cfg.weight_tiles,
-               "GROUP": group, "ASYM": int(asym), "HALF": int(half), "DEPTH": cfg.depth, "TMA": int(cfg.tma)}
+               "GROUP": group, "ASYM": int(asym), "HALF": int(half), "DEPTH": cfg.depth, "TMA": int(cfg.tma),
+               "PROBE": cfg.probe}
     head = "".join(f"#define {k} {v}\n" for k, v in defines.items())
     body = resources.files("quantlab.kernels").joinpath("w4a16_wgmma.cu").read_text()
     marker = "struct Tile {"
