@@ -145,7 +145,7 @@ def dispatch_checks(x_k: int, layer: PackedLinear, ms: list[int]) -> list[dict[s
         x = torch.randn(m, x_k, dtype=torch.bfloat16, device="cuda")
         ref = x.double() @ w.T
         y = ops.matmul(x, layer)
-        row = {"K": x_k, "N": layer.out_features, "M": m, "path": ops.default_config(m, layer).path,
+        row = {"K": x_k, "N": layer.out_features, "M": m, "path": ops.path_name(ops.launch_config(x, layer)),
                "rel_err": rel_err(y, ref), "max_abs_err": max_abs_err(y, ref), "ref_max_abs": ref.abs().max().item()}
         row["ok"] = bool(torch.isfinite(y).all()) and row["max_abs_err"] <= MAX_ABS_TOL * row["ref_max_abs"]
         out.append(row)
@@ -236,7 +236,7 @@ def main() -> None:
         # each path only where it could be chosen (a GEMV re-reads the weight per row of x; slicing
         # the output rows only pays once the GEMM is large)
         path_limit = {"w4a16_gemv": 16, "w4a16_mma": 1024}
-        path_floor = {"w4a16_chunked": 64}
+        path_floor = {"w4a16_chunked": 64, "w4a16_wgmma": 64}
         for name, (weight, fn, wbytes) in methods.items():
             copies = live.copies_for(wbytes, l2)
             clones = [weight] + [clone(weight) for _ in range(copies - 1)]
@@ -428,7 +428,7 @@ def tune(l2: int, shapes: list[tuple[int, int]], ms: list[int], preset: str = "W
             base = live.time_gpu([lambda x=x, d=d: F.linear(x, d) for x, d in zip(xs, dense)])
             ref = xs[0].double() @ ops.dequantize(layer, torch.bfloat16).double().T
             best = None
-            variants = {"ship": ops.default_config(m, layer), **tune_variants(m, spec.num_bits, k, l2)}
+            variants = {"ship": ops.launch_config(xs[0], layer), **tune_variants(m, spec.num_bits, k, l2)}
             for name, cfg in variants.items():
                 if not re.search(match, name):
                     continue

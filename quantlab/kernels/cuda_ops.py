@@ -201,18 +201,41 @@ def _words_of(layer: PackedLinear) -> torch.Tensor:
     return words
 
 
+# v10 tuning on the H200 (bench/NOTES.md): this kernel beats the Triton kernels and dequantize-then-
+# cuBLAS above M = 128 on all five benchmark shapes (M = 256: 0.64-0.81x bf16 against 0.42-0.67x),
+# and from M = 65 when the layer has at least 8192 outputs (M = 128: 0.80-0.84x against 0.63-0.75x;
+# with 4096 outputs Triton's split kernel wins there). From M = 1024 cuBLAS on the dequantized
+# weight wins again (0.75-0.94x against 0.64-0.76x).
+FIRST_M, FIRST_M_WIDE, LAST_M, WIDE_N = 129, 65, 256, 8192
+
+
+def preferred(m: int, layer: PackedLinear) -> bool:
+    """Whether M rows of x run faster here than on the Triton paths (measured; see above)."""
+    return (FIRST_M_WIDE if layer.out_features >= WIDE_N else FIRST_M) <= m <= LAST_M
+
+
 def default_config(m: int, layer: PackedLinear) -> CudaConfig:
-    """Tokens per program from M (the smallest wgmma N that holds them, at most 256), and K split
-    until the programs fill the card (at least 4 tiles per slice)."""
-    block_m = next((t for t in TOKENS if t >= m), TOKENS[-1])
-    cfg = CudaConfig(block_m=block_m)
-    tiles = -(-layer.out_features // cfg.block_n) * -(-m // block_m)
-    tiles_k = -(-layer.in_features // TILE_K)
+    """The launch the v10 tuning picked for M rows of x (bench/gpu_matmul.py --tune, `cuda_variants`):
+    one-warpgroup programs, two or three to a multiprocessor, except where two warpgroups sharing one
+    x tile won (M = 129-256 with 4096 outputs; M <= 128 with K <= 4096); K split in two where the
+    programs would not fill the card twice over."""
+    n, k = layer.out_features, layer.in_features
     sms = torch.cuda.get_device_properties(layer.device).multi_processor_count
+    if m > LAST_M:
+        return CudaConfig(block_m=256, warpgroups=2, stages=3, weight_tiles=2)
+    if m > 128:
+        if n >= WIDE_N:
+            return CudaConfig(block_m=256, warpgroups=1, stages=3, weight_tiles=2,
+                              split_k=2 if -(-n // 64) < 1.5 * sms else 1)
+        return CudaConfig(block_m=128, warpgroups=2, stages=6, weight_tiles=3, split_k=2)
+    block_m = next(t for t in TOKENS if t >= m)
+    if m > 64 and k <= 4096:
+        return CudaConfig(block_m=block_m, warpgroups=2, stages=4, weight_tiles=3)
+    tiles = -(-n // 64)
     split = 1
-    while split < 16 and tiles * split * 2 <= sms and tiles_k >= 8 * split:
+    while split < 8 and tiles * split < 2 * sms and k // TILE_K >= 8 * split:
         split *= 2
-    return CudaConfig(block_m=block_m, split_k=split)
+    return CudaConfig(block_m=block_m, warpgroups=1, stages=6 if block_m <= 64 else 4, weight_tiles=3, split_k=split)
 
 
 _WORKSPACES: dict[tuple[torch.device, str], torch.Tensor] = {}

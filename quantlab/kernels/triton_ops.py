@@ -509,6 +509,19 @@ def default_config(m: int, layer: PackedLinear, path: Path | None = None) -> Con
                   split_k=_split_for(tiles, tiles_k, sms // 2 + 1))
 
 
+def launch_config(x: torch.Tensor, layer: PackedLinear) -> Config | cuda_ops.CudaConfig:
+    """What `matmul` runs for x when given no config: the Hopper wgmma kernel (`cuda_ops`) where it
+    is there and measured faster, else `default_config`'s Triton path."""
+    m = x.numel() // max(layer.in_features, 1)
+    if cuda_ops.supports(x, layer) and cuda_ops.preferred(m, layer):
+        return cuda_ops.default_config(m, layer)
+    return default_config(m, layer)
+
+
+def path_name(cfg: Config | cuda_ops.CudaConfig) -> str:
+    return "wgmma" if isinstance(cfg, cuda_ops.CudaConfig) else cfg.path
+
+
 def _check(x: torch.Tensor, layer: PackedLinear) -> None:
     if x.shape[-1] != layer.in_features:
         raise QuantlabError(f"x has {x.shape[-1]} features but the layer takes {layer.in_features}")
@@ -611,14 +624,14 @@ def matmul(x: torch.Tensor, layer: PackedLinear, config: Config | cuda_ops.CudaC
     """y = x @ W.T for x [..., K] in fp16/bf16; the path and tiles follow `choose_path` unless given
     (a `cuda_ops.CudaConfig` runs the Hopper wgmma kernel)."""
     _check(x, layer)
-    if isinstance(config, cuda_ops.CudaConfig):
-        return cuda_ops.matmul(x, layer, config, out)
+    cfg = config or launch_config(x, layer)
+    if isinstance(cfg, cuda_ops.CudaConfig):
+        return cuda_ops.matmul(x, layer, cfg, out)
     lead = x.shape[:-1]
     x2 = x.reshape(-1, layer.in_features)
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
     m, n, k = x2.shape[0], layer.out_features, layer.in_features
-    cfg = config or default_config(m, layer)
     y = out if out is not None else torch.empty(*lead, n, dtype=x.dtype, device=x.device)
     y2 = y.view(-1, n)
     if m == 0:
