@@ -201,6 +201,12 @@ def _words_of(layer: PackedLinear) -> torch.Tensor:
     return words
 
 
+@functools.cache
+def multiprocessors(device: torch.device) -> int:
+    """The card's multiprocessors (132 on an H200), which decide the K split."""
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 # v10 tuning on the H200 (bench/NOTES.md): this kernel beats the Triton kernels and dequantize-then-
 # cuBLAS above M = 128 on all five benchmark shapes (M = 256: 0.64-0.81x bf16 against 0.42-0.67x),
 # and from M = 65 when the layer has at least 8192 outputs (M = 128: 0.80-0.84x against 0.63-0.75x;
@@ -220,7 +226,7 @@ def default_config(m: int, layer: PackedLinear) -> CudaConfig:
     x tile won (M = 129-256 with 4096 outputs; M <= 128 with K <= 4096); K split in two where the
     programs would not fill the card twice over."""
     n, k = layer.out_features, layer.in_features
-    sms = torch.cuda.get_device_properties(layer.device).multi_processor_count
+    sms = multiprocessors(layer.device)
     if m > LAST_M:
         return CudaConfig(block_m=256, warpgroups=2, stages=3, weight_tiles=2)
     if m > 128:

@@ -23,6 +23,10 @@ Paths, chosen by the number of rows M of x and the layer's inputs K (`choose_pat
   the sliced GEMMs fill less of the card. Selectable, not chosen.
 - "gemv": the CUDA-core version of the weight stream, one row of x per program. It lost to "mma"
   at every shape measured, and stays selectable so that the lesson can show by how much.
+- "wgmma" (`launch_config`, on a Hopper card with NVRTC): not Triton but the CUDA kernel of
+  `cuda_ops`, where Triton cannot express what wins there (v10): the dequantization of the next
+  k16 step overlaps the asynchronous wgmma of the current one. Chosen from M = 129 to 256, and from
+  M = 65 for layers of 8192 outputs or more (`cuda_ops.preferred`).
 
 All read the interleaved layout (layout.py): a 256-input tile, read as 16-bit halves, is S operands
 of [rows, 2W] whose element e is input s·2W + e. Codes become numbers through float "magic": OR-ing

@@ -194,3 +194,30 @@ def test_equals_dequantize_then_matmul_on_model_shapes() -> None:
         ref = (x.float() @ w.float().T)
         err = ((y - ref).norm() / ref.norm()).item()
         assert err < 5e-3, f"M={m}: {err:.2e} against fp32 x @ dequantized W, seed {seed}"
+
+
+def test_dispatch_takes_the_wgmma_kernel_where_v10_measured_it_faster(monkeypatch) -> None:
+    """With the kernel available, `triton_ops.launch_config` picks it only in the batch range where
+    it won on the H200 (M = 129-256 everywhere, 65-128 with >= 8192 outputs), with the tuned launch."""
+    pytest.importorskip("triton")
+    from quantlab.kernels import triton_ops as ops
+
+    monkeypatch.setattr(cuda_ops, "supports", lambda x, layer: True)
+    monkeypatch.setattr(cuda_ops, "multiprocessors", lambda device: 132)
+    spec = ql.QuantSpec.preset("W4A16")
+    wide = PackedLinear.from_quantized(ql.quantize(torch.randn(8192, 256) * 0.05, spec), torch.bfloat16)
+    narrow = PackedLinear.from_quantized(ql.quantize(torch.randn(4096, 256) * 0.05, spec), torch.bfloat16)
+
+    def path(m: int, layer: PackedLinear) -> str:
+        return ops.path_name(ops.launch_config(torch.zeros(m, 256, dtype=torch.bfloat16), layer))
+
+    assert [path(m, wide) for m in (64, 65, 128, 256, 257, 1024)] == ["mma", "wgmma", "wgmma", "wgmma", "dequant",
+                                                                      "dequant"]
+    assert [path(m, narrow) for m in (128, 129, 256, 257)] == ["mma", "wgmma", "wgmma", "dequant"]
+    # 8192 outputs at M = 256: 128 one-warpgroup row tiles, under 1.5 programs per SM, so K is split
+    cfg = ops.launch_config(torch.zeros(256, 256, dtype=torch.bfloat16), wide)
+    assert (cfg.block_m, cfg.warpgroups, cfg.stages, cfg.split_k) == (256, 1, 3, 2)
+    cfg = ops.launch_config(torch.zeros(200, 256, dtype=torch.bfloat16), narrow)
+    assert (cfg.block_m, cfg.warpgroups, cfg.split_k) == (128, 2, 2)
+    with pytest.raises(QuantlabError, match="depth=3"):
+        cuda_ops.CudaConfig(tma=True, depth=1)
