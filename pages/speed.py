@@ -76,6 +76,12 @@ if all(g is not None for g in w4_geo):
                 + (f"falls below bf16 at **M ≈ {w4_cross:.0f}**, " if w4_cross else "never falls below bf16, ")
                 + f"is slowest against it at M = {w4_low_m} (**{w4_low:.2f}×**) and runs **{w4_geo[-1]:.2f}×** at "
                 f"M = {res.batch_sizes[-1]}.")
+overlap = speed.overlap_gain(res)
+if overlap:
+    st.markdown(f"At M = {overlap.m}, unpacking *while* the tensor cores multiply is worth it: quantlab's Triton "
+                f"kernel, whose warps unpack and then multiply, runs **{overlap.sequential:.2f}×** bf16; its CUDA "
+                f"kernel, which unpacks the next step during the current one, runs **{overlap.overlapped:.2f}×** "
+                "(geometric means over the shapes).")
 lab_ui.lesson_section("speed", "speedup")
 
 # -- why is my int4 model slower than fp16? -------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,8 @@ LABELS = {"bf16": "bf16 cuBLAS (F.linear)", "torch_int4": "torch int4 (_weight_i
           "fp8": "FP8 W8A8 (_scaled_mm)", "w4a16_gemv": "W4A16 GEMV path only",
           "w4a16_mma": "W4A16 tensor-core path only", "w4a16_dequant": "W4A16 dequantize + cuBLAS only",
           "w4a16_chunked": "W4A16 dequantize + cuBLAS in L2-sized slices only",
-          "gemlite": "gemlite A16W4 g128 (its H100 config)"}
+          "gemlite": "gemlite A16W4 g128 (its H100 config)",
+          "w4a16_wgmma": "W4A16 CUDA wgmma path only (Hopper)"}
 
 
 def flops(m: int, k: int, n: int) -> float:
@@ -153,6 +155,11 @@ def load_results(path: Path) -> Results:
         raise QuantlabError(f"cannot read benchmark results {Path(path).name}: {err}") from None
 
 
+def _run_order(date: str, name: str) -> tuple[str, tuple[object, ...]]:
+    """Runs by date, then by name with its numbers compared as numbers (v9 before v10)."""
+    return date, tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
 def committed_results() -> list[Path]:
     """The GPU matmul runs shipped in quantlab/data/gpu (committed from bench/gpu_matmul.py), newest first."""
     found: list[tuple[str, str, Path]] = []
@@ -163,7 +170,7 @@ def committed_results() -> list[Path]:
             continue
         if isinstance(meta, dict) and "card" in meta and "copy_gbps" in meta:
             found.append((str(meta.get("date", "")), path.name, path))
-    return [p for _, _, p in sorted(found, reverse=True)]
+    return [p for _, _, p in sorted(found, key=lambda f: _run_order(f[0], f[1]), reverse=True)]
 
 
 def committed_run(name: str) -> Results:
@@ -177,7 +184,7 @@ def committed_run(name: str) -> Results:
 def kernel_history(runs: Sequence[Results], method: str = "w4a16") -> dict[str, tuple[list[int], list[float | None]]]:
     """Each run's batch sizes and geomean speedup of `method` over bf16 at each, oldest run first,
     keyed by the run's tag (its kernel version): how much the kernel, not the format, decides."""
-    ordered = sorted(runs, key=lambda r: (str(r.meta.get("date", "")), r.name))
+    ordered = sorted(runs, key=lambda r: _run_order(str(r.meta.get("date", "")), r.name))
     return {str(r.meta.get("tag") or r.name): (r.batch_sizes, [r.geomean_speedup(m, method) for m in r.batch_sizes])
             for r in ordered if method in r.methods}
 
@@ -286,3 +293,22 @@ def why_slower(res: Results, k: int, n: int) -> WhyNumbers:
                       res.speedup(k, n, ms[-1], "torch_int4"), ms[-1], crossover(ms, int4),
                       res.speedup(k, n, 1, "w4a16"),
                       bits_per_weight("bf16", k, n) / bits_per_weight("w4a16", k, n))
+
+
+@dataclass(frozen=True)
+class OverlapNumbers:
+    """What overlapping the dequantization with the tensor cores bought, at one batch size: the
+    Triton kernel (the same warps unpack, then multiply) against the CUDA wgmma kernel (they unpack
+    the next step while the tensor cores multiply this one), geomean over the run's shapes."""
+
+    m: int
+    sequential: float  # W4A16 Triton tensor-core path over bf16
+    overlapped: float  # W4A16 CUDA wgmma path over bf16
+
+
+def overlap_gain(res: Results, m: int = 256) -> OverlapNumbers | None:
+    """None for runs without both paths timed at M = m (runs before v10, or without --sweep)."""
+    sequential, overlapped = res.geomean_speedup(m, "w4a16_mma"), res.geomean_speedup(m, "w4a16_wgmma")
+    if sequential is None or overlapped is None:
+        return None
+    return OverlapNumbers(m, sequential, overlapped)

@@ -40,3 +40,29 @@ def test_targets_and_geomeans_from_results() -> None:
     assert verdict["W4A16 vs bf16, geomean, M=1"] and verdict["W4A16 vs bf16, geomean, M=16"] is False
     assert verdict["W4A16 vs bf16, geomean, M=256"] is False and verdict["W8A16 vs bf16, geomean, M=1"]
     assert verdict["W4A16 vs bf16, worst shape at any M"] is False  # 0.5x at M=256 is below the 0.9 floor
+
+
+def test_overlap_gain_compares_the_two_tensor_core_paths() -> None:
+    rows = []
+    for (k, n), base in {(64, 64): 1.0, (128, 128): 4.0}.items():
+        rows.append({"K": k, "N": n, "M": 256, "method": "bf16", "ms": base})
+        rows.append({"K": k, "N": n, "M": 256, "method": "w4a16_mma", "ms": base / 0.5})
+        rows.append({"K": k, "N": n, "M": 256, "method": "w4a16_wgmma", "ms": base / 0.8})
+    res = speed.Results({"card": "X", "date": "d"}, tuple(rows), (), "r")
+    gain = speed.overlap_gain(res)
+    assert gain is not None and gain.sequential == pytest.approx(0.5) and gain.overlapped == pytest.approx(0.8)
+    assert speed.overlap_gain(res, m=128) is None  # not timed there
+    older = speed.Results({"card": "X", "date": "d"}, tuple(r for r in rows if r["method"] != "w4a16_wgmma"), (), "r")
+    assert speed.overlap_gain(older) is None
+
+
+def test_the_newest_committed_run_times_both_paths_at_256() -> None:
+    gain = speed.overlap_gain(speed.load_results(speed.committed_results()[0]))
+    assert gain is not None and gain.overlapped > gain.sequential
+
+
+def test_runs_of_one_day_order_by_their_version_number() -> None:
+    names = [p.stem for p in speed.committed_results()]
+    assert names.index("NVIDIA_H200_2026-12-02_v10") < names.index("NVIDIA_H200_2026-12-02_v9")
+    runs = [speed.committed_run(n) for n in ("NVIDIA_H200_2026-12-02_v10", "NVIDIA_H200_2026-12-02_v9")]
+    assert list(speed.kernel_history(runs)) == ["v9", "v10"]
