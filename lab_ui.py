@@ -12,7 +12,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -527,15 +527,15 @@ class Selection:
         return self.layer in captured_layers(self.source)
 
 
-def captured_layers(source: models.ModelSource) -> Collection[str]:
+def captured_layers(source: models.ModelSource) -> frozenset[str]:
     """The layers whose real inputs the lab has for this source (none for weights-only sources, or
-    when a decoder cannot be loaded here: the sidebar says why): the cached capture's own keys."""
+    when a decoder cannot be loaded here: the sidebar says why)."""
     if not captures.available(source):
-        return ()
+        return frozenset()
     try:
-        return activations(source).keys()
+        return frozenset(activations(source))
     except QuantlabError:
-        return ()
+        return frozenset()
 
 
 @st.cache_resource(show_spinner="Loading tensor…", max_entries=64)

@@ -9,6 +9,7 @@ padding token, and padding would also change what the model sees), in the model'
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -60,8 +61,11 @@ def check_fits(folder: str | Path) -> int:
 
 def is_causal_lm(folder: str | Path) -> bool:
     """Whether config.json names a ...ForCausalLM architecture (GPT-2's LMHeadModel included)."""
-    config = models.folder_config(folder)
-    archs = None if config is None else config.get("architectures")
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    archs = config.get("architectures") if isinstance(config, dict) else None
     return isinstance(archs, list) and any(isinstance(a, str) and a.endswith(("ForCausalLM", "LMHeadModel"))
                                            for a in archs)
 

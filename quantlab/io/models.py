@@ -459,30 +459,19 @@ CONV1D_WEIGHTS = (".c_attn.weight", ".c_proj.weight", ".c_fc.weight", ".q_attn.w
 CONV1D_MODEL_TYPES = ("gpt2",)
 
 
-def folder_config(folder: str | Path) -> dict[str, object] | None:
-    """A model folder's config.json, or None when it has none or it is not a JSON object. Read once
-    per version of the file (shared: do not modify it)."""
-    path = Path(folder) / "config.json"
-    try:
-        stamp = path.stat().st_mtime_ns
-    except OSError:
-        return None
-    return _read_config(str(path), stamp)
-
-
 @lru_cache(maxsize=64)
-def _read_config(path: str, stamp: int) -> dict[str, object] | None:
+def _model_type(folder: str) -> str | None:
     try:
-        config = json.loads(Path(path).read_text())
-    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+        config = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError):
         return None
-    return config if isinstance(config, dict) else None
+    return config.get("model_type") if isinstance(config, dict) else None
 
 
 def stored_transposed(source: ModelSource, name: str) -> bool:
     """Whether this weight is a GPT-2 Conv1D's, stored [in, out] (its folder's config says gpt2)."""
     return (name.endswith(CONV1D_WEIGHTS) and Path(source.path).is_dir()
-            and (folder_config(source.path) or {}).get("model_type") in CONV1D_MODEL_TYPES)
+            and _model_type(str(Path(source.path))) in CONV1D_MODEL_TYPES)
 
 
 def weight_matrix(source: ModelSource, name: str) -> torch.Tensor:

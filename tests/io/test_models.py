@@ -173,23 +173,3 @@ def test_a_pickle_upload_is_refused_with_the_reason(tmp_path):
     with pytest.raises(QuantlabError, match="pickle checkpoints are never loaded") as info:
         models.ModelSource.from_upload("pytorch_model.bin", b"\x80\x02 whatever", tmp_path)
     assert "\n" not in str(info.value) and not list(tmp_path.iterdir())
-
-
-def test_folder_config_is_read_once_per_version_of_the_file(tmp_path):
-    import os
-
-    assert models.folder_config(tmp_path) is None  # no config.json
-    path = tmp_path / "config.json"
-    path.write_text('{"model_type": "llama", "architectures": ["LlamaForCausalLM"]}')
-    first = models.folder_config(tmp_path)
-    assert first == {"model_type": "llama", "architectures": ["LlamaForCausalLM"]}
-    assert models.folder_config(str(tmp_path)) is first  # cached: the same object
-    path.write_text('{"model_type": "gpt2"}')
-    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # a newer version
-    assert models.folder_config(tmp_path) == {"model_type": "gpt2"}
-    path.write_text("[1, 2]")
-    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 2 * 10**9))
-    assert models.folder_config(tmp_path) is None  # not a JSON object
-    path.write_bytes(b"\xff\xfe not json")
-    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 3 * 10**9))
-    assert models.folder_config(tmp_path) is None
