@@ -274,7 +274,7 @@ w4a16_wgmma(const unsigned short* __restrict__ x, const uint4* __restrict__ word
   wait_mma<0>();
 
   // acc[4i + e]: feature row0 (e < 2) or row1, token m0 + 8i + 2tig + (e & 1)
-  if (split == 1) {
+  auto store_y = [&]() {
 #pragma unroll
     for (int i = 0; i < BN / 8; ++i) {
 #pragma unroll
@@ -283,6 +283,9 @@ w4a16_wgmma(const unsigned short* __restrict__ x, const uint4* __restrict__ word
         if (m < M && n < N) y[static_cast<long long>(m) * stride_ym + n] = from_float(acc[4 * i + e]);
       }
     }
+  };
+  if (split == 1) {
+    store_y();
     return;
   }
   // Split K: each program leaves its partial tile in its own slot; the last to arrive adds them up,
@@ -304,13 +307,6 @@ w4a16_wgmma(const unsigned short* __restrict__ x, const uint4* __restrict__ word
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) acc[i] += __ldcg(theirs + i * THREADS + threadIdx.x);
   }
-#pragma unroll
-  for (int i = 0; i < BN / 8; ++i) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int m = m0 + 8 * i + 2 * tig + (e & 1), n = e < 2 ? row0 : row1;
-      if (m < M && n < N) y[static_cast<long long>(m) * stride_ym + n] = from_float(acc[4 * i + e]);
-    }
-  }
+  store_y();
   if (threadIdx.x == 0) counters[tile_id] = 0;
 }
